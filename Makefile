@@ -1,0 +1,34 @@
+# The two commands a user needs: `make demo` (set up + run the local quickstart)
+# and `make test` (set up + run the whole test suite). Both create .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rarl-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench lint crd clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints-cpu.txt -e '.[trainer,operator,dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/rarlctl run -f examples/quickstart.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sdk operator trainer tests bench
+
+crd: $(STAMP)
+	$(VENV)/bin/rarlctl crd > charts/rarl-operator/crds/rarljobs.rarl.dev.yaml
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

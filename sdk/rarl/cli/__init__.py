@@ -1,0 +1,1 @@
+"""The ``rarlctl`` command line."""

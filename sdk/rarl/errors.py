@@ -1,0 +1,50 @@
+"""Typed exceptions of the SDK, CLI and storage layer.
+
+Every error a user can cause carries a message that names the field, file,
+endpoint or job involved, and never a secret value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RARLError(Exception):
+    """Base of every error raised on purpose by rarl."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a document: where (YAML path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class InvalidSpec(RARLError):
+    """A RARLJob (or part of one) is not valid; ``problems`` lists each field problem."""
+
+    def __init__(self, problems: list[Problem], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + str(p) for p in self.problems) or f"{prefix}invalid spec")
+
+
+class JobNotFound(RARLError):
+    """No job of that name exists in the backend (and namespace)."""
+
+
+class WaitTimeout(RARLError):
+    """``wait`` ran out of time before the job reached a wanted phase."""
+
+
+class BackendUnavailable(RARLError):
+    """The backend cannot be reached or is not set up (no cluster, CRD missing, no run home)."""
+
+
+class StorageError(RARLError):
+    """A storage operation failed: unreachable endpoint, missing bucket, bad credentials, bad checksum."""
