@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rarl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench lint crd clean
+.PHONY: setup test demo bench lint crd docs clean
 
 setup: $(STAMP)
 
@@ -18,14 +18,19 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Until the local runner lands, the demo validates and prints the quickstart job.
 demo: $(STAMP)
-	$(VENV)/bin/rarlctl run -f examples/quickstart.yaml
+	$(VENV)/bin/rarlctl validate -f examples/quickstart.yaml
+	@cat examples/quickstart.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sdk operator trainer tests bench
 
 crd: $(STAMP)
 	$(VENV)/bin/rarlctl crd > charts/rarl-operator/crds/rarljobs.rarl.dev.yaml
+
+docs: $(STAMP)
+	$(PY) -m rarl.api.docs README.md
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -77,3 +77,22 @@ def reference_markdown() -> str:
 
 def render_readme_section() -> str:
     return f"{BEGIN}\n{reference_markdown()}{END}"
+
+
+def update_readme(path: str) -> bool:
+    """Rewrite the generated section of a README in place; True when it changed."""
+    from pathlib import Path
+
+    readme = Path(path)
+    text = readme.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    new = text[:start] + render_readme_section() + text[end:]
+    readme.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    import sys
+
+    changed = update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    print("README reference updated" if changed else "README reference already up to date")

@@ -159,15 +159,15 @@ def _secret_problems(node: Any, loc: tuple[Any, ...]) -> list[Problem]:
             norm = str(key).replace("_", "").replace("-", "").lower()
             if norm in SECRET_KEYS and not isinstance(value, dict):
                 found.append(Problem(
-                    format_path(loc + (key,)),
+                    format_path((*loc, key)),
                     "looks like a secret value; never put secrets in a RARLJob: store them in a Kubernetes "
                     "Secret and reference it with spec.storage.credentialsSecret.name",
                 ))
             else:
-                found.extend(_secret_problems(value, loc + (key,)))
+                found.extend(_secret_problems(value, (*loc, key)))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            found.extend(_secret_problems(value, loc + (i,)))
+            found.extend(_secret_problems(value, (*loc, i)))
     return found
 
 
@@ -196,7 +196,7 @@ def validate_document(doc: Any) -> tuple[RARLJob | None, list[Problem]]:
             problems.append(Problem(path, _describe_error(err)))
         return None, _dedupe(problems)
     except (RecursionError, TypeError, ValueError) as exc:  # pathological input
-        return None, secrets + [Problem("", f"cannot validate: {exc}")]
+        return None, [*secrets, Problem("", f"cannot validate: {exc}")]
     if secrets:
         return None, secrets
     return job, []

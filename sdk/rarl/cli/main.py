@@ -13,7 +13,6 @@ import sys
 import typing
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -47,9 +46,9 @@ class GlobalOptions:
     """Options every verb sees (set by the callback)."""
 
     backend: Backend = Backend.local
-    kubeconfig: Optional[str] = None
-    context: Optional[str] = None
-    namespace: Optional[str] = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
     output: OutputFormat = OutputFormat.table
     debug: bool = False
 
@@ -74,9 +73,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     backend: Backend = typer.Option(Backend.local, "--backend", help="Where jobs run: kubernetes or local processes."),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Path of the kubeconfig file."),
-    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context to use."),
-    namespace: Optional[str] = typer.Option(None, "-n", "--namespace", help="Namespace of the jobs."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="Path of the kubeconfig file."),
+    context: str | None = typer.Option(None, "--context", help="Kubeconfig context to use."),
+    namespace: str | None = typer.Option(None, "-n", "--namespace", help="Namespace of the jobs."),
     output: OutputFormat = typer.Option(OutputFormat.table, "-o", "--output", help="Output format."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
@@ -105,14 +104,14 @@ def output_option() -> typing.Any:
     return typer.Option(None, "-o", "--output", help="Output format: table, json or yaml.")
 
 
-def output_format(local: Optional[OutputFormat]) -> OutputFormat:
+def output_format(local: OutputFormat | None) -> OutputFormat:
     return local or OPTIONS.output
 
 
 @app.command()
 def validate(
     files: list[str] = typer.Option(..., "-f", "--filename", help="RARLJob YAML file; repeatable; '-' reads stdin."),
-    output: Optional[OutputFormat] = output_option(),
+    output: OutputFormat | None = output_option(),
 ) -> None:
     """Check RARLJob files: one OK line per valid document, one line per problem otherwise."""
     from rarl.api.validation import load_yaml_documents, validate_document
@@ -176,7 +175,7 @@ def crd(
 @app.command()
 def init(
     example: str = typer.Option("quickstart", "--example", "-e", help="Which example to write (see --list)."),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Write to this file instead of stdout."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     list_: bool = typer.Option(False, "--list", help="List the examples and exit."),
 ) -> None:
@@ -216,7 +215,7 @@ except ImportError:  # pragma: no cover - only while a verb's module is missing
     pass
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of ``rarlctl``: turns every error into a clear line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -1,0 +1,195 @@
+"""Every malformed RARLJob is rejected with the YAML field path and a reason, never a traceback."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rarl.api.validation import load_yaml_documents, parse_job, validate_document
+from rarl.errors import InvalidSpec
+
+from .test_types import MINIMAL
+
+
+def with_(path: str, value: Any) -> dict:
+    """MINIMAL with one field set (dotted path, [i] for list items); value DELETE removes it."""
+    doc = copy.deepcopy(MINIMAL)
+    node: Any = doc
+    parts = path.replace("[", ".[").split(".")
+    for part in parts[:-1]:
+        node = node[int(part[1:-1])] if part.startswith("[") else node.setdefault(part, {})
+    last = parts[-1]
+    if value is DELETE:
+        del node[last]
+    elif last.startswith("["):
+        node[int(last[1:-1])] = value
+    else:
+        node[last] = value
+    return doc
+
+
+DELETE = object()
+TWO_STAGES = [{"name": "a", "steps": 1}, {"name": "b", "steps": 2, "rmo": {}}]
+
+CASES = [
+    # (description, document, expected path, words expected in the message)
+    ("negative steps", with_("spec.stages", [{"name": "a", "steps": -1}]), "spec.stages[0].steps", "greater than"),
+    ("zero steps", with_("spec.stages", [{"name": "a", "steps": 0}]), "spec.stages[0].steps", "greater than"),
+    ("probability > 1", with_("spec.stages", [TWO_STAGES[0], {"name": "b", "steps": 1, "rmo": {"probability": 1.5}}]),
+     "spec.stages[1].rmo.probability", "less than or equal to 1"),
+    ("probability < 0", with_("spec.stages", [{"name": "a", "steps": 1, "rmo": {"probability": -0.1}}]),
+     "spec.stages[0].rmo.probability", "greater than or equal to 0"),
+    ("gpus < 0", with_("spec.resources", {"gpusPerNode": -1}), "spec.resources.gpusPerNode", "greater than"),
+    ("nodes < 1", with_("spec.resources", {"nodes": 0}), "spec.resources.nodes", "greater than"),
+    ("list size 0", with_("spec.stages", [{"name": "a", "steps": 1, "listSizes": [0]}]),
+     "spec.stages[0].listSizes[0]", "greater than"),
+    ("list size 17", with_("spec.stages", [{"name": "a", "steps": 1, "listSizes": [2, 17]}]),
+     "spec.stages[0].listSizes[1]", "less than or equal to 16"),
+    ("empty list sizes with RMO", with_("spec.stages", [{"name": "a", "steps": 1, "listSizes": []}]),
+     "spec.stages[0]", "listSizes must not be empty"),
+    ("delta 0", with_("spec.reward", {"delta": 0}), "spec.reward.delta", "greater than 0"),
+    ("delta negative", with_("spec.reward", {"delta": -2}), "spec.reward.delta", "greater than 0"),
+    ("missing model", with_("spec.model", DELETE), "spec.model", "required"),
+    ("missing checkpoint", with_("spec.checkpoint", DELETE), "spec.checkpoint", "required"),
+    ("missing output uri", with_("spec.output", {}), "spec.output.uri", "required"),
+    ("missing name", with_("metadata", {}), "metadata.name", "required"),
+    ("bad name", with_("metadata.name", "My_Job"), "metadata.name", "DNS-1123"),
+    ("long name", with_("metadata.name", "a" * 60), "metadata.name", "at most 52"),
+    ("wrong type", with_("spec.grpo", {"numGenerations": "eight"}), "spec.grpo.numGenerations", "integer"),
+    ("list for object", with_("spec.model", ["x"]), "spec.model", "dictionary"),
+    ("unknown format", with_("spec.dataset.format", "imagenet"), "spec.dataset.format", "'synthetic'"),
+    ("unknown stage kind", with_("spec.stages", [{"name": "a", "steps": 1, "kind": "ppo"}]),
+     "spec.stages[0].kind", "'grpo' or 'sft'"),
+    ("duplicate stages", with_("spec.stages", [{"name": "a", "steps": 1}, {"name": "a", "steps": 2}]),
+     "spec", "duplicate stage name 'a'"),
+    ("bad stage name", with_("spec.stages", [{"name": "Stage 1", "steps": 1}]), "spec.stages[0].name", "lowercase"),
+    ("gs:// uri", with_("spec.checkpoint.uri", "gs://bucket/x"), "spec.checkpoint.uri", "s3://, file://"),
+    ("relative file://", with_("spec.output.uri", "file://relative/x"), "spec.output.uri", "absolute path"),
+    ("bad bucket", with_("spec.output.uri", "s3://B/x"), "spec.output.uri", "bucket name"),
+    ("empty uri", with_("spec.output.uri", ""), "spec.output.uri", "non-empty"),
+    ("bad dataset uri", with_("spec.dataset.train", "http://x/y"), "spec.dataset.train", "not supported"),
+    ("coco without category", with_("spec.dataset", {"format": "coco-rem", "train": "a.json"}),
+     "spec.dataset", "category is required"),
+    ("jsonl without target", with_("spec.dataset", {"format": "jsonl", "train": "a.jsonl"}),
+     "spec.dataset", "target"),
+    ("utkface without train", with_("spec.dataset", {"format": "utkface"}), "spec.dataset", "train is required"),
+    ("target range reversed", with_("spec.dataset.target", {"min": 5, "max": 1}), "spec.dataset.target",
+     "greater than min"),
+    ("precision 0", with_("spec.dataset.target", {"min": 0, "max": 1, "precision": 0}),
+     "spec.dataset.target.precision", "greater than 0"),
+    ("bad quantity", with_("spec.resources", {"requests": {"memory": "lots"}}), "spec.resources.requests.memory",
+     "Kubernetes quantity"),
+    ("bool quantity", with_("spec.resources", {"limits": {"cpu": True}}), "spec.resources.limits.cpu", "quantity"),
+    ("unknown builtin", with_("spec.model.base", "builtin:gpt-5"), "spec.model.base", "unknown builtin model"),
+    ("ranking alpha > 1", with_("spec.reward", {"rankingAlpha": 2}), "spec.reward.rankingAlpha", "less than"),
+    ("unknown field", with_("spec.grpo", {"numGeneration": 4}), "spec.grpo.numGeneration", "did you mean 'numGenerations'"),
+    ("unknown top spec field", with_("spec.modle", {"base": "x"}), "spec.modle", "did you mean 'model'"),
+    ("snake case typo", with_("spec.runPolicy", {"max_restart": 1}), "spec.runPolicy.max_restart", "did you mean"),
+    ("secret in storage", with_("spec.storage", {"secretAccessKey": "abc"}), "spec.storage.secretAccessKey",
+     "never put secrets"),
+    ("secret anywhere", with_("spec.model.lora", {"token": "hf_abc"}), "spec.model.lora.token", "never put secrets"),
+    ("credentials in endpoint", with_("spec.storage", {"endpoint": "http://ak:sk@minio:9000"}),
+     "spec.storage.endpoint", "must not be written"),
+    ("endpoint not a URL", with_("spec.storage", {"endpoint": "minio:9000"}), "spec.storage.endpoint", "http"),
+    ("wrong apiVersion", with_("apiVersion", "rarl.dev/v1"), "apiVersion", "rarl.dev/v1alpha1"),
+    ("wrong kind", with_("kind", "Job"), "kind", "RARLJob"),
+    ("negative deadline", with_("spec.runPolicy", {"activeDeadlineSeconds": 0}), "spec.runPolicy.activeDeadlineSeconds",
+     "greater than"),
+]
+
+
+@pytest.mark.parametrize("doc,path,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_spec_is_rejected_with_field_path(doc, path, words):
+    job, problems = validate_document(doc)
+    assert job is None
+    matching = [p for p in problems if p.path == path]
+    assert matching, f"no problem at {path}: {problems}"
+    assert any(words in p.message for p in matching), matching
+
+
+def test_secret_value_is_never_echoed():
+    doc = with_("spec.storage", {"secretAccessKey": "wJalrXUtnFEMI-very-secret"})
+    _, problems = validate_document(doc)
+    assert problems and all("wJalrXUtnFEMI" not in str(p) for p in problems)
+
+
+def test_all_problems_are_reported_at_once():
+    doc = with_("spec.resources", {"nodes": 0, "gpusPerNode": -1})
+    doc["spec"]["reward"] = {"delta": -1}
+    _, problems = validate_document(doc)
+    assert {"spec.resources.nodes", "spec.resources.gpusPerNode", "spec.reward.delta"} <= {p.path for p in problems}
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (b"", "empty"),
+        (b"---\n---\n", "empty"),
+        (b"\x00\x01\x02", "binary"),
+        (b"\xff\xfe\xfa", "not UTF-8"),
+        (b"a: [1, 2", "not valid YAML at line"),
+        (b"a: 1\na: 2\n", "duplicate key 'a'"),
+        (b"x" * (5 * 1024 * 1024), "at most"),
+        (b"[" * 5000, "YAML"),
+    ],
+)
+def test_unparseable_text_gives_one_clear_problem(text, words):
+    docs, problems = load_yaml_documents(text)
+    assert docs == [] and len(problems) == 1
+    assert words in problems[0].message
+
+
+@pytest.mark.parametrize("doc", [None, 3, "text", [1, 2], {"apiVersion": "rarl.dev/v1alpha1"}])
+def test_non_job_documents(doc):
+    job, problems = validate_document(doc)
+    assert job is None and problems
+
+
+def test_parse_job_raises_invalid_spec_with_problems():
+    with pytest.raises(InvalidSpec) as info:
+        parse_job(with_("spec.resources", {"nodes": 0}), origin="job.yaml")
+    assert info.value.problems[0].path == "spec.resources.nodes"
+    assert str(info.value).startswith("job.yaml: spec.resources.nodes:")
+
+
+def test_multi_document_yaml_is_split():
+    import yaml
+
+    text = yaml.safe_dump(MINIMAL) + "---\n" + yaml.safe_dump(with_("metadata.name", "second"))
+    docs, problems = load_yaml_documents(text)
+    assert not problems and [d["metadata"]["name"] for d in docs] == ["minimal", "second"]
+    with pytest.raises(InvalidSpec, match="expected one RARLJob document, found 2"):
+        parse_job(text)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(
+    ["model", "dataset", "reward", "stages", "grpo", "resources", "checkpoint", "output", "storage", "runPolicy",
+     "other"]), json_values, max_size=6))
+def test_arbitrary_spec_content_never_raises(spec):
+    doc = {"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "x"}, "spec": spec}
+    job, problems = validate_document(doc)
+    assert (job is None) == bool(problems)
+    for p in problems:
+        assert isinstance(p.path, str) and p.message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(data):
+    docs, problems = load_yaml_documents(data)
+    assert bool(docs) != bool(problems)
+    for doc in docs:
+        job, doc_problems = validate_document(doc)
+        assert (job is None) == bool(doc_problems)
