@@ -1,0 +1,325 @@
+"""Pure builders: a validated RARLJob in, Kubernetes manifests (plain dicts) out.
+
+No I/O here, so every child can be unit-tested and schema-validated offline, and
+the reconciler can rebuild the exact same object at any time (deterministic
+names make re-creation idempotent: the API answers 409 for an existing child).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from rarl.api.types import API_GROUP, GROUP_VERSION, KIND, PLURAL, RARLJob
+
+LABEL_JOB = "rarl.dev/job-name"
+LABEL_ATTEMPT = "rarl.dev/attempt"
+ANNOTATION_RESTARTS = "rarl.dev/restarts"
+MASTER_PORT = 29500
+CONFIG_KEY = "job.yaml"
+CONFIG_DIR = "/etc/rarl"
+RUN_DIR = "/workspace/run"
+TRAINER_UID = 1000
+
+# Metadata we never copy from the RARLJob to children: tooling state, not user intent.
+_SKIP_PREFIXES = ("kopf.zalando.org/", "kubectl.kubernetes.io/", "rarl.dev/")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Operator-wide defaults that the spec may leave open (from settings)."""
+
+    trainer_image: str = "ghcr.io/rarl-dev/rarl-trainer:0.1.0"
+    s3_endpoint: str | None = None
+    termination_grace_seconds: int = 120
+
+
+# --------------------------------------------------------------------------- names
+
+
+def service_name(job: str) -> str:
+    """The headless Service; pods get `<pod>.<svc>` DNS names through it."""
+    return job
+
+
+def config_name(job: str) -> str:
+    return f"{job}-config"
+
+
+def account_name(job: str) -> str:
+    return f"{job}-trainer"
+
+
+def attempt_name(job: str, attempt: int) -> str:
+    """The batch Job of one attempt; deterministic so a restarted operator never duplicates it."""
+    return f"{job}-attempt-{attempt}"
+
+
+def master_addr(job: str, attempt: int) -> str:
+    """Pod 0's stable DNS name: Indexed Job pods are named `<job-name>-<index>` with subdomain = Service."""
+    return f"{attempt_name(job, attempt)}-0.{service_name(job)}"
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    """Controller owner reference: garbage collection removes children with the RARLJob."""
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _user_meta(values: dict[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (values or {}).items() if not k.startswith(_SKIP_PREFIXES)}
+
+
+def base_labels(job: str) -> dict[str, str]:
+    """Attempt-independent labels: the Service selects on these, the operator indexes on LABEL_JOB."""
+    return {
+        LABEL_JOB: job,
+        "app.kubernetes.io/name": "rarl-trainer",
+        "app.kubernetes.io/instance": job,
+        "app.kubernetes.io/managed-by": "rarl-operator",
+    }
+
+
+def _meta(job: RARLJob, uid: str, name: str, *, user: bool = False, extra: dict[str, str] | None = None) -> dict:
+    labels = {**(_user_meta(job.metadata.labels) if user else {}), **base_labels(job.name), **(extra or {})}
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": job.metadata.namespace or "default",
+        "labels": labels,
+        "ownerReferences": [owner_reference(job.name, uid)],
+    }
+    return meta
+
+
+# --------------------------------------------------------------------------- children
+
+
+def config_document(job: RARLJob) -> dict[str, Any]:
+    """The RARLJob as the trainer reads it: full spec with defaults, clean metadata, no status."""
+    meta = {"name": job.name, "namespace": job.metadata.namespace or "default"}
+    if job.metadata.labels:
+        meta["labels"] = _user_meta(job.metadata.labels)
+    if job.metadata.annotations:
+        meta["annotations"] = _user_meta(job.metadata.annotations)
+    return {"apiVersion": GROUP_VERSION, "kind": KIND, "metadata": meta,
+            "spec": job.spec.model_dump(by_alias=True, exclude_none=True, mode="json")}
+
+
+def config_map(job: RARLJob, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(job, uid, config_name(job.name)),
+        "data": {CONFIG_KEY: yaml.safe_dump(config_document(job), sort_keys=False)},
+    }
+
+
+def headless_service(job: RARLJob, uid: str) -> dict[str, Any]:
+    """Headless, publishing not-ready pods: rendezvous happens before any pod is Ready."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(job, uid, service_name(job.name)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_JOB: job.name},
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def service_account(job: RARLJob, uid: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(job, uid, account_name(job.name))}
+
+
+def status_role(job: RARLJob, uid: str) -> dict[str, Any]:
+    """Least privilege for the trainer: read its own RARLJob, patch only its own status."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(job, uid, account_name(job.name)),
+        "rules": [
+            {"apiGroups": [API_GROUP], "resources": [PLURAL], "resourceNames": [job.name], "verbs": ["get"]},
+            {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/status"], "resourceNames": [job.name],
+             "verbs": ["get", "patch"]},
+        ],
+    }
+
+
+def status_role_binding(job: RARLJob, uid: str) -> dict[str, Any]:
+    name = account_name(job.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(job, uid, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.metadata.namespace or "default"}],
+    }
+
+
+def _env(job: RARLJob, attempt: int, defaults: Defaults) -> list[dict[str, Any]]:
+    spec, res = job.spec, job.spec.resources
+    nproc = res.gpus_per_node if res.gpus_per_node > 0 else 1
+    env: list[dict[str, Any]] = [
+        {"name": "NNODES", "value": str(res.nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(nproc)},
+        {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {"name": "MASTER_ADDR", "value": master_addr(job.name, attempt)},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "RARL_JOB_NAME", "value": job.name},
+        {"name": "RARL_JOB_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "RARL_ATTEMPT", "value": str(attempt)},
+        {"name": "HOME", "value": "/workspace"},
+        {"name": "HF_HOME", "value": "/workspace/.cache/huggingface"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    storage = spec.storage
+    endpoint = storage.endpoint or defaults.s3_endpoint
+    if endpoint:
+        env.append({"name": "RARL_S3_ENDPOINT", "value": endpoint})
+    if storage.region:
+        env += [{"name": "AWS_REGION", "value": storage.region},
+                {"name": "AWS_DEFAULT_REGION", "value": storage.region}]
+    env.append({"name": "RARL_S3_PATH_STYLE", "value": "true" if storage.path_style else "false"})
+    secret = storage.credentials_secret
+    if secret is not None:  # references only: the values never leave the Secret
+        keys = [("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
+                ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)]
+        if secret.session_token_key:
+            keys.append(("AWS_SESSION_TOKEN", secret.session_token_key))
+        env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}} for var, key in keys]
+    return env
+
+
+def _resources(job: RARLJob) -> dict[str, Any]:
+    res = job.spec.resources
+    requests = {k: v for k, v in (("cpu", res.requests.cpu), ("memory", res.requests.memory)) if v is not None}
+    limits = {k: v for k, v in (("cpu", res.limits.cpu), ("memory", res.limits.memory)) if v is not None}
+    if res.gpus_per_node > 0:  # extended resources: requests must equal limits
+        limits["nvidia.com/gpu"] = str(res.gpus_per_node)
+        requests["nvidia.com/gpu"] = str(res.gpus_per_node)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def trainer_args() -> list[str]:
+    """torchrun's command line; $(VAR) is expanded by the kubelet from the container env."""
+    return [
+        "--nnodes=$(NNODES)",
+        "--nproc_per_node=$(NPROC_PER_NODE)",
+        "--node_rank=$(NODE_RANK)",
+        "--master_addr=$(MASTER_ADDR)",
+        "--master_port=$(MASTER_PORT)",
+        "-m", "rarl_trainer",
+        "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+        "--resume", "auto",
+        "--run-dir", RUN_DIR,
+    ]
+
+
+def attempt_job(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: Defaults = Defaults()) -> dict:
+    """The Indexed Job of one attempt: one pod per node, no Job-level retries (the operator owns them)."""
+    res = job.spec.resources
+    name = attempt_name(job.name, attempt)
+    labels = {LABEL_ATTEMPT: str(attempt)}
+    meta = _meta(job, uid, name, user=True, extra=labels)
+    annotations = _user_meta(job.metadata.annotations)
+    meta["annotations"] = {**annotations, ANNOTATION_RESTARTS: str(restarts)}
+    pod_labels = {**_user_meta(job.metadata.labels), **base_labels(job.name), **labels}
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": res.image or defaults.trainer_image,
+        "imagePullPolicy": res.image_pull_policy,
+        "command": ["torchrun"],
+        "args": trainer_args(),
+        "env": _env(job, attempt, defaults),
+        "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}],
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "workspace", "mountPath": "/workspace"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    resources = _resources(job)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": service_name(job.name),
+        "serviceAccountName": res.service_account_name or account_name(job.name),
+        "terminationGracePeriodSeconds": defaults.termination_grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": config_name(job.name)}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
+            {"name": "workspace", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in res.tolerations]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    template_meta: dict[str, Any] = {"labels": pod_labels}
+    if annotations:
+        template_meta["annotations"] = annotations
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": res.nodes,
+            "parallelism": res.nodes,
+            "backoffLimit": 0,
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }
+
+
+def shared_children(job: RARLJob, uid: str) -> list[dict[str, Any]]:
+    """Children that live as long as the RARLJob (created once, before the first attempt's Job)."""
+    children = [config_map(job, uid), headless_service(job, uid)]
+    if not job.spec.resources.service_account_name:
+        children += [service_account(job, uid), status_role(job, uid), status_role_binding(job, uid)]
+    return children
+
+
+def all_children(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: Defaults = Defaults()) -> list:
+    """Everything one attempt needs, in creation order (the Job last: its pods need the rest)."""
+    return [*shared_children(job, uid), attempt_job(job, uid, attempt, restarts, defaults)]

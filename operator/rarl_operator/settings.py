@@ -1,0 +1,57 @@
+"""Operator settings from the environment (the Helm chart sets them), read once at import."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from rarl_operator.manifests import Defaults
+
+
+def _float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Why env: one image serves every install; the chart (or tests) tune it without code."""
+
+    watch_namespaces: tuple[str, ...] = ()  # empty: the whole cluster
+    trainer_image: str = "ghcr.io/rarl-dev/rarl-trainer:0.1.0"
+    s3_endpoint: str | None = None
+    resync_seconds: float = 10.0  # every RARLJob is reconciled at least this often (deadlines, missed events)
+    workers: int = 8  # concurrent reconciles (and API threads)
+    metrics_port: int = 8080  # 0 disables the Prometheus endpoint
+    termination_grace_seconds: int = 120
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(trainer_image=self.trainer_image, s3_endpoint=self.s3_endpoint,
+                        termination_grace_seconds=self.termination_grace_seconds)
+
+
+def from_env() -> Settings:
+    namespaces = tuple(n.strip() for n in os.environ.get("RARL_WATCH_NAMESPACES", "").split(",") if n.strip())
+    return Settings(
+        watch_namespaces=namespaces,
+        trainer_image=os.environ.get("RARL_TRAINER_IMAGE", Settings.trainer_image),
+        s3_endpoint=os.environ.get("RARL_S3_ENDPOINT") or None,
+        resync_seconds=max(0.05, _float("RARL_RESYNC_SECONDS", Settings.resync_seconds)),
+        workers=max(1, _int("RARL_WORKERS", Settings.workers)),
+        metrics_port=_int("RARL_METRICS_PORT", Settings.metrics_port),
+        termination_grace_seconds=_int("RARL_TERMINATION_GRACE_SECONDS", Settings.termination_grace_seconds),
+    )
+
+
+SETTINGS = from_env()

@@ -1,0 +1,167 @@
+"""The pure builders: schema-valid children with the torchrun contract, RBAC and owner references."""
+
+from __future__ import annotations
+
+import copy
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from rarl.api.types import RARLJob
+from rarl_operator import manifests as m
+
+UID = "0c1f6a7e-1111-2222-3333-444455556666"
+
+MINIMAL = {
+    "apiVersion": "rarl.dev/v1alpha1",
+    "kind": "RARLJob",
+    "metadata": {"name": "demo", "namespace": "team-a",
+                 "labels": {"kueue.x-k8s.io/queue-name": "gpu-queue", "team": "vision"},
+                 "annotations": {"owner": "alice",
+                                 "kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+    "spec": {
+        "model": {"base": "Qwen/Qwen2.5-VL-3B-Instruct"},
+        "dataset": {"format": "synthetic"},
+        "checkpoint": {"uri": "s3://ckpt-bucket/demo"},
+        "output": {"uri": "s3://model-bucket/demo"},
+    },
+}
+
+
+def job_with(**spec_updates) -> RARLJob:
+    doc = copy.deepcopy(MINIMAL)
+    doc["spec"].update(spec_updates)
+    return RARLJob.model_validate(doc)
+
+
+GPU = job_with(
+    resources={"nodes": 4, "gpusPerNode": 8, "image": "registry.example/rarl-trainer:1.2.3",
+               "requests": {"cpu": 16, "memory": "128Gi"}, "limits": {"memory": "160Gi"},
+               "nodeSelector": {"gpu": "h100"}, "shmSize": "32Gi", "priorityClassName": "training",
+               "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    storage={"endpoint": "https://s3.example.com", "region": "eu-west-1", "pathStyle": True,
+             "credentialsSecret": {"name": "s3-creds", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret",
+                                   "sessionTokenKey": "token"}},
+)
+
+
+def env_of(job: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+@pytest.mark.parametrize("job", [job_with(), GPU], ids=["cpu-minimal", "gpu-multinode"])
+def test_every_child_passes_the_official_schema(job):
+    children = m.all_children(job, UID, attempt=2, restarts=1)
+    assert [c["kind"] for c in children] == ["ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "Job"]
+    for child in children:
+        kubernetes_validate.validate(child, "1.30.0", strict=True)
+        owner = child["metadata"]["ownerReferences"]
+        assert owner == [{"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "name": "demo", "uid": UID,
+                          "controller": True, "blockOwnerDeletion": True}]
+        assert child["metadata"]["namespace"] == "team-a"
+        assert child["metadata"]["labels"][m.LABEL_JOB] == "demo"
+
+
+def test_indexed_job_runs_torchrun_with_the_rendezvous_env():
+    job = m.attempt_job(GPU, UID, attempt=3, restarts=2)
+    spec = job["spec"]
+    assert job["metadata"]["name"] == "demo-attempt-3"
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (
+        "Indexed", 4, 4, 0)
+    assert "podFailurePolicy" not in spec  # the operator classifies failures itself
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["subdomain"] == "demo"
+    c = pod["containers"][0]
+    assert c["command"] == ["torchrun"]
+    assert c["args"][:5] == ["--nnodes=$(NNODES)", "--nproc_per_node=$(NPROC_PER_NODE)", "--node_rank=$(NODE_RANK)",
+                             "--master_addr=$(MASTER_ADDR)", "--master_port=$(MASTER_PORT)"]
+    assert c["args"][5:] == ["-m", "rarl_trainer", "--config", "/etc/rarl/job.yaml", "--resume", "auto",
+                             "--run-dir", "/workspace/run"]
+    env = env_of(job)
+    assert env["NNODES"] == "4" and env["NPROC_PER_NODE"] == "8" and env["MASTER_PORT"] == "29500"
+    assert env["MASTER_ADDR"] == "demo-attempt-3-0.demo"
+    assert env["NODE_RANK"] == {"fieldRef": {
+        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    assert env["RARL_JOB_NAME"] == "demo" and env["RARL_ATTEMPT"] == "3"
+    assert env["RARL_JOB_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["RARL_S3_ENDPOINT"] == "https://s3.example.com" and env["AWS_REGION"] == "eu-west-1"
+    assert env["RARL_S3_PATH_STYLE"] == "true"
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-creds", "key": "id"}}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-creds", "key": "secret"}}
+    assert env["AWS_SESSION_TOKEN"] == {"secretKeyRef": {"name": "s3-creds", "key": "token"}}
+    assert c["resources"] == {"requests": {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"},
+                              "limits": {"memory": "160Gi", "nvidia.com/gpu": "8"}}
+    assert c["image"] == "registry.example/rarl-trainer:1.2.3"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 1000
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "32Gi"}
+    assert pod["nodeSelector"] == {"gpu": "h100"} and pod["priorityClassName"] == "training"
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["serviceAccountName"] == "demo-trainer"
+
+
+def test_cpu_job_uses_one_process_and_the_default_image():
+    job = m.attempt_job(job_with(), UID, attempt=1, restarts=0,
+                        defaults=m.Defaults(trainer_image="img:cpu", s3_endpoint="http://minio:9000"))
+    env = env_of(job)
+    assert env["NNODES"] == "1" and env["NPROC_PER_NODE"] == "1"
+    assert env["RARL_S3_ENDPOINT"] == "http://minio:9000" and env["RARL_S3_PATH_STYLE"] == "false"
+    assert "AWS_ACCESS_KEY_ID" not in env
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "img:cpu" and "resources" not in c
+
+
+def test_labels_and_annotations_pass_through_but_tool_state_does_not():
+    job = m.attempt_job(job_with(), UID, attempt=1, restarts=0)
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+        assert meta["labels"]["team"] == "vision"
+        assert meta["labels"][m.LABEL_ATTEMPT] == "1"
+        assert meta["annotations"]["owner"] == "alice"
+        assert not any(k.startswith("kubectl.kubernetes.io/") for k in meta["annotations"])
+    assert job["metadata"]["annotations"][m.ANNOTATION_RESTARTS] == "0"
+
+
+def test_service_is_headless_and_selects_every_attempt():
+    svc = m.headless_service(job_with(), UID)
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {m.LABEL_JOB: "demo"}
+
+
+def test_trainer_role_allows_only_its_own_status():
+    role = m.status_role(job_with(), UID)
+    assert role["rules"] == [
+        {"apiGroups": ["rarl.dev"], "resources": ["rarljobs"], "resourceNames": ["demo"], "verbs": ["get"]},
+        {"apiGroups": ["rarl.dev"], "resources": ["rarljobs/status"], "resourceNames": ["demo"],
+         "verbs": ["get", "patch"]},
+    ]
+    binding = m.status_role_binding(job_with(), UID)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-trainer", "namespace": "team-a"}]
+
+
+def test_config_map_holds_the_job_without_status_or_tool_state():
+    cm = m.config_map(job_with(), UID)
+    doc = yaml.safe_load(cm["data"]["job.yaml"])
+    assert doc["kind"] == "RARLJob" and "status" not in doc
+    assert doc["metadata"] == {"name": "demo", "namespace": "team-a",
+                               "labels": {"kueue.x-k8s.io/queue-name": "gpu-queue", "team": "vision"},
+                               "annotations": {"owner": "alice"}}
+    again = RARLJob.model_validate(doc)  # the trainer can read it back
+    assert again.spec == job_with().spec
+
+
+def test_own_service_account_skips_the_per_job_rbac():
+    job = job_with(resources={"serviceAccountName": "shared-trainer"})
+    kinds = [c["kind"] for c in m.shared_children(job, UID)]
+    assert kinds == ["ConfigMap", "Service"]
+    assert m.attempt_job(job, UID, 1, 0)["spec"]["template"]["spec"]["serviceAccountName"] == "shared-trainer"
+
+
+def test_no_secret_value_can_reach_a_child():
+    text = yaml.safe_dump(m.all_children(GPU, UID, 1, 0))
+    assert "secretKeyRef" in text and "AWS_SECRET_ACCESS_KEY: " not in text
