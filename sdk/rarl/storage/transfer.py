@@ -8,11 +8,13 @@ from being downloaded once per pod start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,13 +188,15 @@ def cached_download(
         final = root / uri_id / version / name
         if final.is_file() and final.stat().st_size == info.size:
             return final
-        tmp = root / uri_id / f".tmp-{uuid.uuid4().hex}"
-        try:
-            parent.get_file(name, tmp / name, progress)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / name, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with _locked(final.parent):  # ranks on one node: one downloads, the others wait
+            if final.is_file() and final.stat().st_size == info.size:
+                return final
+            tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
+            try:
+                parent.get_file(name, tmp / name, progress)
+                os.replace(tmp / name, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         return final
     store = S3Store(loc.bucket, loc.key, spec, parent._client)
     objects = store.list("")
@@ -204,23 +208,39 @@ def cached_download(
     h = hashlib.sha256()
     for o in [m_obj] if m_obj else sorted(objects, key=lambda o: o.key):
         h.update(f"{o.key}\0{o.size}\0{o.etag}\n".encode())
-    final = root / uri_id / h.hexdigest()[:16]
-    if (final / ".rarl-complete").is_file():
+    version_dir = root / uri_id / h.hexdigest()[:16]
+    final, marker = version_dir / "tree", version_dir / ".complete"
+    if marker.is_file() and final.is_dir():
         return final
-    tmp = root / uri_id / f".tmp-{uuid.uuid4().hex}"
-    try:
-        m = read_manifest(store)
-        if m is not None:
-            download_manifested(store, m, tmp, progress=progress)
-            (tmp / MANIFEST_NAME).write_bytes(m.to_json())
-        else:
-            store.download_tree("", tmp, progress)
-        (tmp / ".rarl-complete").write_text(json.dumps({"uri": str(loc)}))
+    with _locked(version_dir):
+        if marker.is_file() and final.is_dir():
+            return final
+        tmp = version_dir / f".tmp-{uuid.uuid4().hex}"
         try:
+            m = read_manifest(store)
+            if m is not None:
+                download_manifested(store, m, tmp, progress=progress)
+                (tmp / MANIFEST_NAME).write_bytes(m.to_json())
+            else:
+                store.download_tree("", tmp, progress)
+            if final.exists():  # an interrupted earlier attempt (renamed, never marked)
+                shutil.rmtree(final)
             os.replace(tmp, final)
-        except OSError:
-            if not (final / ".rarl-complete").is_file():  # a concurrent download won the race: fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            marker.write_text(json.dumps({"uri": str(loc)}))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder/.lock`` (POSIX flock; released if the process dies)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
