@@ -1,0 +1,133 @@
+"""``rarlctl eval``: metrics of a predictions file (JSONL rows of predictions and targets).
+
+Each line: ``{"pred": [v1, ...] | null, "target": [y1, ...]}`` or ``{"completion": "<model text>",
+"target": [...]}`` (parsed like the reward does). A bare number is accepted for one-item rows.
+numpy and rarl_trainer are imported inside the command so ``rarlctl --help`` stays fast.
+Exit codes: 0 ok, 1 invalid input (each bad row reported with its line number), 2 unreadable file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+EXIT_INVALID = 1
+EXIT_UNREADABLE = 2
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_row(row: Any) -> str | None:
+    """Why a row is not a valid evaluation row (None when it is)."""
+    if not isinstance(row, dict):
+        return "expected a JSON object with 'target' and 'pred' (or 'completion')"
+    target = row.get("target")
+    if _is_number(target):
+        target = [target]
+    if not isinstance(target, list) or not target:
+        return "'target' must be a non-empty list of numbers"
+    if not all(_is_number(t) and math.isfinite(t) for t in target):
+        return "'target' must contain finite numbers only"
+    if "pred" in row:
+        pred = row["pred"]
+        if pred is None or _is_number(pred):
+            return None
+        if not isinstance(pred, list) or not all(_is_number(p) for p in pred):
+            return "'pred' must be a list of numbers or null"
+        return None
+    if "completion" in row:
+        return None if isinstance(row["completion"], str) else "'completion' must be a string"
+    return "missing 'pred' (or 'completion')"
+
+
+def _normalise(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if _is_number(out["target"]):
+        out["target"] = [out["target"]]
+    if "pred" in out and _is_number(out["pred"]):
+        out["pred"] = [out["pred"]]
+    return out
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if float(value).is_integer() and abs(value) >= 1:
+        return str(int(value))
+    return f"{value:.4f}"
+
+
+def eval_command(
+    predictions: Path = typer.Option(
+        ..., "--predictions", "-p", help="JSONL file: one {\"pred\": [...], \"target\": [...]} row per query."
+    ),
+    output: str = typer.Option("table", "-o", "--output", help="Output format: table, json or yaml."),
+    precision: float = typer.Option(1.0, "--precision", help="Rounding step for exact / within-k accuracy."),
+) -> None:
+    """Compute RARL metrics (MAE, accuracy, SRCC, PLCC, Kendall tau per list size) from predictions."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    if output not in ("table", "json", "yaml"):
+        err.print(f"[red]error:[/red] unknown output format {output!r}; use table, json or yaml")
+        raise typer.Exit(EXIT_INVALID)
+    if not precision > 0:
+        err.print("[red]error:[/red] --precision must be > 0")
+        raise typer.Exit(EXIT_INVALID)
+    try:
+        text = predictions.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        err.print(f"[red]error:[/red] cannot read {predictions}: {reason}")
+        raise typer.Exit(EXIT_UNREADABLE) from None
+
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {lineno}: not JSON ({exc.msg})")
+            continue
+        why = _check_row(row)
+        if why:
+            problems.append(f"line {lineno}: {why}")
+            continue
+        rows.append(_normalise(row))
+    if problems:
+        for p in problems[:50]:
+            err.print(f"[red]error:[/red] {predictions}: {p}", markup=True, highlight=False)
+        if len(problems) > 50:
+            err.print(f"... and {len(problems) - 50} more bad rows")
+        raise typer.Exit(EXIT_INVALID)
+    if not rows:
+        err.print(f"[red]error:[/red] {predictions}: no prediction rows")
+        raise typer.Exit(EXIT_INVALID)
+
+    from rarl_trainer.metrics import evaluate
+
+    metrics = evaluate(rows, precision=precision)
+    clean = {k: (None if math.isnan(v) else v) for k, v in metrics.items()}
+    if output == "json":
+        typer.echo(json.dumps(clean, indent=2))
+    elif output == "yaml":
+        import yaml
+
+        typer.echo(yaml.safe_dump(clean, sort_keys=False))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"RARL metrics: {predictions.name}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, _fmt(value))
+        Console().print(table)

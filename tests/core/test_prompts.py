@@ -1,0 +1,80 @@
+"""Query sampling and chat messages."""
+
+from __future__ import annotations
+
+from rarl.api.types import DatasetSpec, TargetSpec
+from rarl_trainer.answers import has_valid_format, parse_answer
+from rarl_trainer.data import Item
+from rarl_trainer.prompts import (
+    QuerySampler,
+    build_messages,
+    format_value,
+    prompt_for,
+    reference_answer,
+    render_instruction,
+)
+
+TARGET = TargetSpec(min=1, max=116, unit="years", precision=1)
+
+
+def _items(targets: list[float]) -> list[Item]:
+    return [Item(f"i{k}", f"/img/{k}.png", f"text {k}", t) for k, t in enumerate(targets)]
+
+
+def test_sampler_distinct_targets_when_possible() -> None:
+    items = _items([1] * 50 + [2] * 50 + [3, 4, 5, 6, 7, 8])  # rare targets
+    sampler = QuerySampler(items, [1, 2, 4, 8], rng_seed=0)
+    sizes = set()
+    for _ in range(300):
+        q = sampler.sample()
+        sizes.add(q.n)
+        assert len(set(q.targets)) == q.n
+        assert len({it.id for it in q.items}) == q.n
+    assert sizes == {1, 2, 4, 8}
+
+
+def test_sampler_allows_ties_when_needed_and_is_seeded() -> None:
+    items = _items([1, 1, 2, 2, 2])
+    q = QuerySampler(items, [4], rng_seed=1).sample()
+    assert q.n == 4 and set(q.targets) == {1, 2} and len({it.id for it in q.items}) == 4
+    a = [q.targets for q in QuerySampler(_items(list(range(30))), [2, 4], 9).sample_many(20)]
+    s = QuerySampler(_items(list(range(30))), [2, 4], 9)
+    state = s.get_state()
+    b = [q.targets for q in s.sample_many(20)]
+    s.set_state(state)
+    assert a == b == [q.targets for q in s.sample_many(20)]
+
+
+def test_build_messages_images_and_text() -> None:
+    items = _items([20, 30])
+    msgs = build_messages(items, TARGET, None, "image", "the age of the person")
+    assert len(msgs) == 1 and msgs[0]["role"] == "user"
+    content = msgs[0]["content"]
+    assert content[:4] == [
+        {"type": "text", "text": "Image 1:"}, {"type": "image", "image": "/img/0.png"},
+        {"type": "text", "text": "Image 2:"}, {"type": "image", "image": "/img/1.png"},
+    ]
+    instruction = content[-1]["text"]
+    assert "years" in instruction and "1 to 116" in instruction and "[v1, v2]" in instruction
+    text_msgs = build_messages(items, TARGET, "Rate {n} items ({what}) {{json}}", "text", "stars")
+    assert text_msgs[0]["content"][0] == {"type": "text", "text": "Item 1: text 0"}
+    assert text_msgs[0]["content"][-1]["text"] == "Rate 2 items (stars) {{json}}"
+
+
+def test_default_templates_per_format() -> None:
+    coco = DatasetSpec(format="coco-rem", train="/x", category="person")
+    template, what = prompt_for(coco)
+    text = render_instruction(template, 1, coco.target, what)
+    assert "'person'" in text and "objects" in text and "0 to 50" in text and "the image" in text
+    ava = DatasetSpec(format="ava", train="/x", instruction="Score {n} photos: {what} {min}-{max} {unit} {format}")
+    template, what = prompt_for(ava)
+    rendered = render_instruction(template, 8, ava.target, what)
+    assert rendered.startswith("Score 8 photos: the aesthetic") and "1.00-10.00 points" in rendered
+    assert "v1, v2, ..., v8" in rendered
+
+
+def test_reference_answer_is_a_perfect_valid_completion() -> None:
+    text = reference_answer([3.456, 7.0], 0.01)
+    assert has_valid_format(text, 2) and parse_answer(text, 2).values == [3.46, 7.0]
+    assert reference_answer([5.0], 1.0).endswith("<answer>[5]</answer>")
+    assert format_value(-0.0001, 0.1) == "0.0" and format_value(2.5, 0.5) == "2.5" and format_value(1234, 1) == "1234"
