@@ -196,7 +196,8 @@ def _invalid(ctx: _Ctx) -> None:
 
 
 def _finished(ctx: _Ctx) -> None:
-    """Terminal: only the TTL is left to act on."""
+    """Terminal: stop any Job still running (it may have been missing from the cache), then the TTL."""
+    ctx.delete_live_jobs()
     spec = ctx.obs.spec
     ttl = spec.run_policy.ttl_seconds_after_finished if spec is not None else None
     done = parse_time(ctx.status.get("completionTime"))
@@ -227,12 +228,12 @@ def _active(ctx: _Ctx) -> None:
     assert spec is not None
     attempt = max(st["attempt"], max(obs.jobs, default=0))
     job = obs.jobs.get(attempt)
+    st["attempt"] = attempt  # the newest Job wins over a stale status
     if job is not None:
         st["restarts"] = max(st["restarts"], job.restarts)
 
     if spec.run_policy.suspend:
         ctx.delete_live_jobs()
-        st["attempt"] = max(attempt, st["attempt"])
         msg = f"attempt {attempt} stopped; the trainer checkpoints on SIGTERM"
         ctx.cond("Running", "False", "Suspended", msg)
         ctx.cond("Suspended", "True", "Suspended", msg)
