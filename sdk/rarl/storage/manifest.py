@@ -221,12 +221,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _hash_many(paths: list[Path]) -> list[str]:
+    """sha256 of several files on a few threads (hashlib releases the GIL on large buffers)."""
+    if len(paths) <= 1:
+        return [sha256_file(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(paths), max(2, os.cpu_count() or 2), 8)) as pool:
+        return list(pool.map(sha256_file, paths))
+
+
 def scan_tree(root: Path) -> list[FileEntry]:
     """Hash every regular file under ``root`` (following file symlinks; skipping manifest.json at top)."""
     root = Path(root)
     if not root.is_dir():
         raise StorageError(f"{root}: not a directory")
-    entries = []
+    found: list[tuple[str, Path, int]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
@@ -234,21 +244,27 @@ def scan_tree(root: Path) -> list[FileEntry]:
             rel = p.relative_to(root).as_posix()
             if rel == MANIFEST_NAME or not p.is_file():
                 continue
-            entries.append(FileEntry(rel, p.stat().st_size, sha256_file(p)))
-    return entries
+            found.append((rel, p, p.stat().st_size))
+    digests = _hash_many([p for _, p, _ in found])
+    return [FileEntry(rel, size, d) for (rel, _, size), d in zip(found, digests, strict=True)]
 
 
 def verify_tree(manifest: Manifest, root: Path, check_hash: bool = True) -> list[Mismatch]:
     """Compare files under ``root`` with ``manifest``; an empty list means all match."""
-    out = []
+    out: list[Mismatch] = []
+    to_hash: list[tuple[FileEntry, Path]] = []
     for entry in manifest.files:
         p = safe_join(root, entry.path)
-        if not p.is_file():
-            out.append(Mismatch(entry.path, "missing"))
-            continue
-        size = p.stat().st_size
-        digest = sha256_file(p) if check_hash and size == entry.size else None
-        m = compare_entry(entry, size, digest)
+        size = p.stat().st_size if p.is_file() else None
+        if size is None or size != entry.size or not check_hash:
+            m = compare_entry(entry, size, None)
+            if m:
+                out.append(m)
+        else:
+            to_hash.append((entry, p))
+    digests = _hash_many([p for _, p in to_hash])
+    for (entry, _), digest in zip(to_hash, digests, strict=True):
+        m = compare_entry(entry, entry.size, digest)
         if m:
             out.append(m)
-    return out
+    return sorted(out, key=lambda m: m.path)

@@ -89,12 +89,15 @@ def make_client(settings: S3Settings) -> Any:
     return session.client("s3", endpoint_url=settings.endpoint, config=config)
 
 
-def _transfer_config(settings: S3Settings) -> Any:
+def _transfer_config(settings: S3Settings, op: str = "upload") -> Any:
+    """Parts of ``chunk_bytes`` for uploads; downloads use ranges of at most 16 MiB so that even a
+    single large file is fetched on all threads (ranged GETs have no part-count limit)."""
     from boto3.s3.transfer import TransferConfig
 
+    chunk = settings.chunk_bytes if op == "upload" else min(settings.chunk_bytes, 16 * MiB)
     return TransferConfig(
-        multipart_threshold=settings.chunk_bytes,
-        multipart_chunksize=settings.chunk_bytes,
+        multipart_threshold=chunk,
+        multipart_chunksize=chunk,
         max_concurrency=settings.max_concurrency,
         use_threads=True,
     )
@@ -312,7 +315,7 @@ class S3Store(Store):
         client = self.client
         current = ""
         try:
-            with create_transfer_manager(client, _transfer_config(self.settings)) as tm:
+            with create_transfer_manager(client, _transfer_config(self.settings, op)) as tm:
                 futures = []
                 for path, key in jobs:
                     if op == "upload":
