@@ -202,17 +202,11 @@ def init(
     typer.echo(f"wrote {file} (example {example}); check it with: rarlctl validate -f {file}", err=True)
 
 
-def _register_optional_commands() -> None:
-    """Verbs whose modules are owned elsewhere; each imports its heavy deps lazily."""
-    from rarl.cli.eval_cmd import eval_command
+# Verbs defined in other modules register themselves on `app` (each imports heavy deps lazily).
+import rarl.cli.jobs  # noqa: E402, F401
+from rarl.cli.eval_cmd import eval_command  # noqa: E402
 
-    app.command("eval", help="Score predictions (JSONL rows of pred/target) with RARL's metrics.")(eval_command)
-
-
-try:
-    _register_optional_commands()
-except ImportError:  # pragma: no cover - only while a verb's module is missing
-    pass
+app.command("eval", help="Score predictions (JSONL rows of pred/target) with RARL's metrics.")(eval_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,8 +228,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_USAGE)
         if debug:
             raise
-        from rarl.errors import RARLError
+        from rarl.errors import BackendUnavailable, RARLError, StorageError
 
+        if isinstance(exc, (BackendUnavailable, StorageError)):
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
         if isinstance(exc, RARLError):
             typer.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_INVALID)

@@ -1,0 +1,95 @@
+"""What every backend offers; ``rarl.Client`` is a thin facade over one of them."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from rarl.api.types import TERMINAL_PHASES, RARLJob
+from rarl.errors import StorageError, WaitTimeout
+
+ProgressCallback = Callable[[RARLJob], None]
+BytesCallback = Callable[[int], None]
+
+
+class Backend(abc.ABC):
+    """A place where RARLJobs run: a Kubernetes cluster, or local processes.
+
+    Every method raises ``JobNotFound`` for an unknown name and
+    ``BackendUnavailable`` when the backend cannot be reached.
+    """
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def submit(self, job: RARLJob) -> RARLJob:
+        """Create the job and start it; returns the job as stored."""
+
+    @abc.abstractmethod
+    def get(self, name: str) -> RARLJob:
+        """The job with its current status."""
+
+    @abc.abstractmethod
+    def list(self, labels: dict[str, str] | None = None) -> list[RARLJob]:
+        """All jobs (of the namespace), optionally only those carrying all ``labels``."""
+
+    @abc.abstractmethod
+    def logs(self, name: str, follow: bool = False, node: int = 0) -> Iterator[str]:
+        """Lines of the trainer's log of the current attempt (node ``node``)."""
+
+    @abc.abstractmethod
+    def suspend(self, name: str) -> RARLJob:
+        """Stop the trainer after a checkpoint; ``resume`` continues from it."""
+
+    @abc.abstractmethod
+    def resume(self, name: str) -> RARLJob:
+        """Start a suspended job again from its newest checkpoint."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Stop and forget the job (checkpoints and exported models stay where they are)."""
+
+    def events(self, name: str) -> list[dict]:
+        """Recent events about the job (type, reason, message, time), oldest first."""
+        return []
+
+    def wait(
+        self,
+        name: str,
+        until: Iterable[str] = TERMINAL_PHASES,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        poll_interval: float = 2.0,
+    ) -> RARLJob:
+        """Poll until the job's phase is one of ``until``; raises ``WaitTimeout``."""
+        wanted = set(until)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_seen = None
+        while True:
+            job = self.get(name)
+            status = job.status
+            seen = (status.phase, status.stage, status.step, status.reward) if status else None
+            if on_progress is not None and seen != last_seen:
+                on_progress(job)
+            last_seen = seen
+            if status is not None and status.phase in wanted:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                phase = status.phase if status else None
+                raise WaitTimeout(f"job {name!r} is still {phase or 'Pending'} after {timeout:g} s "
+                                  f"(waiting for {', '.join(sorted(wanted))})")
+            time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic())))
+
+    def fetch_model(self, name: str, dest: str | Path, progress: BytesCallback | None = None) -> Path:
+        """Download the exported model of a succeeded job and verify it against its manifest."""
+        job = self.get(name)
+        uri = job.status.model_uri if job.status else None
+        if not uri:
+            phase = job.status.phase if job.status else "Pending"
+            raise StorageError(f"job {name!r} has no exported model yet (phase {phase}); "
+                               "models are exported when the last stage ends")
+        from rarl.storage import download_tree
+
+        return Path(download_tree(uri, Path(dest), progress=progress, settings=job.spec.storage))

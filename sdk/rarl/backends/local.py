@@ -1,0 +1,275 @@
+"""Run RARLJobs as local processes: the embedded default (``rarlctl run``, CI without a cluster).
+
+Each job lives in ``<home>/jobs/<name>/``: the spec, the runner's
+``state.json``, one log per attempt, and the trainer's run folder with its
+``progress.json``. Status is computed from those files and from whether the
+runner process is alive, so it is right after the CLI exits and restarts; a
+runner that died is reported as Failed with its last log lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rarl.api.types import TERMINAL_PHASES, Condition, RARLJob, RARLJobStatus
+from rarl.backends.base import Backend
+from rarl.backends.local_state import (
+    JobFiles,
+    add_condition,
+    now_rfc3339,
+    process_alive,
+    read_state,
+    tail,
+    write_state,
+)
+from rarl.errors import BackendUnavailable, InvalidSpec, JobNotFound, Problem, RARLError
+from rarl.progress import read_progress
+
+ACTIVE_PHASES = frozenset({"Pending", "Running", "Restarting"})
+
+
+def _local_path(uri: str, base: Path) -> str:
+    """Relative paths in a spec are relative to where it was submitted; make them absolute."""
+    if "://" in uri or uri.startswith("builtin:") or os.path.isabs(uri):
+        return uri
+    candidate = base / uri
+    # a hub id such as Qwen/Qwen2.5-VL-3B-Instruct is not a local path: keep it unless it exists here
+    return str(candidate.resolve()) if uri.startswith(".") or candidate.exists() else uri
+
+
+def absolutize(job: RARLJob, base: Path) -> RARLJob:
+    """A copy of ``job`` whose local locations are absolute, so the runner works from any folder."""
+    job = job.model_copy(deep=True)
+    spec = job.spec
+    spec.checkpoint.uri = _local_path(spec.checkpoint.uri, base)
+    spec.output.uri = _local_path(spec.output.uri, base)
+    spec.model.base = _local_path(spec.model.base, base)
+    for field in ("train", "eval", "images"):
+        value = getattr(spec.dataset, field)
+        if value:
+            setattr(spec.dataset, field, _local_path(value, base))
+    return job
+
+
+class LocalBackend(Backend):
+    """Jobs as local processes, state under ``home`` (default ``.rarl``, or env ``RARL_HOME``).
+
+    Raises ``JobNotFound`` for unknown names, ``InvalidSpec`` for bad jobs and
+    ``BackendUnavailable`` when ``home`` cannot be written.
+    """
+
+    name = "local"
+
+    def __init__(self, home: str | Path | None = None):
+        self.home = Path(home or os.environ.get("RARL_HOME") or ".rarl").resolve()
+        self.jobs_dir = self.home / "jobs"
+
+    # ------------------------------------------------------------------ helpers
+
+    def _files(self, name: str) -> JobFiles:
+        return JobFiles(self.jobs_dir / name)
+
+    def _existing(self, name: str) -> JobFiles:
+        files = self._files(name)
+        if not files.config.exists():
+            raise JobNotFound(f"no local job named {name!r} in {self.home} (see: rarlctl list)")
+        return files
+
+    def _start_runner(self, files: JobFiles) -> int:
+        """Start the detached supervisor (own session: it outlives the CLI)."""
+        log = open(files.root / "runner.log", "ab")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rarl.backends.supervisor", str(files.root)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=str(files.root),
+            )
+        finally:
+            log.close()
+        return proc.pid
+
+    def _status(self, files: JobFiles, job: RARLJob) -> RARLJobStatus:
+        state = read_state(files)
+        phase = state.get("phase") or "Pending"
+        if phase in ACTIVE_PHASES and self._runner_gone(files, state):
+            # the runner may have just finished: re-read before declaring it dead
+            state = read_state(files)
+            phase = state.get("phase") or "Pending"
+            if phase in ACTIVE_PHASES:
+                lines = tail(files.log(int(state.get("attempt", 0))), 5) or tail(files.root / "runner.log", 5)
+                message = "the local runner process died" + (": " + " | ".join(lines) if lines else "")
+                state["phase"] = phase = "Failed"
+                state["completionTime"] = now_rfc3339()
+                add_condition(state, "Failed", "RunnerDied", message)
+                write_state(files, state)
+        progress = read_progress(files.progress)
+        status = RARLJobStatus(
+            phase=phase,
+            conditions=[Condition.model_validate(c) for c in state.get("conditions", [])],
+            restarts=int(state.get("restarts", 0)),
+            attempt=int(state.get("attempt", 0)),
+            start_time=state.get("startTime"),
+            completion_time=state.get("completionTime"),
+            model_uri=state.get("modelURI"),
+            total_steps=job.spec.total_steps(),
+        )
+        if progress is not None:
+            status.stage = progress.stage
+            status.step = progress.step
+            status.total_steps = progress.total_steps or status.total_steps
+            status.reward = progress.reward
+            status.metrics = dict(progress.metrics)
+            status.latest_checkpoint = progress.latest_checkpoint
+            status.eta_seconds = progress.eta_seconds if phase == "Running" else None
+        return status
+
+    @staticmethod
+    def _runner_gone(files: JobFiles, state: dict) -> bool:
+        """The runner has died (or never managed to start within a minute)."""
+        pid = state.get("runnerPid")
+        if pid:
+            return not process_alive(pid)
+        started = state.get("pendingSince") or state.get("startEpoch") or time.time()
+        return time.time() - started > 60
+
+    def _load(self, files: JobFiles) -> RARLJob:
+        from rarl.api.validation import parse_job
+
+        job = parse_job(files.config.read_text(), origin=str(files.config))
+        job.status = self._status(files, job)
+        return job
+
+    # ------------------------------------------------------------------ API
+
+    def submit(self, job: RARLJob, cwd: str | Path | None = None) -> RARLJob:
+        files = self._files(job.name)
+        if files.config.exists():
+            phase = (read_state(files).get("phase") or "Pending")
+            if phase not in TERMINAL_PHASES or process_alive(read_state(files).get("runnerPid")):
+                raise RARLError(f"job {job.name!r} already exists ({phase}); delete it first or pick another name")
+            shutil.rmtree(files.root)  # a finished job of the same name: its checkpoints and model stay put
+        if job.spec.resources.nodes > 1:
+            raise InvalidSpec([Problem("spec.resources.nodes",
+                                       f"the local backend runs one node; got {job.spec.resources.nodes} "
+                                       "(use --backend kubernetes)")])
+        base = Path(cwd or os.getcwd())
+        job = absolutize(job, base)
+        try:
+            files.root.mkdir(parents=True, exist_ok=True)
+            files.config.write_text(job.to_yaml(include_status=False))
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot write the job folder {files.root}: {exc.strerror or exc}") from None
+        state = {"phase": "Pending", "attempt": 0, "restarts": 0, "cwd": str(base), "startTime": now_rfc3339(),
+                 "startEpoch": time.time(), "pendingSince": time.time(), "conditions": []}
+        add_condition(state, "Created", "Created", "job accepted by the local backend")
+        if job.spec.run_policy.suspend:
+            state["phase"] = "Suspended"
+            add_condition(state, "Suspended", "Suspended", "created suspended (spec.runPolicy.suspend)")
+            write_state(files, state)
+        else:
+            write_state(files, state)
+            self._start_runner(files)  # the runner records its own pid in state.json
+        return self._load(files)
+
+    def get(self, name: str) -> RARLJob:
+        return self._load(self._existing(name))
+
+    def list(self, labels: dict[str, str] | None = None) -> list[RARLJob]:
+        if not self.jobs_dir.is_dir():
+            return []
+        jobs = []
+        for folder in sorted(self.jobs_dir.iterdir()):
+            files = JobFiles(folder)
+            if not files.config.exists():
+                continue
+            try:
+                job = self._load(files)
+            except RARLError:
+                continue
+            if labels and any(job.metadata.labels.get(k) != v for k, v in labels.items()):
+                continue
+            jobs.append(job)
+        return jobs
+
+    def logs(self, name: str, follow: bool = False, node: int = 0, poll_interval: float = 0.5) -> Iterator[str]:
+        files = self._existing(name)
+        if node != 0:
+            raise InvalidSpec([Problem("node", f"the local backend runs one node (0); got {node}")])
+        attempt = int(read_state(files).get("attempt", 0))
+        path = files.log(attempt)
+        position = 0
+        while True:
+            if path.exists():
+                with open(path, errors="replace") as fh:
+                    fh.seek(position)
+                    chunk = fh.read()
+                    position = fh.tell()
+                yield from chunk.splitlines()
+            if not follow:
+                return
+            job = self.get(name)
+            current = job.status.attempt if job.status else attempt
+            if current != attempt:  # a new attempt: follow its log
+                attempt, path, position = current, files.log(current), 0
+                continue
+            if job.status and job.status.phase in TERMINAL_PHASES | {"Suspended"}:
+                if path.exists() and path.stat().st_size == position:
+                    return
+            time.sleep(poll_interval)
+
+    def suspend(self, name: str) -> RARLJob:
+        files = self._existing(name)
+        state = read_state(files)
+        phase = state.get("phase") or "Pending"
+        if phase in TERMINAL_PHASES or phase == "Suspended":
+            return self.get(name)
+        pid = state.get("runnerPid")
+        if process_alive(pid):
+            os.kill(pid, signal.SIGTERM)  # the runner forwards it; the trainer checkpoints and exits 3
+        return self.get(name)
+
+    def resume(self, name: str) -> RARLJob:
+        files = self._existing(name)
+        state = read_state(files)
+        if state.get("phase") != "Suspended":
+            raise RARLError(f"job {name!r} is {state.get('phase') or 'Pending'}, not Suspended; nothing to resume")
+        if process_alive(state.get("runnerPid")):
+            raise RARLError(f"job {name!r} is still checkpointing; try again in a moment")
+        started = state.get("exitCode") is not None or state.get("childPid") is not None
+        state["attempt"] = int(state.get("attempt", 0)) + (1 if started else 0)
+        state["phase"] = "Pending"
+        add_condition(state, "Resumed", "Resumed", "resuming from the newest checkpoint")
+        state["runnerPid"] = None
+        state["pendingSince"] = time.time()
+        write_state(files, state)
+        self._start_runner(files)
+        return self.get(name)
+
+    def delete(self, name: str, timeout: float = 30.0) -> None:
+        files = self._existing(name)
+        pid = read_state(files).get("runnerPid")
+        if process_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if process_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(files.root, ignore_errors=True)
+
+    def run_dir(self, name: str) -> Path:
+        """The trainer's run folder of a job (metrics, report, plots while it runs)."""
+        return self._existing(name).run_dir
+
+    def events(self, name: str) -> list[dict]:
+        files = self._existing(name)
+        return [{"type": "Normal" if c.get("type") != "Failed" else "Warning", "reason": c.get("reason"),
+                 "message": c.get("message"), "time": c.get("lastTransitionTime")}
+                for c in read_state(files).get("conditions", [])]

@@ -1,0 +1,163 @@
+"""The local runner of one job: ``python -m rarl.backends.supervisor JOB_DIR``.
+
+It runs detached from the CLI (its own session), so a job started by
+``rarlctl submit`` keeps running after the CLI exits. It starts one trainer
+process per attempt, classifies its exit code exactly as the operator does
+(0 success; 2 configuration error, fail at once; 3 interrupted after a
+checkpoint; anything else a crash, retried from the newest checkpoint while
+the restart budget lasts), and records every transition in ``state.json``.
+SIGTERM means suspend: it is forwarded to the trainer, which checkpoints and
+exits 3.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rarl.backends.local_state import (
+    JobFiles,
+    add_condition,
+    now_rfc3339,
+    read_state,
+    tail,
+    write_state,
+)
+
+EXIT_OK, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 2, 3
+
+
+def trainer_command(files: JobFiles, gpus: int) -> list[str]:
+    """The trainer's command line: torchrun over the local GPUs, or one CPU process."""
+    args = ["-m", "rarl_trainer", "--config", str(files.config), "--resume", "auto", "--run-dir", str(files.run_dir)]
+    if gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *args]
+    return [sys.executable, *args]
+
+
+def local_gpu_count(wanted: int) -> int:
+    """How many local GPUs to use: the spec's gpusPerNode, capped by what this machine has."""
+    if wanted <= 0:
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        have = len([d for d in visible.split(",") if d.strip()])
+    else:
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+            have = len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
+        except (OSError, subprocess.SubprocessError):
+            have = 0
+    return min(wanted, have)
+
+
+class Supervisor:
+    """Runs the attempts of one job and keeps ``state.json`` true."""
+
+    def __init__(self, job_dir: Path):
+        from rarl.api.validation import parse_job
+
+        self.files = JobFiles(Path(job_dir))
+        self.job = parse_job(self.files.config.read_text(), origin=str(self.files.config))
+        self.suspend_requested = threading.Event()
+        self.deadline_hit = threading.Event()
+        self.child: subprocess.Popen | None = None
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.suspend_requested.set()
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def _deadline_watch(self, seconds: float) -> None:
+        if not self.suspend_requested.wait(seconds) and self.child is not None and self.child.poll() is None:
+            self.deadline_hit.set()
+            self.child.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        state = read_state(self.files)
+        state["runnerPid"] = os.getpid()
+        write_state(self.files, state)
+        policy = self.job.spec.run_policy
+        if policy.active_deadline_seconds:
+            started = state.get("startEpoch") or time.time()
+            left = max(0.0, policy.active_deadline_seconds - (time.time() - started))
+            threading.Thread(target=self._deadline_watch, args=(left,), daemon=True).start()
+        gpus = local_gpu_count(self.job.spec.resources.gpus_per_node)
+        while True:
+            attempt = int(state.get("attempt", 0))
+            log_path = self.files.log(attempt)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.files.termination_log.unlink(missing_ok=True)
+            env = {**os.environ, "RARL_TERMINATION_LOG": str(self.files.termination_log), "PYTHONUNBUFFERED": "1",
+                   "RARL_JOB_NAME": self.job.name, "RARL_ATTEMPT": str(attempt)}
+            env.pop("RARL_JOB_NAMESPACE", None)  # local: progress goes to progress.json, not to a cluster
+            with open(log_path, "ab") as log:
+                self.child = subprocess.Popen(trainer_command(self.files, gpus), stdout=log, stderr=subprocess.STDOUT,
+                                              cwd=state.get("cwd") or None, env=env, stdin=subprocess.DEVNULL)
+                state.update(phase="Running", childPid=self.child.pid)
+                add_condition(state, "Running", "Running", f"attempt {attempt} started")
+                write_state(self.files, state)
+                if self.suspend_requested.is_set():  # SIGTERM arrived while starting
+                    self.child.send_signal(signal.SIGTERM)
+                code = self.child.wait()
+            state = read_state(self.files)
+            state.update(childPid=None, exitCode=code)
+            if self.deadline_hit.is_set():
+                return self._finish(state, "Failed", "DeadlineExceeded",
+                                    f"activeDeadlineSeconds ({policy.active_deadline_seconds}) exceeded")
+            if code == EXIT_OK:
+                state["modelURI"] = self.job.spec.output.uri
+                return self._finish(state, "Succeeded", "Succeeded", "training finished; model exported")
+            if self.suspend_requested.is_set():
+                state["phase"] = "Suspended"
+                add_condition(state, "Suspended", "Suspended",
+                              "suspended after a checkpoint" if code == EXIT_INTERRUPTED
+                              else f"suspended (trainer exited {code})")
+                write_state(self.files, state)
+                return 0
+            if code == EXIT_CONFIG:
+                return self._finish(state, "Failed", "Failed", self._failure_message(code))
+            if code != EXIT_INTERRUPTED:  # a crash uses the budget; an interruption does not
+                if int(state.get("restarts", 0)) >= policy.max_restarts:
+                    return self._finish(state, "Failed", "Failed",
+                                        f"restart budget ({policy.max_restarts}) exhausted; "
+                                        + self._failure_message(code))
+                state["restarts"] = int(state.get("restarts", 0)) + 1
+            state["attempt"] = attempt + 1
+            state["phase"] = "Restarting"
+            add_condition(state, "Restarting", "Restarting",
+                          f"attempt {attempt} exited {code}; resuming from the newest checkpoint")
+            write_state(self.files, state)
+
+    def _failure_message(self, code: int) -> str:
+        if self.files.termination_log.exists():
+            text = self.files.termination_log.read_text(errors="replace").strip()
+            if text:
+                return text
+        lines = tail(self.files.log(int(read_state(self.files).get("attempt", 0))), 5)
+        return f"trainer exited {code}" + (": " + " | ".join(lines) if lines else "")
+
+    def _finish(self, state: dict, phase: str, reason: str, message: str) -> int:
+        state["phase"] = phase
+        state["completionTime"] = now_rfc3339()
+        add_condition(state, phase if phase != "Failed" else "Failed", reason, message)
+        write_state(self.files, state)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m rarl.backends.supervisor JOB_DIR", file=sys.stderr)
+        return 2
+    return Supervisor(Path(args[0])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

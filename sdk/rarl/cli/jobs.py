@@ -1,0 +1,430 @@
+"""The job verbs of ``rarlctl``: submit, get, list, describe, logs, wait, suspend, resume, delete, fetch, run.
+
+Each verb is a thin layer over ``rarl.Client``; what is printed depends on
+``-o`` (table for people, json/yaml for machines).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rarl.cli.main import (
+    EXIT_INVALID,
+    EXIT_OK,
+    OPTIONS,
+    Backend,
+    CLIError,
+    OutputFormat,
+    app,
+    output_format,
+    output_option,
+)
+
+
+def make_client(backend: Backend | None = None):
+    """The client for the global options (--backend, --kubeconfig, --context, -n, env RARL_HOME)."""
+    from rarl.client import Client
+
+    chosen = backend or OPTIONS.backend
+    if chosen is Backend.kubernetes:
+        return Client("kubernetes", kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context,
+                      namespace=OPTIONS.namespace)
+    return Client("local")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _age(timestamp: str | None) -> str:
+    if not timestamp:
+        return "-"
+    from datetime import datetime, timezone
+
+    try:
+        then = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    seconds = max(0, int((datetime.now(timezone.utc) - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _row(job) -> list[str]:
+    s = job.status
+    created = (job.metadata.model_extra or {}).get("creationTimestamp") or (s.start_time if s else None)
+    step = f"{s.step or 0}/{s.total_steps or job.spec.total_steps()}" if s else f"0/{job.spec.total_steps()}"
+    reward = f"{s.reward:.3f}" if s and s.reward is not None else "-"
+    return [job.name, (s.phase if s else None) or "Pending", (s.stage if s else None) or "-", step, reward,
+            str(s.restarts if s else 0), _age(created)]
+
+
+def _print_jobs(jobs: list, fmt: OutputFormat, single: bool = False) -> None:
+    if fmt is OutputFormat.table:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("NAME", "PHASE", "STAGE", "STEP", "REWARD", "RESTARTS", "AGE"):
+            table.add_column(col)
+        for job in jobs:
+            table.add_row(*_row(job))
+        if jobs:
+            _console().print(table)
+        else:
+            typer.echo("No jobs found.", err=True)
+        return
+    docs: Any = [j.to_dict() for j in jobs]
+    if single:
+        docs = docs[0]
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(docs, indent=2))
+    else:
+        import yaml
+
+        typer.echo(yaml.safe_dump(docs, sort_keys=False), nl=False)
+
+
+def _job_exit(job) -> int:
+    phase = job.status.phase if job.status else None
+    return EXIT_INVALID if phase == "Failed" else EXIT_OK
+
+
+def _failure_text(job) -> str:
+    for c in reversed(job.status.conditions if job.status else []):
+        if c.status == "True" and c.type in ("Failed", "InvalidSpec", "DeadlineExceeded"):
+            return f"{c.reason}: {c.message}"
+    return "job failed"
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+@app.command()
+def submit(
+    file: str = typer.Option(..., "-f", "--filename", help="RARLJob YAML file ('-' reads stdin)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until the job succeeds or fails (exit 1 on failure)."),
+    timeout: float | None = typer.Option(None, "--timeout", help="With --wait: give up after this many seconds."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the Kubernetes manifests the operator would create."),
+    output: OutputFormat | None = output_option(),
+) -> None:
+    """Validate a RARLJob and start it on the chosen backend."""
+    from rarl.api.validation import parse_job
+    from rarl.cli.main import _read_source
+
+    label = "<stdin>" if file == "-" else file
+    job = parse_job(_read_source(file), origin=label)
+    if dry_run:
+        _print_manifests(job, output_format(output))
+        return
+    client = make_client()
+    job = client.submit(job)
+    fmt = output_format(output)
+    if fmt is OutputFormat.table:
+        typer.echo(f"rarljob/{job.name} submitted ({client.backend.name} backend)")
+    else:
+        _print_jobs([job], fmt, single=True)
+    if wait:
+        job = _wait_with_progress(client, job.name, timeout)
+        raise typer.Exit(_job_exit(job))
+
+
+def _print_manifests(job, fmt: OutputFormat) -> None:
+    try:
+        from rarl_operator.manifests import Defaults, all_children
+    except ImportError:
+        raise CLIError("--dry-run renders manifests with the operator package: pip install 'rarl[operator]'") from None
+    docs = [job.to_dict(include_status=False), *all_children(job, uid="<uid>", attempt=0, restarts=0,
+                                                               defaults=Defaults())]
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2))
+        return
+    import yaml
+
+    typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
+
+
+@app.command()
+def get(name: str = typer.Argument(..., help="Job name."), output: OutputFormat | None = output_option()) -> None:
+    """Show one job: phase, stage, step, reward."""
+    _print_jobs([make_client().get(name)], output_format(output), single=True)
+
+
+@app.command("list")
+def list_(
+    label: list[str] = typer.Option([], "-l", "--selector", help="Only jobs with this label (key=value); repeatable."),
+    output: OutputFormat | None = output_option(),
+) -> None:
+    """List jobs."""
+    labels = {}
+    for item in label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--selector {item!r}: expected key=value")
+        labels[key] = value
+    _print_jobs(make_client().list(labels=labels or None), output_format(output))
+
+
+@app.command()
+def describe(name: str = typer.Argument(..., help="Job name."), output: OutputFormat | None = output_option()) -> None:
+    """Everything about a job: progress, conditions, metrics, checkpoints and events."""
+    client = make_client()
+    job = client.get(name)
+    events = client.events(name)
+    checkpoints = _checkpoints(job)
+    fmt = output_format(output)
+    if fmt is not OutputFormat.table:
+        doc = {"job": job.to_dict(), "events": events, "checkpoints": checkpoints}
+        if fmt is OutputFormat.json:
+            typer.echo(json.dumps(doc, indent=2, default=str))
+        else:
+            import yaml
+
+            typer.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+        return
+    from rich.table import Table
+
+    console = _console()
+    s = job.status
+    total = (s.total_steps if s else None) or job.spec.total_steps()
+    lines = [
+        ("Name", job.name), ("Namespace", job.metadata.namespace or "-"), ("Backend", client.backend.name),
+        ("Phase", (s.phase if s else None) or "Pending"),
+        ("Stage", (s.stage if s else None) or "-"), ("Step", f"{(s.step if s else 0) or 0}/{total}"),
+        ("Reward", f"{s.reward:.4f}" if s and s.reward is not None else "-"),
+        ("ETA", f"{s.eta_seconds:.0f} s" if s and s.eta_seconds is not None else "-"),
+        ("Attempt", str(s.attempt if s else 0)), ("Restarts", f"{s.restarts if s else 0}/{job.spec.run_policy.max_restarts}"),
+        ("Model", job.spec.model.base), ("Stages", ", ".join(f"{st.name} ({st.kind}, {st.steps} steps)"
+                                                            for st in job.spec.stages)),
+        ("Checkpoints", job.spec.checkpoint.uri), ("Latest checkpoint", (s.latest_checkpoint if s else None) or "-"),
+        ("Output", job.spec.output.uri), ("Model URI", (s.model_uri if s else None) or "-"),
+    ]
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        console.print(f"[bold]{key + ':':<{width + 1}}[/bold] {value}")
+    if s and s.conditions:
+        table = Table(title="Conditions", box=None, header_style="bold", title_justify="left")
+        for col in ("TYPE", "STATUS", "REASON", "MESSAGE", "SINCE"):
+            table.add_column(col)
+        for c in s.conditions:
+            table.add_row(c.type, c.status, c.reason or "", c.message or "", _age(c.last_transition_time))
+        console.print(table)
+    if s and s.metrics:
+        table = Table(title="Metrics", box=None, header_style="bold", title_justify="left")
+        table.add_column("METRIC")
+        table.add_column("VALUE", justify="right")
+        for key in sorted(s.metrics):
+            table.add_row(key, f"{s.metrics[key]:.4f}")
+        console.print(table)
+    if checkpoints:
+        table = Table(title="Checkpoints", box=None, header_style="bold", title_justify="left")
+        for col in ("STEP", "STAGE", "URI"):
+            table.add_column(col)
+        for c in checkpoints:
+            table.add_row(str(c["step"]), c["stage"] or "-", c["uri"])
+        console.print(table)
+    if events:
+        table = Table(title="Events", box=None, header_style="bold", title_justify="left")
+        for col in ("TYPE", "REASON", "AGE", "MESSAGE"):
+            table.add_column(col)
+        for e in events:
+            table.add_row(e.get("type") or "", e.get("reason") or "", _age(e.get("time")), e.get("message") or "")
+        console.print(table)
+
+
+def _checkpoints(job) -> list[dict]:
+    """Complete checkpoints of the job (an unreachable store is shown as none, not as an error)."""
+    try:
+        from rarl.storage.checkpoints import CheckpointStore
+
+        store = CheckpointStore(job.spec.checkpoint.uri, settings=job.spec.storage)
+        return [{"step": c.step, "stage": c.stage, "uri": getattr(c, "uri", "")} for c in store.list()]
+    except Exception:
+        return []
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument(..., help="Job name."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines until the job stops."),
+    node: int = typer.Option(0, "--node", help="Which node's trainer (0 = rank 0)."),
+) -> None:
+    """Print the trainer's log of the current attempt."""
+    for line in make_client().logs(name, follow=follow, node=node):
+        typer.echo(line)
+
+
+def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = False):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=_console(), transient=False, disable=quiet) as bar:
+        task = bar.add_task("Pending", total=None, info="")
+
+        def update(job) -> None:
+            s = job.status
+            total = (s.total_steps if s else None) or job.spec.total_steps()
+            reward = f"reward {s.reward:.3f}" if s and s.reward is not None else ""
+            eta = f"eta {s.eta_seconds:.0f}s" if s and s.eta_seconds else ""
+            phase = (s.phase if s else None) or "Pending"
+            stage = f" {s.stage}" if s and s.stage else ""
+            bar.update(task, description=f"{phase}{stage}", total=total, completed=(s.step or 0) if s else 0,
+                       info="  ".join(x for x in (reward, eta) if x))
+
+        return client.wait(name, timeout=timeout, on_progress=update, poll_interval=1.0)
+
+
+@app.command()
+def wait(
+    name: str = typer.Argument(..., help="Job name."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Give up after this many seconds (exit 1)."),
+    for_: str = typer.Option("Succeeded,Failed", "--for", help="Comma-separated phases to wait for."),
+    output: OutputFormat | None = output_option(),
+) -> None:
+    """Wait for a job to reach a phase (default: until it succeeds or fails; exit 1 if it failed)."""
+    client = make_client()
+    fmt = output_format(output)
+    until = {p.strip() for p in for_.split(",") if p.strip()}
+    if fmt is OutputFormat.table:
+        job = _wait_with_progress(client, name, timeout)
+        phase = job.status.phase if job.status else "Pending"
+        typer.echo(f"rarljob/{name} {phase}" + (f": {_failure_text(job)}" if phase == "Failed" else ""))
+    else:
+        job = client.wait(name, until=until, timeout=timeout, poll_interval=1.0)
+        _print_jobs([job], fmt, single=True)
+    raise typer.Exit(_job_exit(job))
+
+
+@app.command()
+def suspend(name: str = typer.Argument(..., help="Job name.")) -> None:
+    """Stop a job after a checkpoint (resume continues from it)."""
+    make_client().suspend(name)
+    typer.echo(f"rarljob/{name} suspending (the trainer checkpoints, then stops)")
+
+
+@app.command()
+def resume(name: str = typer.Argument(..., help="Job name.")) -> None:
+    """Start a suspended job again from its newest checkpoint."""
+    make_client().resume(name)
+    typer.echo(f"rarljob/{name} resumed")
+
+
+@app.command()
+def delete(name: str = typer.Argument(..., help="Job name.")) -> None:
+    """Stop and remove a job (its checkpoints and exported model stay in storage)."""
+    make_client().delete(name)
+    typer.echo(f"rarljob/{name} deleted")
+
+
+@app.command()
+def fetch(
+    name: str = typer.Argument(..., help="Job name."),
+    dest: Path = typer.Option(..., "--dest", "-d", help="Folder to download the model into."),
+) -> None:
+    """Download a succeeded job's exported model and verify it against its manifest."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    client = make_client()
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=_console()) as bar:
+        task = bar.add_task(f"fetching {name}", total=None)
+
+        def progress(delta: int, total: int | None = None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.advance(task, delta)
+
+        path = client.fetch_model(name, dest, progress=progress)
+    typer.echo(f"model of rarljob/{name} verified and saved in {path}")
+
+
+@app.command()
+def run(
+    file: str = typer.Option(..., "-f", "--filename", help="RARLJob YAML file."),
+    home: Path | None = typer.Option(None, "--home", help="Where local jobs keep their state (default .rarl)."),
+) -> None:
+    """Run a job here in the foreground (local backend) with a live progress bar; Ctrl-C suspends it."""
+    from rarl.api.validation import parse_job
+    from rarl.backends.local import LocalBackend
+    from rarl.cli.main import _read_source
+    from rarl.client import Client
+
+    job = parse_job(_read_source(file), origin=file)
+    client = Client(LocalBackend(home))
+    existing = None
+    try:
+        existing = client.get(job.name)
+    except Exception:
+        existing = None
+    if existing is not None and existing.status and existing.status.phase == "Suspended":
+        typer.echo(f"resuming suspended rarljob/{job.name}")
+        client.resume(job.name)
+    else:
+        client.submit(job)
+    console = _console()
+    console.print(f"running rarljob/{job.name} locally: {len(job.spec.stages)} stages, "
+                  f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f")
+    started = time.time()
+    try:
+        final = _wait_with_progress(client, job.name, None)
+    except KeyboardInterrupt:
+        console.print("interrupted: suspending after a checkpoint...")
+        client.suspend(job.name)
+        client.wait(job.name, until={"Suspended", "Succeeded", "Failed"}, timeout=300, poll_interval=0.5)
+        console.print(f"suspended; continue with: rarlctl run -f {file}  (or rarlctl resume {job.name})")
+        raise typer.Exit(EXIT_INVALID) from None
+    phase = final.status.phase if final.status else None
+    if phase != "Succeeded":
+        console.print(f"[red]rarljob/{job.name} {phase}[/red]: {_failure_text(final)}")
+        for line in list(client.logs(job.name))[-10:]:
+            console.print(f"  {line}", markup=False)
+        raise typer.Exit(EXIT_INVALID)
+    run_dir = client.backend.run_dir(job.name)
+    console.print(f"[green]rarljob/{job.name} Succeeded[/green] in {time.time() - started:.0f} s")
+    _print_before_after(console, run_dir)
+    console.print(f"model:   {final.status.model_uri}")
+    report = _find(run_dir, final.status.model_uri, "REPORT.md")
+    if report:
+        console.print(f"report:  {report}")
+    console.print(f"run dir: {run_dir}")
+
+
+def _find(run_dir: Path, model_uri: str | None, name: str) -> Path | None:
+    for folder in (Path(model_uri) if model_uri and "://" not in model_uri else None, run_dir):
+        if folder is not None and (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _print_before_after(console, run_dir: Path) -> None:
+    """The metrics table before vs after training, from the trainer's metrics.json."""
+    from rich.table import Table
+
+    path = run_dir / "metrics.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    before, after = data.get("before") or {}, data.get("after") or {}
+    keys = [k for k in sorted(set(before) | set(after)) if not k.endswith("/count")]
+    if not keys:
+        return
+    table = Table(title="Evaluation before vs after training", box=None, header_style="bold", title_justify="left")
+    for col, justify in (("METRIC", "left"), ("BEFORE", "right"), ("AFTER", "right")):
+        table.add_column(col, justify=justify)
+
+    def fmt(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+    for key in keys:
+        table.add_row(key, fmt(before.get(key)), fmt(after.get(key)))
+    console.print(table)

@@ -1,0 +1,105 @@
+"""``rarl.Client``: one facade over the Kubernetes and local backends, with the same semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rarl.api.types import TERMINAL_PHASES, RARLJob
+from rarl.backends.base import Backend, BytesCallback, ProgressCallback
+from rarl.errors import InvalidSpec, Problem
+
+JobSource = RARLJob | dict[str, Any] | str | Path
+
+
+def load_job(source: JobSource) -> RARLJob:
+    """A validated RARLJob from a model, a dict, or the path of a YAML file. Raises ``InvalidSpec``."""
+    from rarl.api.validation import parse_job
+
+    if isinstance(source, (RARLJob, dict)):
+        return parse_job(source)
+    path = Path(source)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidSpec([Problem("", f"cannot read: {exc.strerror or exc}")], str(path)) from None
+    return parse_job(data, origin=str(path))
+
+
+class Client:
+    """Submit, follow, control and fetch RARL jobs.
+
+    >>> client = Client("local")                      # or Client("kubernetes", namespace="ml")
+    >>> job = client.submit("examples/quickstart.yaml")
+    >>> client.wait(job.name, timeout=3600)
+    >>> client.fetch_model(job.name, "model/")
+
+    Errors (all subclasses of ``rarl.errors.RARLError``):
+    ``InvalidSpec`` (bad job; ``.problems`` lists the fields), ``JobNotFound``,
+    ``WaitTimeout``, ``BackendUnavailable`` (no cluster, CRD missing, run home
+    not writable) and ``StorageError`` (model fetch).
+    """
+
+    def __init__(self, backend: Backend | str = "local", **options: Any):
+        if isinstance(backend, Backend):
+            self.backend = backend
+        elif backend == "local":
+            from rarl.backends.local import LocalBackend
+
+            self.backend = LocalBackend(**options)
+        elif backend == "kubernetes":
+            from rarl.backends.kubernetes import KubernetesBackend
+
+            self.backend = KubernetesBackend(**options)
+        else:
+            raise ValueError(f"unknown backend {backend!r}: use 'local' or 'kubernetes'")
+
+    def submit(self, job: JobSource) -> RARLJob:
+        """Validate and start a job; returns it as stored (with its initial status)."""
+        return self.backend.submit(load_job(job))
+
+    def get(self, name: str) -> RARLJob:
+        return self.backend.get(name)
+
+    def list(self, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[RARLJob]:
+        """Jobs of the backend's namespace (or ``namespace``, Kubernetes only) carrying all ``labels``."""
+        if namespace is not None and hasattr(self.backend, "namespace"):
+            previous = self.backend.namespace
+            self.backend.namespace = namespace
+            try:
+                return self.backend.list(labels)
+            finally:
+                self.backend.namespace = previous
+        return self.backend.list(labels)
+
+    def wait(
+        self,
+        name: str,
+        until: Iterable[str] = TERMINAL_PHASES,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        poll_interval: float = 2.0,
+    ) -> RARLJob:
+        """Block until the job reaches one of ``until``; ``on_progress(job)`` on every change."""
+        return self.backend.wait(name, until=until, timeout=timeout, on_progress=on_progress,
+                                 poll_interval=poll_interval)
+
+    def logs(self, name: str, follow: bool = False, node: int = 0) -> Iterator[str]:
+        return self.backend.logs(name, follow=follow, node=node)
+
+    def suspend(self, name: str) -> RARLJob:
+        return self.backend.suspend(name)
+
+    def resume(self, name: str) -> RARLJob:
+        return self.backend.resume(name)
+
+    def delete(self, name: str) -> None:
+        self.backend.delete(name)
+
+    def events(self, name: str) -> list[dict]:
+        return self.backend.events(name)
+
+    def fetch_model(self, name: str, dest: str | Path, progress: BytesCallback | None = None) -> Path:
+        """Download a succeeded job's model (``status.modelURI``) into ``dest``, verified by its manifest."""
+        return self.backend.fetch_model(name, dest, progress=progress)
