@@ -28,7 +28,7 @@ def rarlctl(capsys, monkeypatch):
     """Call ``rarlctl ARGS`` in-process through ``main`` (exit codes and error handling included)."""
 
     def run(*args: str, stdin: bytes | None = None) -> Result:
-        monkeypatch.setattr(cli_main, "OPTIONS", cli_main.GlobalOptions())
+        cli_main.OPTIONS.__dict__.clear()  # back to the class defaults: no state leaks between calls
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         with pytest.raises(SystemExit) as info:

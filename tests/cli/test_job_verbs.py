@@ -1,0 +1,105 @@
+"""rarlctl job verbs without training: outputs, exit codes and error messages (local backend, no cluster)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RARL_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def suspended_file(tmp_path) -> Path:
+    doc = yaml.safe_load(QUICKSTART.read_text())
+    doc["spec"]["runPolicy"] = {"suspend": True}
+    doc["metadata"]["labels"] = {"team": "vision"}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_submit_get_list_describe_delete(rarlctl, home, suspended_file):
+    r = rarlctl("submit", "-f", str(suspended_file))
+    assert r.code == 0 and "rarljob/quickstart submitted (local backend)" in r.out
+    r = rarlctl("get", "quickstart")
+    assert r.code == 0
+    header, row = r.out.strip().splitlines()
+    assert header.split() == ["NAME", "PHASE", "STAGE", "STEP", "REWARD", "RESTARTS", "AGE"]
+    assert row.split()[:4] == ["quickstart", "Suspended", "-", "0/60"]
+    doc = json.loads(rarlctl("get", "quickstart", "-o", "json").out)
+    assert doc["status"]["phase"] == "Suspended" and doc["spec"]["grpo"]["numGenerations"] == 4
+    assert yaml.safe_load(rarlctl("-o", "yaml", "get", "quickstart").out)["metadata"]["name"] == "quickstart"
+    listed = json.loads(rarlctl("list", "-o", "json").out)
+    assert [d["metadata"]["name"] for d in listed] == ["quickstart"]
+    assert json.loads(rarlctl("list", "-l", "team=audio", "-o", "json").out) == []
+    r = rarlctl("describe", "quickstart")
+    assert r.code == 0 and "Phase:" in r.out and "Suspended" in r.out and "Conditions" in r.out
+    described = json.loads(rarlctl("describe", "quickstart", "-o", "json").out)
+    assert described["job"]["status"]["phase"] == "Suspended" and described["events"]
+    r = rarlctl("delete", "quickstart")
+    assert r.code == 0 and "deleted" in r.out
+    r = rarlctl("list")
+    assert r.code == 0 and "No jobs found" in r.err
+
+
+@pytest.mark.parametrize("verb", ["get", "describe", "logs", "wait", "suspend", "resume", "delete", "fetch"])
+def test_unknown_job_exits_1_with_a_clear_message(rarlctl, home, verb, tmp_path):
+    args = [verb, "ghost"] + (["--dest", str(tmp_path / "d")] if verb == "fetch" else [])
+    r = rarlctl(*args)
+    assert r.code == 1
+    assert "no local job named 'ghost'" in r.err and "Traceback" not in r.err
+
+
+def test_bad_files_for_submit_and_run(rarlctl, home, tmp_path):
+    r = rarlctl("submit", "-f", str(tmp_path / "missing.yaml"))
+    assert r.code == 2 and "no such file" in r.err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(QUICKSTART.read_text().replace("numGenerations: 4", "numGenerations: 1"))
+    for verb in ("submit", "run"):
+        r = rarlctl(verb, "-f", str(bad))
+        assert r.code == 1 and "spec.grpo.numGenerations" in r.err and "Traceback" not in r.err
+
+
+def test_bad_selector_is_a_usage_error(rarlctl, home):
+    r = rarlctl("list", "-l", "novalue")
+    assert r.code == 2 and "expected key=value" in r.err
+
+
+def test_fetch_before_success_says_why(rarlctl, home, suspended_file, tmp_path):
+    rarlctl("submit", "-f", str(suspended_file))
+    r = rarlctl("fetch", "quickstart", "--dest", str(tmp_path / "m"))
+    assert r.code == 2 and "has no exported model yet (phase Suspended)" in r.err
+
+
+def test_kubernetes_backend_without_cluster_exits_2(rarlctl, home, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    r = rarlctl("--backend", "kubernetes", "list")
+    assert r.code == 2 and "no Kubernetes cluster configured" in r.err
+
+
+def test_dry_run_prints_valid_kubernetes_manifests(rarlctl, home):
+    r = rarlctl("submit", "-f", str(ROOT / "examples" / "utkface.yaml"), "--dry-run")
+    assert r.code == 0
+    docs = [d for d in yaml.safe_load_all(r.out) if d]
+    kinds = [d["kind"] for d in docs]
+    assert kinds[0] == "RARLJob" and "Job" in kinds and "ConfigMap" in kinds and "Service" in kinds
+    for doc in docs[1:]:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    job = next(d for d in docs if d["kind"] == "Job")
+    assert job["spec"]["completions"] == 2 and job["spec"]["completionMode"] == "Indexed"
+    as_json = json.loads(rarlctl("submit", "-f", str(ROOT / "examples" / "utkface.yaml"), "--dry-run", "-o", "json").out)
+    assert as_json["kind"] == "List" and len(as_json["items"]) == len(docs)
+    assert rarlctl("list", "-o", "json").out.strip() == "[]", "a dry run creates nothing"
