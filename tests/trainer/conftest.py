@@ -1,0 +1,76 @@
+"""Trainer tests: tiny offline models cached once per session, jobs written into tmp folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rarl_cache(tmp_path_factory):
+    """One builtin-model cache for the session (subprocesses inherit it through the environment)."""
+    if "RARL_TEST_CACHE_DIR" in os.environ:
+        path = Path(os.environ["RARL_TEST_CACHE_DIR"])
+    else:
+        path = tmp_path_factory.mktemp("rarl-cache")
+    old = os.environ.get("RARL_CACHE_DIR")
+    os.environ["RARL_CACHE_DIR"] = str(path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    yield path
+    if old is None:
+        os.environ.pop("RARL_CACHE_DIR", None)
+    else:
+        os.environ["RARL_CACHE_DIR"] = old
+
+
+def job_doc(tmp: Path, *, base: str = "builtin:tiny-lm", modality: str = "text", stages=None, **grpo) -> dict:
+    """A small two-stage job on the synthetic counting task, storing under ``tmp``."""
+    stages = stages or [
+        {"name": "warmup", "steps": 3, "listSizes": [1],
+         "rewardWeights": {"regression": 1.0, "ranking": 0.0, "format": 0.5},
+         "rmo": {"epsilon": 0.01, "probability": 0.1, "sigma": 0.1}},
+        {"name": "ranking", "steps": 3, "listSizes": [1, 2],
+         "rmo": {"epsilon": 0.01, "probability": 0.1, "sigma": 0.1}},
+    ]
+    g = {"numGenerations": 4, "perDeviceBatchSize": 8, "learningRate": 5.0e-4, "beta": 0.0,
+         "maxCompletionLength": 16, "evalListSizes": [1, 2], "evalQueries": 4, "seed": 0}
+    g.update(grpo)
+    return {
+        "apiVersion": "rarl.dev/v1alpha1",
+        "kind": "RARLJob",
+        "metadata": {"name": "t"},
+        "spec": {
+            "model": {"base": base, "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
+            "dataset": {"format": "synthetic", "modality": modality,
+                        "synthetic": {"trainSize": 64, "evalSize": 16, "seed": 0, "imageSize": 32},
+                        "target": {"min": 1, "max": 5, "unit": "shapes", "precision": 1}},
+            "reward": {"delta": 2.0},
+            "stages": stages,
+            "grpo": g,
+            "checkpoint": {"uri": str(tmp / "ckpt"), "everySteps": 2, "keep": 3},
+            "output": {"uri": str(tmp / "model")},
+        },
+    }
+
+
+def write_job(tmp: Path, doc: dict) -> Path:
+    path = tmp / "job.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def trainer_cmd(config: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rarl_trainer", "--config", str(config), "--run-dir", str(run_dir), *extra]
+
+
+def run_trainer(config: Path, run_dir: Path, *extra: str, timeout: float = 300, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(trainer_cmd(config, run_dir, *extra), check=False, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=full_env)

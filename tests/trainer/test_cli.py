@@ -1,0 +1,61 @@
+"""Entrypoint exit codes: 2 with one clear message (no traceback) for bad configuration or data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.trainer.conftest import job_doc, run_trainer, write_job
+
+
+def _assert_config_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_invalid_spec_exits_2(tmp_path):
+    doc = job_doc(tmp_path)
+    doc["spec"]["grpo"]["numGenerations"] = 1
+    doc["spec"]["stages"][0]["name"] = "Bad Name"
+    term = tmp_path / "termination-log"
+    term.write_text("")
+    proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run", env={"RARL_TERMINATION_LOG": str(term)})
+    _assert_config_error(proc, "numGenerations", "Bad Name")
+    assert "numGenerations" in term.read_text()
+
+
+def test_unreadable_config_exits_2(tmp_path):
+    proc = run_trainer(tmp_path / "missing.yaml", tmp_path / "run")
+    _assert_config_error(proc, "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("spec: [unclosed\n")
+    proc = run_trainer(tmp_path / "bad.yaml", tmp_path / "run")
+    _assert_config_error(proc, "YAML")
+
+
+def test_bad_data_exits_2(tmp_path):
+    doc = job_doc(tmp_path)
+    doc["spec"]["dataset"] = {"format": "jsonl", "modality": "text", "train": str(tmp_path / "nope.jsonl"),
+                              "target": {"min": 1, "max": 5}}
+    proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run")
+    _assert_config_error(proc, "nope.jsonl")
+
+
+def test_missing_model_folder_exits_2(tmp_path):
+    doc = job_doc(tmp_path)
+    doc["spec"]["model"]["base"] = str(tmp_path / "no-model")
+    proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run")
+    _assert_config_error(proc, "no-model")
+
+
+def test_text_model_on_image_data_exits_2(tmp_path):
+    doc = job_doc(tmp_path, base="builtin:tiny-lm", modality="image")
+    proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run")
+    _assert_config_error(proc, "text model")
+
+
+def test_batch_not_multiple_of_group_exits_2(tmp_path):
+    doc = job_doc(tmp_path, perDeviceBatchSize=6)
+    proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run")
+    _assert_config_error(proc, "multiple of numGenerations")
+    assert not Path(tmp_path / "model").exists()

@@ -1,0 +1,193 @@
+"""Adapter between the HF Trainer's checkpoint folders and ``rarl.storage.CheckpointStore``.
+
+Why HF's own format: ``Trainer.train(resume_from_checkpoint=...)`` already restores weights or
+adapter, optimizer, scheduler, every rank's RNG and the data position (it skips the consumed
+batches). We only move those folders through the store (``step-<global step>/``, files first,
+manifest last, uploaded in the background) and add ``rarl_state.json``: stage, step within the
+stage, the RMO random stream, the metrics and the per-step history of the run so far.
+
+Global steps count over all stages; the step inside a stage is the HF trainer's own counter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rarl_trainer.config import DistInfo, StagePlan, json_default
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "rarl_state.json"
+
+
+@dataclass
+class Restored:
+    """A checkpoint restored into a local folder."""
+
+    path: Path
+    step: int
+    state: dict[str, Any]
+
+    @property
+    def stage_index(self) -> int:
+        return int(self.state["stage_index"])
+
+    @property
+    def stage_step(self) -> int:
+        return int(self.state["stage_step"])
+
+    @property
+    def stage_complete(self) -> bool:
+        return bool(self.state.get("stage_complete"))
+
+
+def _barrier(dist_info: DistInfo) -> None:
+    if dist_info.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def restore_for_resume(store, dest: Path, dist_info: DistInfo) -> Restored | None:
+    """Rank 0 picks and restores the newest checkpoint that verifies; other nodes fetch the same step.
+
+    Damaged or manifest-less step folders are skipped by the store (with a warning). All ranks
+    agree on the step through a broadcast.
+    """
+    chosen: list[Any] = [None]
+    if dist_info.is_main:
+        info = store.restore_latest(dest)
+        chosen[0] = None if info is None else info.step
+    if dist_info.distributed:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(chosen, src=0)
+    step = chosen[0]
+    if step is None:
+        return None
+    if not dist_info.is_main and dist_info.local_rank == 0:
+        manifest_here = dest / "manifest.json"
+        if not manifest_here.is_file():  # another node: fetch the same checkpoint
+            info = next(i for i in store.list() if i.step == step)
+            store.restore(info, dest)
+    _barrier(dist_info)
+    state = json.loads((dest / STATE_FILE).read_text())
+    return Restored(dest, int(step), state)
+
+
+def load_weights_only(trainer, folder: Path) -> None:
+    """Model (or adapter) weights from an HF checkpoint folder, without optimizer/scheduler state."""
+    trainer._load_from_checkpoint(str(folder))
+
+
+class StopFlag:
+    """Set from a signal handler; read at step ends on every rank (agreed through an all-reduce)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_name: str | None = None
+
+    def set(self, name: str = "SIGTERM") -> None:
+        self.signal_name = self.signal_name or name
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def agreed(self, dist_info: DistInfo) -> bool:
+        if not dist_info.distributed:
+            return self.is_set()
+        import torch
+        import torch.distributed as dist
+
+        backend = dist.get_backend()
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        t = torch.tensor([1.0 if self.is_set() else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if t.item() > 0:
+            self.set(self.signal_name or "SIGTERM")
+            return True
+        return False
+
+
+class StoreCheckpointCallback(TrainerCallback):
+    """Checkpoint every ``every_steps`` global steps, at the stage's end and on a stop request."""
+
+    def __init__(
+        self,
+        uploader,
+        plan: StagePlan,
+        every_steps: int,
+        dist_info: DistInfo,
+        stop: StopFlag,
+        run_state: Callable[[int, bool], dict[str, Any]],
+        config_hash: str,
+        on_uploaded: Callable[[int], None] | None = None,
+    ):
+        self.uploader = uploader
+        self.plan = plan
+        self.every_steps = every_steps
+        self.dist_info = dist_info
+        self.stop = stop
+        self.run_state = run_state
+        self.config_hash = config_hash
+        self.on_uploaded = on_uploaded
+        self.saved_steps: list[int] = []
+        self.stopped = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        global_step = self.plan.offset + state.global_step
+        if self.stop.agreed(self.dist_info):
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped = True
+        if global_step % self.every_steps == 0 or state.global_step >= self.plan.stage.steps:
+            control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        _barrier(self.dist_info)  # every rank has written its RNG state
+        if self.dist_info.is_main:
+            complete = state.global_step >= self.plan.stage.steps
+            run_state = self.run_state(state.global_step, complete)
+            (folder / STATE_FILE).write_text(json.dumps(run_state, default=json_default))
+            global_step = self.plan.offset + state.global_step
+            self.uploader.submit(
+                folder,
+                step=global_step,
+                stage=self.plan.stage.name,
+                config_hash=self.config_hash,
+                extra={"stage_index": self.plan.index, "stage_step": state.global_step, "stage_complete": complete},
+            )
+            self.saved_steps.append(global_step)
+        return control
+
+
+def finish_uploads(uploader, timeout: float | None = None) -> bool:
+    """Wait for the last upload; False (logged) when it failed or is still running."""
+    if uploader is None:
+        return True
+    try:
+        done = uploader.wait(timeout)
+    except Exception as e:
+        print(f"rarl: checkpoint upload failed: {e}", file=sys.stderr, flush=True)
+        return False
+    return done
+
+
+def clean_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)

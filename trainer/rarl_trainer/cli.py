@@ -1,0 +1,79 @@
+"""``python -m rarl_trainer --config job.yaml [--resume auto|never] [--run-dir DIR]``.
+
+Exit codes are a contract with the operator:
+0 success; 2 configuration or data error (one message on stderr and in /dev/termination-log, no
+traceback); 3 interrupted (SIGTERM/SIGINT) after a successful checkpoint; anything else a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rarl_trainer.config import EXIT_CONFIG, ConfigError, DistInfo, init_distributed, load_job, shutdown_distributed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rarl_trainer", description="Run a RARLJob's training stages.")
+    p.add_argument("--config", required=True, help="RARLJob YAML (a full document or a bare spec)")
+    p.add_argument("--resume", choices=["auto", "never"], default="auto",
+                   help="auto: continue from the newest complete checkpoint; never: start fresh")
+    p.add_argument("--run-dir", default=None, help="local working folder (default: .rarl/runs/<job name>)")
+    return p.parse_args(argv)
+
+
+def config_error(message: str) -> int:
+    from rarl_trainer.loop import write_termination_log
+
+    print(f"rarl: configuration error: {message}", file=sys.stderr, flush=True)
+    write_termination_log(message)
+    return EXIT_CONFIG
+
+
+def quiet_libraries() -> None:
+    """Keep rank logs to our plain progress lines (transformers' info/warnings are noise here)."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    warnings.filterwarnings("ignore", category=UserWarning, module="trl")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    dist_info = DistInfo.from_env()
+    try:
+        job = load_job(args.config)
+    except ConfigError as e:
+        return config_error(str(e))
+    run_dir = Path(args.run_dir) if args.run_dir else Path(".rarl") / "runs" / job.name
+    quiet_libraries()
+    code = 1
+    try:
+        init_distributed(dist_info)
+        from rarl_trainer.loop import Run
+
+        code = Run(job, run_dir, resume=args.resume, dist=dist_info).execute()
+    except ConfigError as e:
+        code = config_error(str(e))
+    finally:
+        shutdown_distributed()
+    return code
+
+
+def entrypoint() -> None:
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)

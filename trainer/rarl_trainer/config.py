@@ -1,0 +1,139 @@
+"""Reading the job, the run's distributed context, and the error that means "exit code 2".
+
+The trainer reads the same pydantic spec as everything else (``rarl.api``): a full RARLJob
+document (what the operator mounts) or a bare ``spec`` mapping (handy for local runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rarl.api.types import RARLJob, RARLJobSpec, StageSpec
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 3
+
+
+class ConfigError(Exception):
+    """A configuration or data problem the user must fix; the trainer exits 2 with this message."""
+
+
+def load_job(path: str | Path) -> RARLJob:
+    """The RARLJob in ``path`` (a full document, or a bare spec mapping); ConfigError when invalid."""
+    import yaml
+
+    from rarl.api.validation import parse_job
+    from rarl.errors import InvalidSpec
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(doc, dict) and "spec" not in doc and "model" in doc:
+        doc = {"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "local"}, "spec": doc}
+    try:
+        return parse_job(doc, origin=str(path))
+    except InvalidSpec as e:
+        raise ConfigError(str(e)) from None
+
+
+def config_hash(spec: RARLJobSpec) -> str:
+    """A short hash of what determines the training trajectory (not where it runs or stores)."""
+    doc = spec.model_dump(mode="json", include={"model", "dataset", "reward", "stages", "grpo"})
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage with its index and the global step it starts after."""
+
+    index: int
+    stage: StageSpec
+    offset: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.stage.steps
+
+
+def stage_plan(spec: RARLJobSpec) -> list[StagePlan]:
+    out, offset = [], 0
+    for i, stage in enumerate(spec.stages):
+        out.append(StagePlan(i, stage, offset))
+        offset += stage.steps
+    return out
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a torchrun launch (one process when not launched by torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> DistInfo:
+        env = dict(os.environ if env is None else env)
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def init_distributed(dist_info: DistInfo) -> None:
+    """Start the process group torchrun asked for: NCCL on GPUs, gloo on CPU."""
+    if not dist_info.distributed:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(dist_info.local_rank)
+        dist.init_process_group(backend="nccl")
+    else:
+        dist.init_process_group(backend="gloo")
+
+
+def shutdown_distributed() -> None:
+    """destroy_process_group() so ranks exit cleanly (an abort at interpreter exit otherwise)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:
+        pass
+
+
+def json_default(obj: Any) -> Any:
+    """JSON for numpy scalars and paths in metrics files."""
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,88 @@
+"""Generation-based evaluation on the eval split: greedy answers, parsed and scored by ``metrics.evaluate``.
+
+The eval queries are drawn once from a fixed seed, so every evaluation of a run (baseline, end of
+each stage, resumed or not) asks the same questions and the numbers are comparable. Under
+torchrun each rank answers a strided share and rank 0 gathers the rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rarl_trainer.grpo import QueryTable
+from rarl_trainer.metrics import evaluate, finite_metrics
+from rarl_trainer.prompts import Query, QuerySampler
+
+EVAL_SEED_OFFSET = 7_919
+
+
+def eval_queries(items, list_sizes, per_size: int, seed: int) -> list[Query]:
+    """``per_size`` queries for every list size (sizes larger than the split are skipped)."""
+    out: list[Query] = []
+    for n in list_sizes:
+        if n > len(items):
+            continue
+        sampler = QuerySampler(items, [n], rng_seed=seed + EVAL_SEED_OFFSET + n)
+        out.extend(sampler.sample_many(per_size, n))
+    return out
+
+
+@torch.no_grad()
+def generate_answers(loaded, table: QueryTable, indices: list[int], max_new_tokens: int,
+                     batch_size: int = 16, device: Any = None) -> list[str]:
+    """Greedy completions for the queries ``indices`` of ``table`` (texts without special tokens)."""
+    model = loaded.model
+    was_training = model.training
+    model.eval()
+    tok = loaded.tokenizer
+    tok.padding_side = "left"
+    device = device or next(model.parameters()).device
+    texts: list[str] = []
+    try:
+        for start in range(0, len(indices), batch_size):
+            rows = [table.row(i) for i in indices[start:start + batch_size]]
+            prompts = [loaded.processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
+                       for r in rows]
+            if loaded.is_vlm:
+                images = [r["images"] for r in rows]
+                inputs = loaded.processor(images=images, text=prompts, padding=True, return_tensors="pt")
+            else:
+                inputs = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+            inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                **loaded.generation_kwargs(),
+            )
+            new = out[:, inputs["input_ids"].shape[1]:]
+            texts.extend(tok.batch_decode(new, skip_special_tokens=True))
+    finally:
+        if was_training:
+            model.train()
+    return texts
+
+
+def run_eval(loaded, table: QueryTable, max_new_tokens: int, precision: float, rank: int = 0,
+             world_size: int = 1) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(finite metrics, rows) for every query of ``table``; every rank must call it under torchrun."""
+    indices = list(range(rank, len(table.queries), world_size))
+    texts = generate_answers(loaded, table, indices, max_new_tokens)
+    local = [{"i": i, "target": list(table.queries[i].targets), "completion": t} for i, t in zip(indices, texts, strict=False)]
+    rows = local
+    if world_size > 1:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * world_size
+        dist.all_gather_object(gathered, local)
+        rows = sorted((r for part in gathered for r in part), key=lambda r: r["i"])
+    from rarl_trainer.answers import parse_answer
+
+    for r in rows:
+        r["pred"] = parse_answer(r["completion"], len(r["target"])).values
+    metrics = finite_metrics(evaluate(rows, precision=precision))
+    return metrics, rows

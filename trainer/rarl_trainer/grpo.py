@@ -1,0 +1,287 @@
+"""RARL's GRPO stage on TRL's ``GRPOTrainer``: the ranking-aware reward and RMO inside TRL's step.
+
+Where RMO hooks in (TRL 1.16): ``_generate_single_turn`` returns the sampled completion token
+ids; we decode them, score them with the RARL reward, let ``rmo.apply_rmo_to_batch`` replace
+completions of flat groups, and re-tokenise the mutated texts (+ EOS) *before* TRL builds its
+tensors. Everything downstream is TRL's own code on the mutated completions: the reward
+functions rescore them, advantages are computed from those rewards, old/reference log-probs
+(when TRL needs them) are computed on the mutated tokens under the current policy, and the loss
+treats them like any other completion. Groups can span processes (TRL spreads a prompt's G
+rollouts over ranks), so the texts are gathered, every rank runs the same seeded RMO on the
+whole batch, and each keeps its slice.
+
+``_generate_and_score_completions`` is wrapped only to hand the batch's targets to that hook
+and to log RARL's per-step figures (pre-RMO reward, group spread before/after, mutation rate).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from trl import GRPOTrainer
+
+from rarl_trainer.prompts import Query, build_messages, prompt_for
+from rarl_trainer.rewards import RewardConfig, score, score_batch
+from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
+
+REWARD_TERMS = ("regression", "ranking", "format")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class QueryTable:
+    """Pre-drawn queries of a stage, exposed to TRL as a ``datasets.Dataset`` of indices.
+
+    Drawing every query up front from a seeded sampler makes the data position a plain index,
+    so resume continues with exactly the queries the interrupted run would have seen. Prompts
+    and images are built lazily (``with_transform``) so nothing large is materialised.
+    """
+
+    queries: list[Query]
+    dataset_spec: Any
+    modality: str
+
+    def messages(self, query: Query) -> list[dict[str, Any]]:
+        template, what = prompt_for(self.dataset_spec)
+        msgs = build_messages(query, self.dataset_spec.target, template, self.modality, what)
+        # Image parts become bare placeholders; TRL fills them from the "images" column.
+        for msg in msgs:
+            if isinstance(msg["content"], list):
+                msg["content"] = [
+                    {"type": "image"} if part.get("type") == "image" else part for part in msg["content"]
+                ]
+        return msgs
+
+    def row(self, index: int) -> dict[str, Any]:
+        from rarl_trainer.data import open_image
+
+        q = self.queries[index]
+        out = {"prompt": self.messages(q), "targets": [float(t) for t in q.targets]}
+        if self.modality == "image":
+            out["images"] = [open_image(it) for it in q.items]
+        return out
+
+    def to_dataset(self):
+        from datasets import Dataset
+
+        ds = Dataset.from_dict({"qid": list(range(len(self.queries)))})
+
+        def transform(batch: dict[str, list]) -> dict[str, list]:
+            rows = [self.row(int(i)) for i in batch["qid"]]
+            return {k: [r[k] for r in rows] for k in rows[0]}
+
+        return ds.with_transform(transform)
+
+
+def draw_queries(items, list_sizes: Sequence[int], count: int, seed: int) -> list[Query]:
+    from rarl_trainer.prompts import QuerySampler
+
+    return QuerySampler(items, list_sizes, rng_seed=seed).sample_many(count)
+
+
+# --------------------------------------------------------------------------- rewards
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes conversational completions as [{"role": "assistant", "content": ...}]."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion:
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return str(content)
+    return ""
+
+
+class RewardTerms:
+    """Three TRL reward functions (regression, ranking, format) sharing one scoring pass per batch.
+
+    TRL weights them with ``reward_weights`` into the total, logs each term per step, and
+    computes advantages from the total. Scoring is pure Python on the decoded texts.
+    """
+
+    def __init__(self, cfg: RewardConfig, group_size: int):
+        self.cfg = cfg
+        self.group_size = group_size
+        self._key: tuple | None = None
+        self._cache: list = []
+
+    def breakdowns(self, completions: list[Any], targets: list[list[float]]):
+        texts = [completion_text(c) for c in completions]
+        key = (tuple(texts), tuple(tuple(t) for t in targets))
+        if key != self._key:
+            G = self.group_size
+            if self.cfg.batch_ranking and len(texts) % G == 0:
+                self._cache = score_batch(texts, targets[::G], self.cfg, G)
+            else:
+                self._cache = [score(t, tg, self.cfg) for t, tg in zip(texts, targets, strict=False)]
+            self._key = key
+        return self._cache
+
+    def functions(self) -> list:
+        def make(term: str):
+            def fn(prompts, completions, targets, **_: Any) -> list[float]:
+                return [float(getattr(b, term)) for b in self.breakdowns(completions, targets)]
+
+            fn.__name__ = term
+            return fn
+
+        return [make(t) for t in REWARD_TERMS]
+
+    def weights(self) -> list[float]:
+        return [self.cfg.w_regression, self.cfg.w_ranking, self.cfg.w_format]
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _group_spreads(totals: Sequence[float], group_size: int) -> list[float]:
+    return [max(totals[i:i + group_size]) - min(totals[i:i + group_size]) for i in range(0, len(totals), group_size)]
+
+
+class RARLGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation."""
+
+    def __init__(self, *args, reward_config: RewardConfig, rmo_config: RMOConfig, rmo_seed: int = 0, **kwargs):
+        self.rarl_reward_config = reward_config
+        self.rarl_rmo_config = rmo_config
+        self.rmo_rng = np.random.default_rng(rmo_seed)
+        self._rarl_targets: list[list[float]] | None = None
+        self._rarl_step_stats: dict[str, float] = {}
+        self.rarl_timing = {"reward_rmo_s": 0.0}
+        super().__init__(*args, **kwargs)
+
+    # -- state for checkpoints (the RMO stream must continue exactly on resume)
+    def rarl_state(self) -> dict[str, Any]:
+        return {"rmo_rng": self.rmo_rng.bit_generator.state}
+
+    def load_rarl_state(self, state: dict[str, Any]) -> None:
+        if state.get("rmo_rng"):
+            self.rmo_rng.bit_generator.state = state["rmo_rng"]
+
+    def _generate_and_score_completions(self, inputs):
+        self._rarl_targets = [list(map(float, x["targets"])) for x in inputs]
+        self._rarl_step_stats = {}
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        for name, value in self._rarl_step_stats.items():
+            self._metrics[mode][name].append(value)
+        self._rarl_targets = None
+        return output
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        completion_ids, logprobs = super()._generate_single_turn(
+            prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+        )
+        if self._rarl_targets is not None and self.model.training and len(completion_ids) == len(self._rarl_targets):
+            import time
+
+            t0 = time.perf_counter()
+            completion_ids, logprobs = self._apply_rmo(completion_ids, logprobs)
+            self.rarl_timing["reward_rmo_s"] += time.perf_counter() - t0
+        return completion_ids, logprobs
+
+    def _gather(self, values: list) -> list:
+        if self.accelerator.num_processes == 1:
+            return list(values)
+        from accelerate.utils import gather_object
+
+        return gather_object(values)
+
+    def _apply_rmo(self, completion_ids: list[list[int]], logprobs):
+        tok = self._tokenizer
+        local_texts = tok.batch_decode(completion_ids, skip_special_tokens=True)
+        local_targets = self._rarl_targets
+        texts = self._gather(local_texts)
+        targets = self._gather(local_targets)
+        G = self.num_generations
+        cfg = self.rarl_reward_config
+        before = [score(t, tg, cfg).total for t, tg in zip(texts, targets, strict=False)]
+        spreads_before = _group_spreads(before, G)
+        stats = {
+            "rarl/reward_before_rmo": float(np.mean(before)),
+            "rarl/spread_before_rmo": float(np.mean(spreads_before)),
+            "rarl/zero_spread_groups": float(np.mean([s < self.rarl_rmo_config.epsilon for s in spreads_before])),
+            "rarl/mutation_rate": 0.0,
+            "rarl/mutated_completions": 0.0,
+        }
+        if self.rarl_rmo_config.enabled and len(texts) % G == 0:
+            group_targets = [targets[g * G] for g in range(len(texts) // G)]
+            result = apply_rmo_to_batch(texts, G, group_targets, before, self.rarl_rmo_config, self.rmo_rng,
+                                        reward_cfg=cfg)
+            after = [score(t, tg, cfg).total if m else b
+                     for t, tg, m, b in zip(result.completions, targets, result.mutated, before, strict=False)]
+            stats["rarl/mutation_rate"] = result.mutation_rate
+            stats["rarl/mutated_completions"] = float(np.mean(result.mutated))
+            stats["rarl/spread_after_rmo"] = float(np.mean(_group_spreads(after, G)))
+            start = self.accelerator.process_index * len(completion_ids)
+            eos = self.eos_token_ids[0] if self.eos_token_ids else tok.eos_token_id
+            completion_ids = [list(ids) for ids in completion_ids]
+            if logprobs is not None:
+                logprobs = [list(lp) for lp in logprobs]
+            for local_i in range(len(completion_ids)):
+                if result.mutated[start + local_i]:
+                    new_ids = tok(result.completions[start + local_i], add_special_tokens=False)["input_ids"]
+                    completion_ids[local_i] = [*list(new_ids), eos]
+                    if logprobs is not None:  # vLLM sampling log-probs: unknown for the mutation (no correction)
+                        logprobs[local_i] = [math.nan] * len(completion_ids[local_i])
+        else:
+            stats["rarl/spread_after_rmo"] = stats["rarl/spread_before_rmo"]
+        self._rarl_step_stats = stats
+        return completion_ids, logprobs
+
+
+def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
+    """GRPOConfig arguments for one stage (the names follow TRL's)."""
+    g = job_spec.grpo
+    return dict(
+        per_device_train_batch_size=g.per_device_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        num_generations=g.num_generations,
+        learning_rate=stage.learning_rate or g.learning_rate,
+        beta=g.beta,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        max_completion_length=g.max_completion_length,
+        warmup_steps=round(g.warmup_ratio * stage.steps),
+        max_grad_norm=g.max_grad_norm,
+        seed=g.seed,
+        logging_steps=g.logging_steps,
+        max_steps=stage.steps,
+        shuffle_dataset=False,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        dataloader_num_workers=0,
+        save_strategy="no",
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+    )
+
+
+def prompts_per_step(job_spec, world_size: int) -> int:
+    """Distinct queries consumed per optimizer step (global batch / G)."""
+    g = job_spec.grpo
+    total = g.per_device_batch_size * g.gradient_accumulation_steps * world_size
+    if total % g.num_generations:
+        from rarl_trainer.config import ConfigError
+
+        raise ConfigError(
+            f"grpo: perDeviceBatchSize ({g.per_device_batch_size}) x gradientAccumulationSteps "
+            f"({g.gradient_accumulation_steps}) x processes ({world_size}) = {total} completions per step is not a "
+            f"multiple of numGenerations ({g.num_generations})"
+        )
+    return total // g.num_generations
+
+
+def dumps_targets(queries: list[Query]) -> str:
+    return json.dumps([q.targets for q in queries])

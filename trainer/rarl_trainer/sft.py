@@ -1,0 +1,75 @@
+"""An ``sft`` stage: supervised cold start on reference answers with TRL's ``SFTTrainer``.
+
+The queries are drawn like a GRPO stage's; the completion is ``prompts.reference_answer`` for the
+query's targets, so the model learns the answer format and the scale before RL. Loss on the
+completion only (prompt-completion format).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trl import SFTConfig, SFTTrainer
+
+from rarl_trainer.grpo import QueryTable
+from rarl_trainer.prompts import reference_answer
+
+
+def sft_dataset(table: QueryTable, precision: float):
+    """A materialised prompt/completion dataset (SFTTrainer tokenises it up front for text models)."""
+    from datasets import Dataset
+
+    rows = []
+    for i, q in enumerate(table.queries):
+        row = table.row(i)
+        item: dict[str, Any] = {
+            "prompt": row["prompt"],
+            "completion": [{"role": "assistant", "content": reference_answer(q.targets, precision)}],
+        }
+        if "images" in row:
+            item["images"] = row["images"]
+        rows.append(item)
+    return Dataset.from_list(rows)
+
+
+def sft_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
+    g = job_spec.grpo
+    return dict(
+        per_device_train_batch_size=g.per_device_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        learning_rate=stage.learning_rate or g.learning_rate,
+        warmup_steps=round(g.warmup_ratio * stage.steps),
+        max_grad_norm=g.max_grad_norm,
+        seed=g.seed,
+        logging_steps=g.logging_steps,
+        max_steps=stage.steps,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        dataloader_num_workers=0,
+        save_strategy="no",
+        completion_only_loss=True,
+        max_length=None,
+        gradient_checkpointing=job_spec.model.gradient_checkpointing,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+    )
+
+
+def queries_per_step(job_spec, world_size: int) -> int:
+    g = job_spec.grpo
+    return g.per_device_batch_size * g.gradient_accumulation_steps * world_size
+
+
+def make_sft_trainer(loaded, table: QueryTable, job_spec, stage, output_dir: str, *, world_size: int,
+                     use_cpu: bool, bf16: bool, callbacks: list) -> SFTTrainer:
+    precision = float(job_spec.dataset.target.precision)
+    args = SFTConfig(output_dir=output_dir,
+                     **sft_config_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16))
+    return SFTTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=sft_dataset(table, precision),
+        processing_class=loaded.processor,
+        callbacks=callbacks,
+    )
