@@ -86,6 +86,10 @@ def test_missing_object_falls_back(root_uri: str, settings: StorageSpec | None, 
     ckpts.save(_snap(tmp_path, 1), 1)
     ckpts.save(_snap(tmp_path, 2), 2)
     open_store(root_uri, settings).delete("step-2/rng state.bin")
+    with pytest.raises(ChecksumMismatch) as exc:
+        ckpts.restore(ckpts.latest(), tmp_path / "direct")  # type: ignore[arg-type]
+    assert [(m.path, m.problem) for m in exc.value.mismatches] == [("rng state.bin", "missing")]
+    assert read_tree(tmp_path / "direct")["empty.txt"]  # the other files were still fetched
     with pytest.warns(UserWarning, match="rng state.bin"):
         info = ckpts.restore_latest(tmp_path / "r")
     assert info is not None and info.step == 1

@@ -103,3 +103,33 @@ def test_refuses_to_delete_whole_root(root_uri: str, settings: StorageSpec | Non
     store = open_store(root_uri.split("/jobs")[0] if root_uri.startswith("s3") else root_uri, settings)
     with pytest.raises(StorageError):
         store.delete_prefix("")
+
+
+def test_client_uses_botocore_standard_retries_and_short_timeouts(spec: StorageSpec, bucket: str) -> None:
+    store = open_store(f"s3://{bucket}", spec)
+    cfg = store.client.meta.config  # type: ignore[attr-defined]
+    # RARL_S3_MAX_ATTEMPTS=2 (conftest) is botocore's max_attempts: 2 retries, 3 tries in all
+    assert cfg.retries["mode"] == "standard" and cfg.retries["total_max_attempts"] == 3
+    assert cfg.connect_timeout <= 3 and cfg.s3 == {"addressing_style": "path"}
+    assert cfg.max_pool_connections >= spec.max_concurrency
+
+
+def test_progress_counter_forwards_total_and_deltas(tmp_path: Path) -> None:
+    """The shape a rich progress bar needs: set_total() once, then byte deltas from many threads."""
+
+    class Bar:
+        def __init__(self) -> None:
+            self.total = 0
+            self.done = 0
+
+        def set_total(self, n: int) -> None:
+            self.total = n
+
+        def __call__(self, n: int) -> None:
+            self.done += n
+
+    bar = Bar()
+    src = make_tree(tmp_path / "src")
+    upload_tree(src, str(tmp_path / "dst"), progress=ProgressCounter(bar))
+    size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    assert bar.total == size == bar.done

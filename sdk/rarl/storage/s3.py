@@ -37,7 +37,7 @@ class S3Settings:
     path_style: bool = False
     chunk_bytes: int = 64 * MiB
     max_concurrency: int = 8
-    max_attempts: int = 3
+    max_attempts: int = 2  # botocore's "max_attempts": retries after the first try (3 tries in all)
     connect_timeout: float = 2.0
     read_timeout: float = 60.0
 
@@ -64,7 +64,7 @@ def resolve_settings(spec: StorageSpec | None = None) -> S3Settings:
         path_style=path_style,
         chunk_bytes=(spec.multipart_chunk_mb if spec else 64) * MiB,
         max_concurrency=spec.max_concurrency if spec else 8,
-        max_attempts=int(env.get("RARL_S3_MAX_ATTEMPTS", "3")),
+        max_attempts=int(env.get("RARL_S3_MAX_ATTEMPTS", "2")),
         connect_timeout=float(env.get("RARL_S3_CONNECT_TIMEOUT", "2")),
     )
 
@@ -176,6 +176,9 @@ class S3Store(Store):
 
     def _error(self, op: str, key: str, exc: BaseException) -> StorageError:
         reason, cls = describe_error(exc)
+        if cls is NotFound and op in ("list", "stat", "delete", "connect"):
+            # a listing never 404s on a healthy S3 bucket: the endpoint is not S3 or the path is wrong
+            reason, cls = "HTTP 404 from the endpoint (not an S3 server, or a wrong endpoint path?)", StorageError
         where = f"s3://{self.bucket}/{self._key(key)}" if key or self.prefix else f"s3://{self.bucket}"
         msg = f"S3 {op} {where} failed: {reason} (endpoint {self.settings.endpoint_label}, bucket {self.bucket})"
         return cls(self._scrub(" ".join(msg.split())))
@@ -314,6 +317,7 @@ class S3Store(Store):
         subs = [_Progress()] if progress is not None else []
         client = self.client
         current = ""
+        missing: list[str] = []
         try:
             with create_transfer_manager(client, _transfer_config(self.settings, op)) as tm:
                 futures = []
@@ -325,11 +329,21 @@ class S3Store(Store):
                     futures.append((key, fut))
                 for key, fut in futures:
                     current = key
-                    fut.result()
+                    try:
+                        fut.result()
+                    except Exception as e:
+                        # a missing object should not cancel the other downloads: the caller
+                        # (manifest verification) reports every missing file by name
+                        if op == "download" and describe_error(e)[1] is NotFound:
+                            missing.append(key)
+                            continue
+                        raise
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # s3transfer raises many kinds
             raise self._error(op, current, e) from None
+        if missing:
+            raise self._error(op, missing[0], NotFound(f"{len(missing)} object(s) not found, first: {missing[0]}"))
 
     def child(self, *parts: str) -> S3Store:
         return S3Store(self.bucket, rel_key(self.prefix, *parts), self.settings, self._client)
