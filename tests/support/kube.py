@@ -19,7 +19,10 @@ Gaps of kmock 0.8 fixed here (see STACK-NOTES.md):
   resource ignores status (as the real API server does for CRDs with ``subresources.status``);
 - a POSTed CRD does not register its resource -> registered (and ``register_crd`` for tests);
 - kubectl asks for server-side Tables -> rendered from the CRD's additionalPrinterColumns;
-- protobuf request bodies -> refused with 415 instead of crashing.
+- protobuf request bodies -> refused with 415 instead of crashing;
+- speed: kmock re-scans its whole request history and every stored object on each
+  request (50 ms per request after a few hundred objects) -> in-flight history only,
+  dict lookups by (resource, namespace, name).
 Not emulated: garbage collection, admission, RBAC, schema validation, PUT.
 """
 
@@ -126,6 +129,7 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         self._printer_columns: dict[kmock.resource, list[dict[str, Any]]] = {}
         self._status_subresource: set[kmock.resource] = set()
         self._kinds: dict[kmock.resource, str] = {}
+        self._inflight: set[rendering.Request] = set()
         # Watches first (above the fallback) to stream with a JSON content type.
         self[enums.action.WATCH] << kmock.headers({"Content-Type": "application/json"}) << self._serve_watch
 
@@ -156,6 +160,16 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         if "protobuf" in ctype:
             raise kmock.KubernetesError(status=415, reason="UnsupportedMediaType",
                                         message="the emulator speaks JSON only")
+        # kmock matches each request by scanning its whole request history (O(requests) per request,
+        # 50 ms after a few thousand): keep only the requests still being served.
+        self._inflight.add(request)
+        self._requests[:] = [r for r in self._requests if r in self._inflight]
+        try:
+            return await self._handle_fixed(request)
+        finally:
+            self._inflight.discard(request)
+
+    async def _handle_fixed(self, request: rendering.Request) -> Any:
         res = request.resource
         if res is not None and isinstance(request.data, dict):
             if request.action == enums.action.CREATE:
@@ -202,6 +216,29 @@ class PatchedEmulator(kmock.KubernetesEmulator):
                 old = dict(self.objects[key].raw)
                 if old.get("spec") != _merged(old.get("spec"), data["spec"]):
                     meta["generation"] = int((old.get("metadata") or {}).get("generation") or 1) + 1
+
+    # ---------------------------------------------------------------- speed
+
+    def _KubernetesEmulator__get_objs(self, request: rendering.Request, strict: bool) -> list[Any]:
+        """kmock scans every object of every kind per request (O(N), ~50 ms at 250 objects): index instead."""
+        store = self.objects._objects
+        res = request.resource
+        if res is None:
+            return []
+        res = kmock.resource(res.group, res.version, res.plural)
+        if request.name is not None and (strict or request.namespace is not None):
+            obj = store.get((res, request.namespace, request.name))
+            return [obj] if obj is not None else []
+        want = (res.group, res.version, res.plural)
+        return [obj for (r, ns, name), obj in store.items()
+                if (r.group, r.version, r.plural) == want
+                and (ns == request.namespace if strict else request.namespace is None or ns == request.namespace)
+                and (request.name is None or name == request.name)]
+
+    def _get_resources(self) -> list[kmock.resource]:
+        found = set(kmock.KubernetesScaffold._get_resources(self))
+        found.update({r for r, _, _ in self.objects._objects})
+        return list(found)
 
     # ---------------------------------------------------------------- response fixes
 
