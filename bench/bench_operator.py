@@ -143,7 +143,7 @@ def main() -> None:
     if not args.no_append:
         versions = ", ".join(f"{p} {md.version(p)}" for p in ("kopf", "kmock", "kubernetes"))
         header = (f"\n## bench_operator.py, {dt.date.today().isoformat()}\n\n"
-                  f"Machine: {platform.node() or 'unknown'}, {os.cpu_count()} CPUs, {platform.machine()}, "
+                  f"Machine: {os.cpu_count()}-core {platform.machine()} VM, load {os.getloadavg()[0]:.1f}, "
                   f"Python {platform.python_version()}; {versions}. API: kmock emulator in the bench process; "
                   f"operator: `kopf run -m rarl_operator` subprocess, 8 workers.\n\n")
         with open(REPO / "bench" / "RESULTS.md", "a") as fh:
