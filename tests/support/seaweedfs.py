@@ -146,7 +146,7 @@ class SeaweedFS:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed mini exited with {self.proc.returncode}; log: {self.log_tail()}")
-            if self._answers():
+            if self._answers() and self._serves_objects():
                 return
             time.sleep(0.1)
         self.stop()
@@ -159,6 +159,25 @@ class SeaweedFS:
         except urllib.error.HTTPError:
             return True  # 403 without credentials: the S3 gateway is up
         except OSError:
+            return False
+
+    PROBE_BUCKET = "rarl-ready-probe"
+
+    def _serves_objects(self) -> bool:
+        """The gateway answering is not enough: after a restart, reads fail with InternalError until the
+        filer and volume servers are back. Ready means an object can be written and read back."""
+        try:
+            s3 = self.client()
+            try:
+                s3.create_bucket(Bucket=self.PROBE_BUCKET)
+            except s3.exceptions.BucketAlreadyOwnedByYou:
+                pass
+            except s3.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyExists":
+                    raise
+            s3.put_object(Bucket=self.PROBE_BUCKET, Key="probe", Body=b"ok")
+            return s3.get_object(Bucket=self.PROBE_BUCKET, Key="probe")["Body"].read() == b"ok"
+        except Exception:
             return False
 
     @property
