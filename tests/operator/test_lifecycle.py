@@ -70,9 +70,10 @@ def test_pending_running_succeeded_sets_model_uri(kube, operator, kubelet, name)
     apply(kube, job_doc(name, resources={"nodes": 2}))
     wait_phase(kube, name, "Pending")
     pods = kubelet.start_pods(name, 1, nodes=2)
-    st = wait_phase(kube, name, "Running")
+    wait_phase(kube, name, "Running")  # as soon as one pod runs; the message follows the second
+    st = wait_for(lambda: (s := status(kube, name)) and "2/2 pod(s) running" in condition(s, "Running")["message"]
+                  and s, what="2/2 pods running")
     assert condition(st, "Running")["status"] == "True"
-    assert "2/2 pod(s) running" in condition(st, "Running")["message"]
     kubelet.complete(name, 1, nodes=2)
     st = wait_phase(kube, name, "Succeeded")
     assert st["modelURI"] == f"s3://model-bucket/{name}"
