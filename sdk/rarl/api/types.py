@@ -34,6 +34,8 @@ Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Resta
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME_LENGTH = 40
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i?|[munkMGTPE])?$")
 
 
@@ -563,7 +565,13 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    name: str = Field(..., description="Job name (DNS-1123 label, at most 52 characters to leave room for child names).")
+    name: str = Field(
+        ...,
+        description=(
+            "Job name: lowercase letters, digits and '-', starting with a letter (it also names the headless "
+            "Service), at most 40 characters (child Jobs and pod hostnames append '-attempt-<k>-<index>')."
+        ),
+    )
     namespace: str | None = Field(None, description="Namespace; default: the client's namespace.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels, copied to the trainer pods.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations, copied to the trainer pods.")
@@ -571,11 +579,14 @@ class ObjectMeta(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if len(v) > 52:
-            raise ValueError(f"{v!r} is {len(v)} characters; at most 52 (child names add '-attempt-N')")
-        if not _DNS1123.match(v):
+        if len(v) > MAX_NAME_LENGTH:
             raise ValueError(
-                f"{v!r} is not a DNS-1123 label: lowercase letters, digits and '-', starting and ending alphanumeric"
+                f"{v!r} is {len(v)} characters; at most {MAX_NAME_LENGTH} (pod hostnames add '-attempt-<k>-<index>')"
+            )
+        if not _DNS1035.match(v):
+            raise ValueError(
+                f"{v!r} is not a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and "
+                "ending with a letter or digit"
             )
         return v
 
