@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +30,27 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+RARLCTL = Path(sys.executable).with_name("rarlctl")
+
+
+@dataclass
+class Result:
+    """What a ``rarlctl`` call returned."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def rarlctl_proc():
+    """Run the installed ``rarlctl`` console script as a subprocess."""
+
+    def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> Result:
+        proc = subprocess.run([str(RARLCTL), *args], input=stdin, capture_output=True, cwd=cwd, timeout=60, check=False,
+                              env={**os.environ, "COLUMNS": "200"})
+        return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    return run

@@ -1,26 +1,14 @@
-"""Run ``rarlctl`` in-process (fast) or as a real subprocess (the installed console script)."""
+"""Run ``rarlctl`` in-process (fast); ``rarlctl_proc`` (tests/conftest.py) runs the real console script."""
 
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from rarl.cli import main as cli_main
-
-RARLCTL = Path(sys.executable).with_name("rarlctl")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
+from tests.conftest import Result
 
 
 @pytest.fixture
@@ -35,17 +23,5 @@ def rarlctl(capsys, monkeypatch):
             cli_main.main(list(args))
         captured = capsys.readouterr()
         return Result(int(info.value.code or 0), captured.out, captured.err)
-
-    return run
-
-
-@pytest.fixture
-def rarlctl_proc():
-    """Run the installed ``rarlctl`` console script as a subprocess."""
-
-    def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> Result:
-        proc = subprocess.run([str(RARLCTL), *args], input=stdin, capture_output=True, cwd=cwd, timeout=60, check=False,
-                              env={**os.environ, "COLUMNS": "200"})
-        return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
     return run

@@ -48,7 +48,7 @@ def test_load_job_accepts_model_dict_and_path(tmp_path):
 def test_submitted_suspended_job_is_listed_with_state(client, tmp_path):
     job = client.submit(suspended_job("idle", team="vision"))
     assert job.status.phase == "Suspended"
-    assert job.status.total_steps == 60 and job.status.attempt == 0
+    assert job.status.total_steps == 60 and job.status.attempt == 1
     assert [c.type for c in job.status.conditions] == ["Created", "Suspended"]
     again = client.get("idle")
     assert again.spec == job.spec and again.status.phase == "Suspended"
@@ -128,7 +128,7 @@ def test_a_dead_runner_is_reported_as_failed_with_its_last_lines(client, tmp_pat
     client.submit(suspended_job())
     files = tmp_path / "home" / "jobs" / "idle"
     (files / "logs").mkdir()
-    (files / "logs" / "attempt-0.log").write_text("step 1\nRuntimeError: out of memory\n")
+    (files / "logs" / "attempt-1.log").write_text("step 1\nRuntimeError: out of memory\n")
     state = json.loads((files / "state.json").read_text())
     state.update(phase="Running", runnerPid=2**22 + 12345)  # no such process
     (files / "state.json").write_text(json.dumps(state))

@@ -132,6 +132,8 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         self._inflight: set[rendering.Request] = set()
         # Watches first (above the fallback) to stream with a JSON content type.
         self[enums.action.WATCH] << kmock.headers({"Content-Type": "application/json"}) << self._serve_watch
+        # A real API server answers a create with 201 Created; the kubernetes client returns None for a 200.
+        self[enums.action.CREATE] << 201 << self._serve_create
 
     # ---------------------------------------------------------------- registration
 

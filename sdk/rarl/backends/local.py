@@ -103,7 +103,7 @@ class LocalBackend(Backend):
             state = read_state(files)
             phase = state.get("phase") or "Pending"
             if phase in ACTIVE_PHASES:
-                lines = tail(files.log(int(state.get("attempt", 0))), 5) or tail(files.root / "runner.log", 5)
+                lines = tail(files.log(int(state.get("attempt", 1))), 5) or tail(files.root / "runner.log", 5)
                 message = "the local runner process died" + (": " + " | ".join(lines) if lines else "")
                 state["phase"] = phase = "Failed"
                 state["completionTime"] = now_rfc3339()
@@ -114,7 +114,7 @@ class LocalBackend(Backend):
             phase=phase,
             conditions=[Condition.model_validate(c) for c in state.get("conditions", [])],
             restarts=int(state.get("restarts", 0)),
-            attempt=int(state.get("attempt", 0)),
+            attempt=int(state.get("attempt", 1)),
             start_time=state.get("startTime"),
             completion_time=state.get("completionTime"),
             model_uri=state.get("modelURI"),
@@ -166,7 +166,7 @@ class LocalBackend(Backend):
             files.config.write_text(job.to_yaml(include_status=False))
         except OSError as exc:
             raise BackendUnavailable(f"cannot write the job folder {files.root}: {exc.strerror or exc}") from None
-        state = {"phase": "Pending", "attempt": 0, "restarts": 0, "cwd": str(base), "startTime": now_rfc3339(),
+        state = {"phase": "Pending", "attempt": 1, "restarts": 0, "cwd": str(base), "startTime": now_rfc3339(),
                  "startEpoch": time.time(), "pendingSince": time.time(), "conditions": []}
         add_condition(state, "Created", "Created", "job accepted by the local backend")
         if job.spec.run_policy.suspend:
@@ -202,7 +202,7 @@ class LocalBackend(Backend):
         files = self._existing(name)
         if node != 0:
             raise InvalidSpec([Problem("node", f"the local backend runs one node (0); got {node}")])
-        attempt = int(read_state(files).get("attempt", 0))
+        attempt = int(read_state(files).get("attempt", 1))
         path = files.log(attempt)
         position = 0
         while True:
@@ -243,7 +243,7 @@ class LocalBackend(Backend):
         if process_alive(state.get("runnerPid")):
             raise RARLError(f"job {name!r} is still checkpointing; try again in a moment")
         started = state.get("exitCode") is not None or state.get("childPid") is not None
-        state["attempt"] = int(state.get("attempt", 0)) + (1 if started else 0)
+        state["attempt"] = int(state.get("attempt", 1)) + (1 if started else 0)
         state["phase"] = "Pending"
         add_condition(state, "Resumed", "Resumed", "resuming from the newest checkpoint")
         state["runnerPid"] = None

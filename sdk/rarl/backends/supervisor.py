@@ -90,7 +90,7 @@ class Supervisor:
             threading.Thread(target=self._deadline_watch, args=(left,), daemon=True).start()
         gpus = local_gpu_count(self.job.spec.resources.gpus_per_node)
         while True:
-            attempt = int(state.get("attempt", 0))
+            attempt = int(state.get("attempt", 1))
             log_path = self.files.log(attempt)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self.files.termination_log.unlink(missing_ok=True)
@@ -140,7 +140,7 @@ class Supervisor:
             text = self.files.termination_log.read_text(errors="replace").strip()
             if text:
                 return text
-        lines = tail(self.files.log(int(read_state(self.files).get("attempt", 0))), 5)
+        lines = tail(self.files.log(int(read_state(self.files).get("attempt", 1))), 5)
         return f"trainer exited {code}" + (": " + " | ".join(lines) if lines else "")
 
     def _finish(self, state: dict, phase: str, reason: str, message: str) -> int:
