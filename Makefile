@@ -32,8 +32,11 @@ crd: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m rarl.api.docs README.md
 
+# Benchmarks (not tests): each appends its figures to bench/RESULTS.md.
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) bench/bench_core.py --append
+	$(PY) bench/bench_storage.py --size-mb 256
+	$(PY) bench/bench_operator.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
