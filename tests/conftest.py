@@ -48,8 +48,8 @@ class Result:
 def rarlctl_proc():
     """Run the installed ``rarlctl`` console script as a subprocess."""
 
-    def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> Result:
-        proc = subprocess.run([str(RARLCTL), *args], input=stdin, capture_output=True, cwd=cwd, timeout=60, check=False,
+    def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60) -> Result:
+        proc = subprocess.run([str(RARLCTL), *args], input=stdin, capture_output=True, cwd=cwd, timeout=timeout, check=False,
                               env={**os.environ, "COLUMNS": "200"})
         return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 

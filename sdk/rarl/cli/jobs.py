@@ -414,7 +414,8 @@ def _print_before_after(console, run_dir: Path) -> None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    before, after = data.get("before") or {}, data.get("after") or {}
+    before = data.get("before") or data.get("baseline") or {}
+    after = data.get("after") or data.get("final") or {}
     keys = [k for k in sorted(set(before) | set(after)) if not k.endswith("/count")]
     if not keys:
         return

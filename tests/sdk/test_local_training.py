@@ -1,0 +1,108 @@
+"""The local backend running the real trainer on a tiny built-in model: crash and restart, suspend and
+resume, success, model fetch with verification; and ``rarlctl run`` in the foreground."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rarl import Client, StorageError
+from rarl.backends.local import LocalBackend
+from tests.support.kube import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_job(tmp_path: Path, name: str, steps: int = 4) -> dict:
+    """The quickstart, shrunk: two stages of ``steps`` steps, a checkpoint every 2 steps, a cheap eval."""
+    doc = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    doc["metadata"]["name"] = name
+    for stage in doc["spec"]["stages"]:
+        stage["steps"] = steps
+    doc["spec"]["dataset"]["synthetic"].update(trainSize=32, evalSize=8)
+    doc["spec"]["grpo"].update(evalQueries=2, evalListSizes=[1])
+    doc["spec"]["checkpoint"] = {"uri": str(tmp_path / name / "ckpt"), "everySteps": 2, "keep": 2}
+    doc["spec"]["output"] = {"uri": str(tmp_path / name / "model")}
+    doc["spec"]["runPolicy"] = {"maxRestarts": 1}
+    return doc
+
+
+def state(client: Client, name: str) -> dict:
+    return json.loads((client.backend.jobs_dir / name / "state.json").read_text())
+
+
+def test_crash_restart_suspend_resume_succeed_and_fetch(tmp_path):
+    client = Client(LocalBackend(tmp_path / "home"))
+    job = client.submit(tiny_job(tmp_path, "life"))
+    assert job.status.phase in ("Pending", "Running")
+
+    # a crash (the trainer killed) is retried from the newest checkpoint and uses the restart budget
+    wait_for(lambda: (client.get("life").status.step or 0) >= 3, timeout=240, interval=0.5, what="step 3")
+    os.kill(state(client, "life")["childPid"], signal.SIGKILL)
+    wait_for(lambda: client.get("life").status.restarts == 1, timeout=30, interval=0.2, what="a restart")
+    restarted = client.get("life")
+    assert restarted.status.attempt == 2
+    assert any(c.type == "Restarting" for c in restarted.status.conditions)
+
+    # suspend = SIGTERM: the trainer checkpoints and exits 3; resume continues from that checkpoint
+    log2 = client.backend.jobs_dir / "life" / "logs" / "attempt-2.log"
+    wait_for(lambda: log2.exists() and "] step " in log2.read_text(), timeout=240, interval=0.5,
+             what="attempt 2 training")
+    client.suspend("life")
+    suspended = client.wait("life", until={"Suspended", "Failed", "Succeeded"}, timeout=180, poll_interval=0.5)
+    assert suspended.status.phase in ("Suspended", "Succeeded"), suspended.status.conditions
+    if suspended.status.phase == "Suspended":
+        assert state(client, "life")["exitCode"] == 3
+        assert suspended.status.restarts == 1, "an interruption does not use the budget"
+        client.resume("life")
+    done = client.wait("life", timeout=400, poll_interval=0.5)
+    assert done.status.phase == "Succeeded", done.status.conditions
+    assert done.status.step == done.status.total_steps == 8
+    assert done.status.model_uri == str(tmp_path / "life" / "model")
+    assert any(line for line in client.logs("life"))
+
+    # fetch: downloaded and verified against the export manifest
+    dest = client.fetch_model("life", tmp_path / "fetched")
+    assert (dest / "REPORT.md").exists() and (dest / "manifest.json").exists()
+    assert (dest / "model" / "config.json").exists()
+    # a tampered export is refused, naming the file
+    report = tmp_path / "life" / "model" / "REPORT.md"
+    report.write_text(report.read_text() + "tampered")
+    with pytest.raises(StorageError, match="REPORT.md"):
+        client.fetch_model("life", tmp_path / "fetched-again")
+
+
+def test_bad_data_fails_at_once_with_the_trainers_message(tmp_path):
+    client = Client(LocalBackend(tmp_path / "home"))
+    doc = tiny_job(tmp_path, "baddata")
+    doc["spec"]["dataset"] = {"format": "jsonl", "train": str(tmp_path / "missing.jsonl"),
+                              "target": {"min": 0, "max": 10}}
+    client.submit(doc)
+    done = client.wait("baddata", timeout=180, poll_interval=0.5)
+    assert done.status.phase == "Failed" and done.status.restarts == 0
+    failed = next(c for c in done.status.conditions if c.type == "Failed")
+    assert "missing.jsonl" in failed.message
+    assert "Traceback" not in failed.message
+
+
+def test_rarlctl_run_in_the_foreground(rarlctl_proc, tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(tiny_job(tmp_path, "fg", steps=2)))
+    home = tmp_path / "home"
+    try:
+        r = rarlctl_proc("run", "-f", str(path), "--home", str(home), timeout=400)
+    finally:  # never leave a runner behind, whatever happened
+        if (home / "jobs" / "fg").exists():
+            LocalBackend(home).delete("fg")
+    assert r.code == 0, r.out + r.err
+    assert "rarljob/fg Succeeded" in r.out
+    assert "Evaluation before vs after training" in r.out and "BEFORE" in r.out
+    assert f"model:   {tmp_path / 'fg' / 'model'}" in r.out
+    assert "REPORT.md" in r.out
