@@ -75,7 +75,7 @@ def test_crash_restart_suspend_resume_succeed_and_fetch(tmp_path):
     # a tampered export is refused, naming the file
     report = tmp_path / "life" / "model" / "REPORT.md"
     report.write_text(report.read_text() + "tampered")
-    with pytest.raises(StorageError, match="REPORT.md"):
+    with pytest.raises(StorageError, match=r"REPORT\.md"):
         client.fetch_model("life", tmp_path / "fetched-again")
 
 
