@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Until the local runner lands, the demo validates and prints the quickstart job.
+# The quickstart, trained here in the foreground; a fresh run each time (its old checkpoints are removed).
 demo: $(STAMP)
-	$(VENV)/bin/rarlctl validate -f examples/quickstart.yaml
-	@cat examples/quickstart.yaml
+	rm -rf .rarl/runs/quickstart
+	$(VENV)/bin/rarlctl run -f examples/quickstart.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sdk operator trainer tests bench
