@@ -48,6 +48,13 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -454,6 +454,21 @@ class Run:
                 latest = m["end"]
         return dict(latest)
 
+    def write_weight_digest(self) -> None:
+        """With $RARL_WEIGHT_DIGEST_DIR, each rank writes a sha256 of its trainable weights (checks DDP sync)."""
+        folder = os.environ.get("RARL_WEIGHT_DIGEST_DIR")
+        if not folder:
+            return
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, param in sorted(self.loaded.model.named_parameters()):
+            if param.requires_grad:
+                digest.update(name.encode())
+                digest.update(param.detach().cpu().float().numpy().tobytes())
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank-{self.dist.rank}.sha256").write_text(digest.hexdigest())
+
     # ------------------------------------------------------------------ main
     def execute(self) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -468,6 +483,7 @@ class Run:
         code = self.run_stages(restored)
         if code != EXIT_OK:
             return code
+        self.write_weight_digest()
         ok = finish_uploads(self.uploader, None) if self.dist.is_main else True
         if not ok:
             print("rarl: warning: the last checkpoint upload failed", file=sys.stderr)

@@ -31,7 +31,7 @@ TINY_VLM = "tiny-qwen2.5-vl"
 TINY_LM = "tiny-lm"
 SMOLLM2 = "smollm2-135m-instruct"
 # Bump when the tiny builders change, so stale caches are rebuilt instead of reused.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "5"
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -45,6 +45,10 @@ SPECIAL_TOKENS = [
 # Plain (non-special) added tokens: TRL decodes completions with skip_special_tokens=True, and the
 # reward must see the tags, so they are one token each but not "special".
 ANSWER_TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+# Whole pieces of the answer skeleton as single tokens too (longest match wins), so a complete
+# minimal answer "<think>\n</think><answer>[3]</answer>" is 4 tokens + EOS: few enough for a tiny
+# random model to pick up from a handful of RMO-revived groups.
+ANSWER_PIECES = ["<think>\n</think>", "<answer>[", "]</answer>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 # Qwen-style chat template, without the default system prompt (fewer tokens for tiny models).
@@ -95,7 +99,7 @@ def build_tokenizer(vocab_size: int = 512):
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 20, trainer)
-    tok.add_tokens(ANSWER_TAGS)
+    tok.add_tokens(ANSWER_TAGS + ANSWER_PIECES)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -190,7 +194,7 @@ def build_tiny_vlm(dest: str | Path, seed: int = 0) -> Path:
             max_position_embeddings=4096,
             rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            tie_word_embeddings=True,
+            tie_word_embeddings=False,
             bos_token_id=ids["<|im_start|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
@@ -211,7 +215,7 @@ def build_tiny_vlm(dest: str | Path, seed: int = 0) -> Path:
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
@@ -243,7 +247,7 @@ def build_tiny_lm(dest: str | Path, seed: int = 0) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         bos_token_id=ids["<|im_start|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
