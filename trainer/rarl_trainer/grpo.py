@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,8 +114,16 @@ class RewardTerms:
         self.group_size = group_size
         self._key: tuple | None = None
         self._cache: list = []
+        self.seconds = 0.0  # time spent scoring (benchmarks report it)
 
     def breakdowns(self, completions: list[Any], targets: list[list[float]]):
+        t0 = time.perf_counter()
+        try:
+            return self._breakdowns(completions, targets)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _breakdowns(self, completions: list[Any], targets: list[list[float]]):
         texts = [completion_text(c) for c in completions]
         key = (tuple(texts), tuple(tuple(t) for t in targets))
         if key != self._key:
@@ -182,8 +191,6 @@ class RARLGRPOTrainer(GRPOTrainer):
             prompt_ids, images, multimodal_fields, num_generations, has_tool_images
         )
         if self._rarl_targets is not None and self.model.training and len(completion_ids) == len(self._rarl_targets):
-            import time
-
             t0 = time.perf_counter()
             completion_ids, logprobs = self._apply_rmo(completion_ids, logprobs)
             self.rarl_timing["reward_rmo_s"] += time.perf_counter() - t0

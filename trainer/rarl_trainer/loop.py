@@ -65,6 +65,7 @@ class RunCallback(TrainerCallback):
         self.plan = plan
         self.t0 = time.monotonic()
         self.start_step: int | None = None
+        self.seconds = 0.0  # time spent in logging/progress (benchmarks report it)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.t0 = time.monotonic()
@@ -78,6 +79,13 @@ class RunCallback(TrainerCallback):
         return per_step * (self.run.spec.total_steps() - (self.plan.offset + stage_step))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            self._on_log(state, logs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _on_log(self, state, logs) -> None:
         if not logs or ("loss" not in logs and "reward" not in logs):
             return
         global_step = self.plan.offset + state.global_step
@@ -339,9 +347,11 @@ class Run:
                 rmo_config=RMOConfig.from_spec(stage.rmo, spec.dataset.target),
                 rmo_seed=seed,
             )
+            trainer.rarl_reward_terms = terms
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
-        trainer.add_callback(RunCallback(self, plan))
+        trainer.rarl_run_callback = RunCallback(self, plan)
+        trainer.add_callback(trainer.rarl_run_callback)
         ckpt_cb = StoreCheckpointCallback(self.uploader, plan, self.spec.checkpoint.every_steps, self.dist,
                                           self.stop, self.run_state(trainer, plan), self.config_hash)
         trainer.add_callback(ckpt_cb)

@@ -1,0 +1,205 @@
+"""RARL trainer versus vanilla TRL ``GRPOTrainer``: step time ratio and RARL's own overhead share.
+
+Run: ``.venv/bin/python bench/bench_trainer.py [--model builtin:tiny-lm] [--rounds 3] [--steps 10] [--append]``.
+
+Both trainers get the same tiny model (fresh, identical weights), the same pre-drawn queries,
+batch, group size, completion length and number of steps; rounds alternate which runs first
+(interleaved) so machine noise hits both alike. Vanilla uses one reward function returning
+RARL's total reward (what a plain-TRL user would write); the RARL trainer adds the three logged
+reward terms, RMO (decode, gather, score, mutate, re-tokenise) and the progress callback.
+Reported: median step time of each (first step of a round dropped), the ratio (goal <= 1.05) and
+the share of RARL's step time spent in reward + RMO + progress (goal <= 1 %). ``--append`` adds
+the figures to bench/RESULTS.md (append only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def job(tmp: Path, base: str, modality: str, steps: int, batch: int, group: int, length: int):
+    from rarl.api.validation import parse_job
+
+    return parse_job({
+        "apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "bench"},
+        "spec": {
+            "model": {"base": base, "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
+            "dataset": {"format": "synthetic", "modality": modality,
+                        "synthetic": {"trainSize": 256, "evalSize": 8, "seed": 0, "imageSize": 32},
+                        "target": {"min": 1, "max": 9, "unit": "shapes", "precision": 1}},
+            "stages": [{"name": "bench", "steps": steps, "listSizes": [1, 2, 4],
+                        "rmo": {"epsilon": 0.01, "probability": 0.2, "mutations": 2}}],
+            "grpo": {"numGenerations": group, "perDeviceBatchSize": batch, "learningRate": 1e-4, "beta": 0.0,
+                     "maxCompletionLength": length, "seed": 0, "evalListSizes": [1], "evalQueries": 1},
+            "checkpoint": {"uri": str(tmp / "ckpt"), "everySteps": 1_000_000},
+            "output": {"uri": str(tmp / "out")},
+        },
+    })
+
+
+def build_rarl(run, plan):
+    trainer, _ = run.make_trainer(plan)
+    return trainer
+
+
+def build_vanilla(run, plan, rarl_trainer):
+    """Plain GRPOTrainer: same args, data and a fresh copy of the same model; one total-reward function."""
+    from trl import GRPOTrainer
+
+    from rarl_trainer.grpo import completion_text
+    from rarl_trainer.models import load_model
+    from rarl_trainer.rewards import RewardConfig, score
+
+    cfg = RewardConfig.from_spec(run.spec, plan.stage)
+
+    def total(prompts, completions, targets, **_):
+        return [score(completion_text(c), t, cfg).total for c, t in zip(completions, targets, strict=True)]
+
+    loaded = load_model(run.spec.model, run.spec.storage)
+    args = rarl_trainer.args
+    args.reward_weights = None
+    trainer = GRPOTrainer(model=loaded.model, reward_funcs=[total], args=args,
+                          train_dataset=rarl_trainer.train_dataset, processing_class=loaded.processor)
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    return trainer
+
+
+def one_round(tmp: Path, spec_args: dict, order: list[str]) -> dict[str, dict]:
+    from rarl_trainer.config import DistInfo, stage_plan
+    from rarl_trainer.loop import Run
+
+    out: dict[str, dict] = {}
+    for kind in order:
+        rjob = job(tmp / kind, **spec_args)
+        run = Run(rjob, tmp / kind / "run", resume="never", dist=DistInfo())
+        run.load_data()
+        run.load_model()
+        run.open_checkpoints()
+        from rarl.progress import FileProgressReporter
+
+        run.reporter = FileProgressReporter(tmp / kind / "run" / "progress.json")
+        plan = stage_plan(rjob.spec)[0]
+        trainer = build_rarl(run, plan)
+        if kind == "vanilla":
+            trainer = build_vanilla(run, plan, trainer)
+        timer = StepTimer()
+        trainer.add_callback(timer)
+        torch.manual_seed(0)
+        trainer.train()
+        if run.uploader is not None:
+            run.uploader.wait()  # the stage-end checkpoint (RARL) is uploaded in the background
+        times = timer.times[1:]
+        info = {"median": statistics.median(times), "total": sum(times), "steps": len(times)}
+        if kind == "rarl":
+            first = timer.times[0]
+            overhead = (trainer.rarl_timing["reward_rmo_s"] + trainer.rarl_reward_terms.seconds
+                        + trainer.rarl_run_callback.seconds)
+            info["overhead_share"] = overhead / (sum(times) + first)
+            info["mutation_rate"] = statistics.mean(h.get("rarl/mutation_rate", 0.0)
+                                                    for h in trainer.state.log_history if "reward" in h)
+        out[kind] = info
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="builtin:tiny-lm", help="builtin:tiny-lm or builtin:tiny-qwen2.5-vl")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--group", type=int, default=8)
+    p.add_argument("--length", type=int, default=32)
+    p.add_argument("--append", action="store_true", help="append the figures to bench/RESULTS.md")
+    args = p.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    modality = "image" if "vl" in args.model else "text"
+    spec_args = dict(base=args.model, modality=modality, steps=args.steps, batch=args.batch, group=args.group,
+                     length=args.length)
+    rounds = []
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(args.rounds):
+            order = ["rarl", "vanilla"] if r % 2 == 0 else ["vanilla", "rarl"]
+            res = one_round(Path(d) / f"r{r}", spec_args, order)
+            rounds.append(res)
+            print(f"round {r}: rarl {res['rarl']['median'] * 1000:.1f} ms/step, vanilla "
+                  f"{res['vanilla']['median'] * 1000:.1f} ms/step, ratio "
+                  f"{res['rarl']['median'] / res['vanilla']['median']:.3f}, overhead "
+                  f"{100 * res['rarl']['overhead_share']:.2f} %", flush=True)
+    rarl = statistics.median(r["rarl"]["median"] for r in rounds)
+    vanilla = statistics.median(r["vanilla"]["median"] for r in rounds)
+    ratios = [r["rarl"]["median"] / r["vanilla"]["median"] for r in rounds]
+    share = statistics.median(r["rarl"]["overhead_share"] for r in rounds)
+    mut = statistics.mean(r["rarl"]["mutation_rate"] for r in rounds)
+    import peft
+    import transformers
+    import trl
+
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "",
+        f"## bench_trainer.py: RARL trainer vs vanilla TRL GRPOTrainer ({when})",
+        "",
+        f"Machine: {platform.machine()}, {platform.platform()}, {os.cpu_count()} cores, "
+        f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; Python "
+        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"trl {trl.__version__}, peft {peft.__version__}. Model {args.model} (LoRA r=8), batch {args.batch}, "
+        f"G={args.group}, max completion {args.length} tokens, {args.steps} steps x {args.rounds} interleaved "
+        f"rounds (first step of each dropped); list sizes 1/2/4; RMO mutation rate {mut:.2f} of groups.",
+        "",
+        "| trainer | median step (ms) |",
+        "|---|---|",
+        f"| vanilla GRPOTrainer | {vanilla * 1000:.1f} |",
+        f"| RARL trainer | {rarl * 1000:.1f} |",
+        "",
+        f"Step time ratio RARL/vanilla: {rarl / vanilla:.3f} (per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
+        f"goal <= 1.05). Reward + RMO + progress share of RARL's step time: {100 * share:.2f} % (goal <= 1 %).",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.append:
+        with RESULTS.open("a") as fh:
+            fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
