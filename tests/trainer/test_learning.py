@@ -20,7 +20,7 @@ from rarl_trainer.data import load_items
 from rarl_trainer.prompts import build_messages, prompt_for
 from tests.trainer.conftest import job_doc, run_trainer, write_job
 
-LEARNING_STAGE = {"name": "learn", "steps": 30, "listSizes": [1],
+LEARNING_STAGE = {"name": "learn", "steps": 40, "listSizes": [1],
                   "rewardWeights": {"regression": 1.0, "ranking": 0.0, "format": 0.5},
                   "rmo": {"epsilon": 0.01, "probability": 0.0, "sigma": 0.0, "mutations": 2}}
 

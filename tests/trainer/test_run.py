@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,6 +13,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 from tests.trainer.conftest import REPO, job_doc, run_trainer, write_job
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _check_run(tmp_path, total_steps: int, stage_names: list[str]) -> dict:
@@ -83,7 +90,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     config = write_job(tmp_path, doc)
     digests = tmp_path / "digests"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", "29541", "-m", "rarl_trainer", "--config", str(config), "--run-dir", str(tmp_path / "run")]
+           "--master_port", str(_free_port()), "-m", "rarl_trainer", "--config", str(config), "--run-dir", str(tmp_path / "run")]
     env = {**os.environ, "RARL_WEIGHT_DIGEST_DIR": str(digests), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
