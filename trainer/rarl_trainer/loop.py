@@ -273,6 +273,7 @@ class Run:
                   file=sys.stderr)
         self.metrics = state.get("metrics") or self.metrics
         self.history = state.get("history") or []
+        self.last_eval_rows = state.get("eval_rows") or []
         if self.dist.is_main:
             print(f"rarl: resuming from checkpoint step {restored.step} "
                   f"(stage {state.get('stage_name')}, step {restored.stage_step})", flush=True)
@@ -289,6 +290,7 @@ class Run:
                 "config_hash": self.config_hash,
                 "metrics": self.metrics,
                 "history": self.history,
+                "eval_rows": self.last_eval_rows,
                 "rarl": trainer.rarl_state() if hasattr(trainer, "rarl_state") else {},
             }
 
