@@ -89,7 +89,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
                              {"name": "ranking", "steps": 2, "listSizes": [1, 2]}]
     config = write_job(tmp_path, doc)
     digests = tmp_path / "digests"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+    cmd = [sys.executable, "-m", "rarl_trainer.entrypoint", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "rarl_trainer", "--config", str(config), "--run-dir", str(tmp_path / "run")]
     env = {**os.environ, "RARL_WEIGHT_DIGEST_DIR": str(digests), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=env, check=False)

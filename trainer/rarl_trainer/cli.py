@@ -57,9 +57,30 @@ def quiet_libraries() -> None:
         pass
 
 
+def record_exit_code(code: int, dist_info: DistInfo) -> None:
+    """Under ``rarl_trainer.entrypoint`` (torchrun), tell the launcher this worker's exit code."""
+    folder = os.environ.get("RARL_EXIT_CODE_DIR")
+    if folder:
+        try:
+            Path(folder, f"rank-{dist_info.local_rank}").write_text(str(code))
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     dist_info = DistInfo.from_env()
+    code = 1
+    try:
+        code = _main(argv, dist_info)
+    except SystemExit as e:  # argparse: a usage error is a configuration error
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        record_exit_code(code, dist_info)
+    return code
+
+
+def _main(argv: list[str] | None, dist_info: DistInfo) -> int:
+    args = parse_args(argv)
     try:
         job = load_job(args.config)
     except ConfigError as e:

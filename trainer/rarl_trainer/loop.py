@@ -184,6 +184,27 @@ class Run:
             signal.signal(signal.SIGINT, handler)
 
     # ------------------------------------------------------------------ setup
+    def rank0_first(self, fn) -> None:
+        """Run ``fn`` on rank 0, then on the others (caches and generators write files others reuse).
+
+        A ConfigError on rank 0 is shared with every rank, so all exit 2 together instead of the
+        others waiting in a barrier.
+        """
+        error: list[str | None] = [None]
+        if self.dist.is_main:
+            try:
+                fn()
+            except ConfigError as e:
+                error[0] = str(e)
+        if self.dist.distributed:
+            import torch.distributed as dist
+
+            dist.broadcast_object_list(error, src=0)
+        if error[0] is not None:
+            raise ConfigError(error[0])
+        if not self.dist.is_main:
+            fn()
+
     def load_data(self) -> None:
         from rarl_trainer.data import DataError, load_items
 
@@ -194,29 +215,22 @@ class Run:
             except DataError as e:
                 raise ConfigError(f"dataset: {e}") from None
 
-        # Rank 0 first: generators and caches write files other ranks then reuse.
-        if self.dist.is_main:
-            load()
-        self.barrier()
-        if not self.dist.is_main:
-            load()
+        self.rank0_first(load)
 
     def load_model(self) -> None:
         import torch
 
         from rarl_trainer.models import ModelLoadError, load_model, resolve_dtype
 
-        device = None
-        if torch.cuda.is_available():
-            device = f"cuda:{self.dist.local_rank}"
-        try:
-            if self.dist.is_main:
+        device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else None
+
+        def load() -> None:
+            try:
                 self.loaded = load_model(self.spec.model, self.spec.storage, device=device)
-            self.barrier()
-            if not self.dist.is_main:
-                self.loaded = load_model(self.spec.model, self.spec.storage, device=device)
-        except ModelLoadError as e:
-            raise ConfigError(f"model: {e}") from None
+            except ModelLoadError as e:
+                raise ConfigError(f"model: {e}") from None
+
+        self.rank0_first(load)
         self.use_cpu = not torch.cuda.is_available()
         self.bf16 = resolve_dtype(self.spec.model.dtype) == torch.bfloat16
         if self.spec.dataset.modality == "image" and not self.loaded.is_vlm:
@@ -224,6 +238,9 @@ class Run:
                 f"model: {self.spec.model.base} is a text model but dataset.modality is 'image'; "
                 "use a vision-language model or a text dataset"
             )
+        if self.spec.grpo.max_prompt_length is not None and self.dist.is_main:
+            print("rarl: warning: grpo.maxPromptLength is not applied (TRL 1.16's GRPOTrainer has no prompt "
+                  "truncation); prompts are used whole", file=sys.stderr)
 
     def eval_table(self):
         from rarl_trainer.evaluation import eval_queries

@@ -1,0 +1,60 @@
+"""The torchrun launcher keeps the exit-code contract (torchrun alone reports every failure as 1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from rarl_trainer.entrypoint import combine
+from tests.trainer.conftest import REPO, job_doc, write_job
+from tests.trainer.test_resume import STAGES, _complete_steps, _wait_for_line
+
+
+@pytest.mark.parametrize("codes,expected,result", [
+    ({0: 0, 1: 0}, 2, 0),
+    ({0: 0}, 2, 1),            # a worker vanished without recording
+    ({0: 2, 1: 2}, 2, 2),
+    ({0: 2}, 2, 2),            # rank 0 found the config error, the other was stopped
+    ({0: 3, 1: 3}, 2, 3),
+    ({0: 3, 1: 1}, 2, 1),      # a crash beside the interruption is a crash
+    ({}, 2, 1),
+])
+def test_combine(codes, expected, result):
+    assert combine(codes, expected) == result
+
+
+def _launch(config, run_dir, nproc: int = 2) -> list[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "rarl_trainer.entrypoint", "--nproc_per_node", str(nproc), "--master_addr",
+            "127.0.0.1", "--master_port", str(port), "-m", "rarl_trainer", "--config", str(config),
+            "--run-dir", str(run_dir)]
+
+
+@pytest.mark.slow
+def test_launcher_config_error_exits_2(tmp_path):
+    doc = job_doc(tmp_path)
+    doc["spec"]["dataset"] = {"format": "jsonl", "modality": "text", "train": str(tmp_path / "nope.jsonl"),
+                              "target": {"min": 1, "max": 5}}
+    proc = subprocess.run(_launch(write_job(tmp_path, doc), tmp_path / "run"), capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "nope.jsonl" in proc.stderr
+
+
+@pytest.mark.slow
+def test_launcher_sigterm_exits_3_after_checkpoint(tmp_path):
+    config = write_job(tmp_path, job_doc(tmp_path, stages=STAGES, perDeviceBatchSize=4))
+    proc = subprocess.Popen(_launch(config, tmp_path / "run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _wait_for_line(proc, "[warmup] step 1/10")
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 3, err[-3000:]
+    assert _complete_steps(tmp_path / "ckpt")
