@@ -48,11 +48,12 @@ def _check_run(tmp_path, total_steps: int, stage_names: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_two_stage_run_tiny_vlm(tmp_path):
-    doc = job_doc(tmp_path, base="builtin:tiny-qwen2.5-vl", modality="image")
+    doc = job_doc(tmp_path, base="builtin:tiny-qwen2.5-vl", modality="image", evalEverySteps=2)
     proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[ranking] step 6/6" in proc.stdout
-    _check_run(tmp_path, 6, ["warmup", "ranking"])
+    metrics = _check_run(tmp_path, 6, ["warmup", "ranking"])
+    assert [m["global_step"] for m in metrics["during"]] == [2, 4]  # not at stage ends (evaluated anyway)
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "model" / "model")
     assert model.config.model_type == "qwen2_5_vl"
     assert (tmp_path / "model" / "adapter" / "adapter_config.json").is_file()
