@@ -57,6 +57,15 @@ def make_reporter(run_dir: Path):
     return FileProgressReporter(run_dir / "progress.json")
 
 
+HISTORY_KEYS = ("loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "step_time",
+                "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio")
+
+
+def history_key(key: str) -> bool:
+    """Per-step figures kept in history.json and checkpoints (the rest of TRL's log is dropped)."""
+    return key in HISTORY_KEYS or key.startswith(("rarl/", "rewards/"))
+
+
 class RunCallback(TrainerCallback):
     """Per logged step: history row, plain progress line and a progress report (rank 0); periodic eval."""
 
@@ -89,7 +98,7 @@ class RunCallback(TrainerCallback):
         if not logs or ("loss" not in logs and "reward" not in logs):
             return
         global_step = self.plan.offset + state.global_step
-        row = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+        row = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and history_key(k)}
         row.update(global_step=global_step, stage=self.plan.stage.name, stage_step=state.global_step)
         if self.run.dist.is_main:
             self.run.history.append(row)
@@ -276,6 +285,9 @@ class Run:
 
     def try_resume(self) -> Restored | None:
         if self.resume != "auto":
+            if self.dist.is_main and self.ckpt_store.latest() is not None:
+                print(f"rarl: warning: --resume never, but {self.spec.checkpoint.uri} already holds checkpoints; "
+                      "they will be overwritten step by step", file=sys.stderr)
             return None
         dest = self.run_dir / "resume"
         if self.dist.local_rank == 0:
