@@ -80,6 +80,15 @@ def test_full_finetune_and_local_folder(tmp_path):
     assert not lm.is_vlm and all(p.requires_grad for p in lm.model.parameters())
 
 
+def test_gradient_checkpointing_with_lora_trains():
+    lm = load_model(ModelSpec(base="builtin:tiny-lm", gradient_checkpointing=True))
+    lm.model.train()
+    ids = torch.tensor([[1, 5, 9, 2, 40, 41, 42]])
+    lm.model(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for n, p in lm.model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None for g in grads)
+
+
 def test_missing_folder_is_a_load_error(tmp_path):
     with pytest.raises(ModelLoadError):
         resolve_model_path(str(tmp_path / "nope"))

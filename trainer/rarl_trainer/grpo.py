@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -190,7 +191,13 @@ class RARLGRPOTrainer(GRPOTrainer):
         completion_ids, logprobs = super()._generate_single_turn(
             prompt_ids, images, multimodal_fields, num_generations, has_tool_images
         )
-        if self._rarl_targets is not None and self.model.training and len(completion_ids) == len(self._rarl_targets):
+        if self._rarl_targets is not None and self.model.training:
+            if len(completion_ids) != len(self._rarl_targets):
+                if not getattr(self, "_rarl_warned_shape", False):
+                    self._rarl_warned_shape = True
+                    print(f"rarl: warning: {len(completion_ids)} completions for {len(self._rarl_targets)} prompts "
+                          "(a generation backend that groups prompts differently): RMO is skipped", file=sys.stderr)
+                return completion_ids, logprobs
             t0 = time.perf_counter()
             completion_ids, logprobs = self._apply_rmo(completion_ids, logprobs)
             self.rarl_timing["reward_rmo_s"] += time.perf_counter() - t0
