@@ -12,11 +12,12 @@ whole batch, and each keeps its slice.
 
 ``_generate_and_score_completions`` is wrapped only to hand the batch's targets to that hook
 and to log RARL's per-step figures (pre-RMO reward, group spread before/after, mutation rate).
+RMO decides on each completion's own reward (without the optional batch ranking term, which
+depends on the whole batch); the loss then uses the full reward TRL computes.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -295,7 +296,3 @@ def prompts_per_step(job_spec, world_size: int) -> int:
             f"multiple of numGenerations ({g.num_generations})"
         )
     return total // g.num_generations
-
-
-def dumps_targets(queries: list[Query]) -> str:
-    return json.dumps([q.targets for q in queries])

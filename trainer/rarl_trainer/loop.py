@@ -19,7 +19,6 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from rarl_trainer.checkpointing import (
-    STATE_FILE,
     Restored,
     StopFlag,
     StoreCheckpointCallback,
@@ -549,7 +548,3 @@ def write_termination_log(message: str, path: str | None = None) -> None:
                 fh.write(message[:4000])
     except OSError:
         pass
-
-
-def read_state(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / STATE_FILE).read_text())
