@@ -1,5 +1,5 @@
 # The RARL trainer: torch (CUDA) + TRL/PEFT + rarl_trainer, run by the operator as
-#   torchrun ... -m rarl_trainer --config /etc/rarl/job.yaml --resume auto --run-dir /workspace/run
+#   python -m rarl_trainer.entrypoint <torchrun args> -m rarl_trainer --config /etc/rarl/job.yaml --resume auto --run-dir /workspace/run
 # Build from the repo root:
 #   docker build -f docker/trainer.Dockerfile -t ghcr.io/rarl-dev/rarl-trainer:0.1.0 .
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime

@@ -219,8 +219,13 @@ def _resources(job: RARLJob) -> dict[str, Any]:
     return out
 
 
+# torchrun through rarl's launcher: plain torchrun turns every worker failure into exit code 1,
+# which would hide the trainer's contract (2 = configuration error, 3 = interrupted after a checkpoint).
+TRAINER_COMMAND = ["python", "-m", "rarl_trainer.entrypoint"]
+
+
 def trainer_args() -> list[str]:
-    """torchrun's command line; $(VAR) is expanded by the kubelet from the container env."""
+    """torchrun's arguments; $(VAR) is expanded by the kubelet from the container env."""
     return [
         "--nnodes=$(NNODES)",
         "--nproc_per_node=$(NPROC_PER_NODE)",
@@ -247,7 +252,7 @@ def attempt_job(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: D
         "name": "trainer",
         "image": res.image or defaults.trainer_image,
         "imagePullPolicy": res.image_pull_policy,
-        "command": ["torchrun"],
+        "command": list(TRAINER_COMMAND),
         "args": trainer_args(),
         "env": _env(job, attempt, defaults),
         "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"}],

@@ -73,7 +73,7 @@ def test_indexed_job_runs_torchrun_with_the_rendezvous_env():
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["subdomain"] == "demo"
     c = pod["containers"][0]
-    assert c["command"] == ["torchrun"]
+    assert c["command"] == ["python", "-m", "rarl_trainer.entrypoint"]  # torchrun keeping exit codes 2/3
     assert c["args"][:5] == ["--nnodes=$(NNODES)", "--nproc_per_node=$(NPROC_PER_NODE)", "--node_rank=$(NODE_RANK)",
                              "--master_addr=$(MASTER_ADDR)", "--master_port=$(MASTER_PORT)"]
     assert c["args"][5:] == ["-m", "rarl_trainer", "--config", "/etc/rarl/job.yaml", "--resume", "auto",

@@ -35,8 +35,8 @@ EXIT_OK, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 2, 3
 def trainer_command(files: JobFiles, gpus: int) -> list[str]:
     """The trainer's command line: torchrun over the local GPUs, or one CPU process."""
     args = ["-m", "rarl_trainer", "--config", str(files.config), "--resume", "auto", "--run-dir", str(files.run_dir)]
-    if gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *args]
+    if gpus > 1:  # rarl's torchrun launcher keeps the exit codes 2/3 that plain torchrun turns into 1
+        return [sys.executable, "-m", "rarl_trainer.entrypoint", "--standalone", f"--nproc_per_node={gpus}", *args]
     return [sys.executable, *args]
 
 
