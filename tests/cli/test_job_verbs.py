@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -37,9 +38,10 @@ def test_submit_get_list_describe_delete(rarlctl, home, suspended_file):
     assert r.code == 0
     header, row = r.out.strip().splitlines()
     assert header.split() == ["NAME", "PHASE", "STAGE", "STEP", "REWARD", "RESTARTS", "AGE"]
-    assert row.split()[:4] == ["quickstart", "Suspended", "-", "0/60"]
+    total = sum(stage["steps"] for stage in yaml.safe_load(QUICKSTART.read_text())["spec"]["stages"])
+    assert row.split()[:4] == ["quickstart", "Suspended", "-", f"0/{total}"]
     doc = json.loads(rarlctl("get", "quickstart", "-o", "json").out)
-    assert doc["status"]["phase"] == "Suspended" and doc["spec"]["grpo"]["numGenerations"] == 4
+    assert doc["status"]["phase"] == "Suspended" and doc["status"]["totalSteps"] == total
     assert yaml.safe_load(rarlctl("-o", "yaml", "get", "quickstart").out)["metadata"]["name"] == "quickstart"
     listed = json.loads(rarlctl("list", "-o", "json").out)
     assert [d["metadata"]["name"] for d in listed] == ["quickstart"]
@@ -66,7 +68,7 @@ def test_bad_files_for_submit_and_run(rarlctl, home, tmp_path):
     r = rarlctl("submit", "-f", str(tmp_path / "missing.yaml"))
     assert r.code == 2 and "no such file" in r.err
     bad = tmp_path / "bad.yaml"
-    bad.write_text(QUICKSTART.read_text().replace("numGenerations: 4", "numGenerations: 1"))
+    bad.write_text(re.sub(r"numGenerations: \d+", "numGenerations: 1", QUICKSTART.read_text()))
     for verb in ("submit", "run"):
         r = rarlctl(verb, "-f", str(bad))
         assert r.code == 1 and "spec.grpo.numGenerations" in r.err and "Traceback" not in r.err
@@ -103,3 +105,11 @@ def test_dry_run_prints_valid_kubernetes_manifests(rarlctl, home):
     as_json = json.loads(rarlctl("submit", "-f", str(ROOT / "examples" / "utkface.yaml"), "--dry-run", "-o", "json").out)
     assert as_json["kind"] == "List" and len(as_json["items"]) == len(docs)
     assert rarlctl("list", "-o", "json").out.strip() == "[]", "a dry run creates nothing"
+
+
+def test_reward_trend_compares_first_and_last_steps_per_stage():
+    from rarl.cli.jobs import reward_trend
+
+    history = [{"stage": "warm", "rarl/reward_before_rmo": v} for v in (0.0, 0.0, 0.5, 1.0)]
+    history += [{"stage": "rank", "reward": v} for v in (0.2, 0.4)] + [{"loss": 1.0}]
+    assert reward_trend(history, window=2) == [("warm", 0.0, 0.75), ("rank", 0.2, 0.4)]

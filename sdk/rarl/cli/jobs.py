@@ -390,6 +390,7 @@ def run(
         raise typer.Exit(EXIT_INVALID)
     run_dir = client.backend.run_dir(job.name)
     console.print(f"[green]rarljob/{job.name} Succeeded[/green] in {time.time() - started:.0f} s")
+    _print_reward_trend(console, run_dir)
     _print_before_after(console, run_dir)
     console.print(f"model:   {final.status.model_uri}")
     report = _find(run_dir, final.status.model_uri, "REPORT.md")
@@ -403,6 +404,29 @@ def _find(run_dir: Path, model_uri: str | None, name: str) -> Path | None:
         if folder is not None and (folder / name).exists():
             return folder / name
     return None
+
+
+def reward_trend(history: list[dict], window: int = 10) -> list[tuple[str, float, float]]:
+    """Per stage: mean training reward (before RMO) of its first and last ``window`` steps."""
+    by_stage: dict[str, list[float]] = {}
+    for row in history:
+        value = row.get("rarl/reward_before_rmo", row.get("reward"))
+        if isinstance(value, (int, float)) and row.get("stage"):
+            by_stage.setdefault(row["stage"], []).append(float(value))
+    out = []
+    for stage, values in by_stage.items():
+        w = max(1, min(window, len(values) // 2))
+        out.append((stage, sum(values[:w]) / w, sum(values[-w:]) / w))
+    return out
+
+
+def _print_reward_trend(console, run_dir: Path) -> None:
+    try:
+        history = json.loads((run_dir / "export" / "history.json").read_text())
+    except (OSError, ValueError):
+        return
+    for stage, first, last in reward_trend(history):
+        console.print(f"training reward ({stage}, before RMO): first steps {first:.3f} -> last steps {last:.3f}")
 
 
 def _print_before_after(console, run_dir: Path) -> None:
