@@ -105,4 +105,9 @@ def test_rarlctl_run_in_the_foreground(rarlctl_proc, tmp_path):
     assert "rarljob/fg Succeeded" in r.out
     assert "Evaluation before vs after training" in r.out and "BEFORE" in r.out
     assert f"model:   {tmp_path / 'fg' / 'model'}" in r.out
-    assert "REPORT.md" in r.out
+    assert "REPORT.md" in r.out and "training reward (regression-warmup, before RMO)" in r.out
+    model = tmp_path / "fg" / "model"
+    for name in ("REPORT.md", "metrics.json", "manifest.json", "history.json", "model/config.json"):
+        assert (model / name).exists(), name
+    assert list((model / "plots").glob("*.png")), "the report's plots"
+    assert "| model |" in (model / "REPORT.md").read_text()
