@@ -27,6 +27,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import hashlib
 import json
@@ -115,13 +116,20 @@ class _Skips:
 # --------------------------------------------------------------------------- locations
 
 
+# S3 connection settings of the job being loaded (spec.storage), set by ``load_items``.
+_STORAGE: contextvars.ContextVar[Any] = contextvars.ContextVar("rarl_dataset_storage", default=None)
+
+
 def resolve_location(uri: str) -> Path:
-    """A local path for a dataset location (plain path or file://); the storage layer adds s3://."""
+    """A local path for a dataset location: a path, file://, or s3:// (downloaded once into the cache)."""
     if uri.startswith("s3://"):
-        raise DataError(
-            f"{uri}: s3:// datasets need the storage layer (not available in this build); "
-            "use a local path or file:// URI"
-        )
+        from rarl.errors import StorageError
+        from rarl.storage import cached_download
+
+        try:
+            return Path(cached_download(uri, settings=_STORAGE.get()))
+        except StorageError as exc:
+            raise DataError(f"{uri}: {exc}") from None
     if uri.startswith("file://"):
         uri = uri[len("file://"):]
     elif "://" in uri:
@@ -516,8 +524,27 @@ def load_items(
     cache_dir: Path | None = None,
     verify: VerifyMode = "auto",
     on_progress: Callable[[str], None] | None = None,
+    storage: Any = None,
 ) -> Dataset:
-    """Items of ``split`` as the spec describes them; DataError names what is wrong."""
+    """Items of ``split`` as the spec describes them; DataError names what is wrong.
+
+    ``storage`` (the job's ``spec.storage``) reaches s3:// locations; without it the standard AWS
+    environment and ``RARL_S3_ENDPOINT`` apply.
+    """
+    token = _STORAGE.set(storage)
+    try:
+        return _load_items(spec, split, cache_dir, verify, on_progress)
+    finally:
+        _STORAGE.reset(token)
+
+
+def _load_items(
+    spec: DatasetSpec,
+    split: Split,
+    cache_dir: Path | None,
+    verify: VerifyMode,
+    on_progress: Callable[[str], None] | None,
+) -> Dataset:
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     assert spec.target is not None
