@@ -48,9 +48,10 @@ class Result:
 def rarlctl_proc():
     """Run the installed ``rarlctl`` console script as a subprocess."""
 
-    def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60) -> Result:
+    def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None) -> Result:
         proc = subprocess.run([str(RARLCTL), *args], input=stdin, capture_output=True, cwd=cwd, timeout=timeout, check=False,
-                              env={**os.environ, "COLUMNS": "200"})
+                              env={**os.environ, "COLUMNS": "200", **(env or {})})
         return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
     return run
