@@ -89,6 +89,7 @@ def test_bad_data_fails_at_once_with_the_trainers_message(tmp_path):
     assert done.status.phase == "Failed" and done.status.restarts == 0
     failed = next(c for c in done.status.conditions if c.type == "Failed")
     assert "missing.jsonl" in failed.message
+    assert not failed.message.startswith("trainer exited"), "the message comes from the termination log"
     assert "Traceback" not in failed.message
 
 

@@ -93,7 +93,7 @@ class Supervisor:
             attempt = int(state.get("attempt", 1))
             log_path = self.files.log(attempt)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            self.files.termination_log.unlink(missing_ok=True)
+            self.files.termination_log.write_text("")  # like the kubelet: the trainer writes its last words here
             env = {**os.environ, "RARL_TERMINATION_LOG": str(self.files.termination_log), "PYTHONUNBUFFERED": "1",
                    "RARL_JOB_NAME": self.job.name, "RARL_ATTEMPT": str(attempt)}
             env.pop("RARL_JOB_NAMESPACE", None)  # local: progress goes to progress.json, not to a cluster
