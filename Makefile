@@ -32,11 +32,21 @@ crd: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m rarl.api.docs README.md
 
-# Benchmarks (not tests): each appends its figures to bench/RESULTS.md.
+# Benchmarks (not tests): core, trainer, storage (256 MB), operator, startup, growth in one run
+# (< 15 min on 2 CPU cores); each appends its figures to bench/RESULTS.md, then a PASS/FAIL table.
+# BENCH_ARGS: e.g. --quick, --no-record, --only core,startup, --strict.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) bench/bench_core.py --append
-	$(PY) bench/bench_storage.py --size-mb 256
-	$(PY) bench/bench_operator.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# Wheels the GPU check carries to the device machine (trl, datasets, pydantic...): bench/wheels/README.
+.PHONY: gpu-wheels
+gpu-wheels: $(STAMP)
+	rm -rf bench/wheels/dist
+	$(PY) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d bench/wheels/dist -r bench/wheels/requirements-gpu.txt
+	@ls bench/wheels/dist && du -sh bench/wheels/dist
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,21 +1,19 @@
 """Cost of RARL's pure-Python core per GRPO group: scoring 8 completions + RMO.
 
-Run: ``.venv/bin/python bench/bench_core.py [--append]``. Reports groups/s for list sizes 1, 2,
-4, 8 (and batch-fidelity ranking for n = 1) and the share of a training step the core costs,
-assuming a ~0.15 s tiny-model step with one group (goal: <= 1 %). ``--append`` adds the figures to
-bench/RESULTS.md (append only).
+Run: ``.venv/bin/python bench/bench_core.py [--quick] [--no-record]``. Reports groups/s for list
+sizes 1, 2, 4, 8 (and batch-fidelity ranking for n = 1) and the share of a training step the core
+costs, assuming a ~0.15 s tiny-model step with one group (goal: <= 1 %). Each figure is timed in
+``--repeats`` separate windows (min/median/max; the median is the headline). The figures are
+appended to bench/RESULTS.md unless ``--no-record``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import add_common_args, fmt_mmm, goal, mmm, record
 
 from rarl_trainer.prompts import reference_answer
 from rarl_trainer.rewards import RewardConfig, score_batch, score_group
@@ -36,7 +34,10 @@ def _group_texts(rng: np.random.Generator, targets: list[float]) -> list[str]:
     return texts
 
 
-def _time(fn, min_seconds: float = 1.0) -> float:
+TIMING = {"min_seconds": 0.4, "repeats": 3}  # set from the flags in main()
+
+
+def _time1(fn, min_seconds: float) -> float:
     """Seconds per call (repeat until min_seconds elapsed)."""
     calls, start = 0, time.perf_counter()
     while True:
@@ -47,10 +48,22 @@ def _time(fn, min_seconds: float = 1.0) -> float:
             return elapsed / calls
 
 
+def _time(fn) -> list[float]:
+    """Seconds per call in separate timing windows."""
+    return [_time1(fn, TIMING["min_seconds"]) for _ in range(TIMING["repeats"])]
+
+
+def _med(values: list[float]) -> float:
+    return mmm(values)[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--append", action="store_true", help="append the figures to bench/RESULTS.md")
+    parser.add_argument("--repeats", type=int, default=3, help="timing windows per figure (min/median/max)")
+    add_common_args(parser)
     args = parser.parse_args()
+    TIMING.update(repeats=args.repeats, min_seconds=0.1 if args.quick else 0.4)
+    worst_share = 0.0
     rng = np.random.default_rng(0)
     cfg = RewardConfig(delta=11.5, target_min=RANGE[0], target_max=RANGE[1])
     rmo_cfg = RMOConfig(probability=1.0, mutations=2, value_range=RANGE)  # mutate every group
@@ -73,43 +86,34 @@ def main() -> None:
             apply_rmo_to_batch(texts, GROUP, [targets], flat, rmo_cfg, mut_rng, cfg)
 
         both_s, zero_s = _time(both), _time(zero)
+        worst_share = max(worst_share, _med(zero_s) / STEP_SECONDS)
         lines.append(
-            f"| n={n} | {score_s * 1e3:.3f} | {both_s * 1e3:.3f} | {zero_s * 1e3:.3f} | {1 / zero_s:,.0f} | "
-            f"{100 * zero_s / STEP_SECONDS:.3f} % |"
+            f"| n={n} | {_med(score_s) * 1e3:.3f} | {_med(both_s) * 1e3:.3f} | {fmt_mmm(zero_s, 1e3)} | "
+            f"{1 / _med(zero_s):,.0f} | {100 * _med(zero_s) / STEP_SECONDS:.3f} % |"
         )
     # n = 1 with batch fidelity ranking: a batch of 8 groups scored together, cost per group
     batch_cfg = RewardConfig(delta=11.5, target_min=RANGE[0], target_max=RANGE[1], batch_ranking=True)
     targets_b = [[float(t)] for t in rng.choice(np.arange(1, 117), size=8, replace=False)]
     texts_b = [t for tg in targets_b for t in _group_texts(rng, tg)]
-    batch_s = _time(lambda: score_batch(texts_b, targets_b, batch_cfg, GROUP)) / len(targets_b)
-    lines.append(f"| n=1 batch fidelity (8 groups) | {batch_s * 1e3:.3f} | - | - | {1 / batch_s:,.0f} | "
-                 f"{100 * batch_s / STEP_SECONDS:.3f} % |")
+    batch_s = [t / len(targets_b) for t in _time(lambda: score_batch(texts_b, targets_b, batch_cfg, GROUP))]
+    lines.append(f"| n=1 batch fidelity (8 groups) | {_med(batch_s) * 1e3:.3f} | - | {fmt_mmm(batch_s, 1e3)} | "
+                 f"{1 / _med(batch_s):,.0f} | {100 * _med(batch_s) / STEP_SECONDS:.3f} % |")
 
     header = [
-        "| query | score 8 (ms) | score 8 + RMO random (ms) | score 8 + RMO zero-spread (ms) "
+        "| query | score 8 (ms) | score 8 + RMO random (ms) | score 8 + RMO zero-spread (ms, min / median / max) "
         "| groups/s (worst) | share of a 0.15 s step (worst) |",
         "|---|---|---|---|---|---|",
     ]
     table = "\n".join(header + lines)
     print(table)
-    if args.append:
-        import numpy
-
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        machine = f"{platform.machine()}, {platform.processor() or platform.platform()}, 2 cores, no GPU"
-        versions = f"Python {sys.version.split()[0]}, numpy {numpy.__version__}"
-        note = (
-            f"\n## bench_core.py: reward + RMO per group of {GROUP} ({stamp})\n\n"
-            f"Machine: {machine}; {versions}. RMO mutates 2 of 8 in every group; the zero-spread column "
-            "(8 distinct texts, all rescored for the spread guarantee) is the worst case. "
-            "One group per 0.15 s tiny-model step.\n\n"
-            f"{table}\n"
-        )
-        path = Path(__file__).with_name("RESULTS.md")
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(note)
-        print(f"appended to {path}")
-
+    goal("core", "reward+RMO share of a 0.15 s step (worst n)", 100 * worst_share, 1.0, " %")
+    record(
+        f"bench_core.py: reward + RMO per group of {GROUP}",
+        f"RMO mutates 2 of 8 in every group; the zero-spread column (8 distinct texts, all rescored for the "
+        f"spread guarantee) is the worst case. One group per 0.15 s tiny-model step. Medians of {TIMING['repeats']} "
+        f"windows of {TIMING['min_seconds']} s each.\n\n{table}",
+        ["numpy"], enabled=not args.no_record,
+    )
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Checkpoint upload/download throughput: rarl.storage versus plain boto3, on a real SeaweedFS.
 
-Not a test. Run: ``.venv/bin/python bench/bench_storage.py [--size-mb 512] [--repeats 3]``.
+Not a test. Run: ``.venv/bin/python bench/bench_storage.py [--size-mb 512] [--repeats 3] [--quick] [--no-record]``.
 
 The folder looks like a checkpoint: one large weights file (50 %), two optimizer
 shards (20 % each), eight medium files and a handful of small JSON files. Each
@@ -8,22 +8,22 @@ repeat runs the four measurements interleaved (order alternating), so drift on
 a shared machine hits both sides alike. The baseline is what a trainer would
 write without this layer: ``client.upload_file``/``download_file`` per file
 with boto3's default TransferConfig. Goal: rarl.storage >= 0.8x the baseline.
-A results block is appended to bench/RESULTS.md (``--no-record`` to skip).
+A results block is appended to bench/RESULTS.md (``--no-record`` to skip); ``--quick``: 64 MiB, 2 repeats.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
+
+from _common import add_common_args, goal, record
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.support
@@ -61,13 +61,16 @@ def timed(fn: Callable[[], object]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-mb", type=int, default=512, help="total checkpoint size (default 512)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--size-mb", type=int, default=None, help="total checkpoint size (default 512, --quick 64)")
+    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3, --quick 2)")
+    add_common_args(ap)
     args = ap.parse_args()
+    if args.size_mb is None:
+        args.size_mb = 64 if args.quick else 512
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 3
 
     import boto3
-    import botocore
     from botocore.config import Config
 
     from rarl.api.types import StorageSpec
@@ -133,12 +136,7 @@ def main() -> int:
     ratio_up = med["boto3 up"] / med["rarl up"]
     ratio_down = med["boto3 down"] / med["rarl down"]
 
-    lines = [
-        f"## bench_storage.py: checkpoint upload/download vs plain boto3 "
-        f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
-        "",
-        f"Machine: {platform.machine()}, {platform.platform()}, {os.cpu_count()} cores; Python "
-        f"{platform.python_version()}, boto3 {boto3.__version__}, botocore {botocore.__version__}, "
+    body = "\n".join([
         f"SeaweedFS `weed mini` on 127.0.0.1 (same machine, local disk). Folder: {mb:.0f} MiB in {len(files)} "
         f"files (one 50 % file, two 20 % shards, 8 medium, 8 small); {args.repeats} interleaved repeats. "
         "rarl.storage = CheckpointStore.save/restore (sha256 of every file, manifest, default StorageSpec: "
@@ -150,13 +148,14 @@ def main() -> int:
         *[f"| {n} | {a:.2f} | {m:.2f} | {b:.2f} | {t:.0f} |" for n, a, m, b, t in rows],
         "",
         f"Ratio rarl/boto3 throughput (median): upload {ratio_up:.2f}x, download {ratio_down:.2f}x (goal >= 0.8x).",
-        "",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+    ])
+    print(body)
+    goal("storage", f"upload throughput rarl/boto3 ({mb:.0f} MiB)", ratio_up, 0.8, "x", higher_is_better=True,
+         fmt=".2f")
+    goal("storage", f"download throughput rarl/boto3 ({mb:.0f} MiB)", ratio_down, 0.8, "x", higher_is_better=True,
+         fmt=".2f")
+    record("bench_storage.py: checkpoint upload/download vs plain boto3", body, ["boto3", "botocore"],
+           enabled=not args.no_record)
     return 0
 
 

@@ -1,6 +1,6 @@
 """RARL trainer versus vanilla TRL ``GRPOTrainer``: step time ratio and RARL's own overhead share.
 
-Run: ``.venv/bin/python bench/bench_trainer.py [--model builtin:tiny-lm] [--rounds 3] [--steps 10] [--append]``.
+Run: ``.venv/bin/python bench/bench_trainer.py [--model builtin:tiny-lm] [--rounds 4] [--steps 12] [--quick] [--no-record]``.
 
 Both trainers get the same tiny model (fresh, identical weights), the same pre-drawn queries,
 batch, group size, completion length and number of steps; rounds alternate which runs first
@@ -8,21 +8,22 @@ batch, group size, completion length and number of steps; rounds alternate which
 RARL's total reward (what a plain-TRL user would write); the RARL trainer adds the three logged
 reward terms, RMO (decode, gather, score, mutate, re-tokenise) and the progress callback.
 Reported: median step time of each (first step of a round dropped), the ratio (goal <= 1.05) and
-the share of RARL's step time spent in reward + RMO + progress (goal <= 1 %). ``--append`` adds
-the figures to bench/RESULTS.md (append only).
+the share of RARL's step time spent in reward + RMO + progress (goal <= 1 %), with min/median/max
+over rounds. The figures are appended to bench/RESULTS.md unless ``--no-record``; ``--quick`` runs
+2 rounds of 6 steps.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import add_common_args, fmt_mmm, goal, record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -30,8 +31,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 class StepTimer(TrainerCallback):
@@ -48,7 +47,8 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def job(tmp: Path, base: str, modality: str, steps: int, batch: int, group: int, length: int):
+def job(tmp: Path, base: str, modality: str, steps: int, batch: int, group: int, length: int,
+        list_sizes: tuple[int, ...] = (1, 2, 4)):
     from rarl.api.validation import parse_job
 
     return parse_job({
@@ -58,7 +58,7 @@ def job(tmp: Path, base: str, modality: str, steps: int, batch: int, group: int,
             "dataset": {"format": "synthetic", "modality": modality,
                         "synthetic": {"trainSize": 256, "evalSize": 8, "seed": 0, "imageSize": 32},
                         "target": {"min": 1, "max": 9, "unit": "shapes", "precision": 1}},
-            "stages": [{"name": "bench", "steps": steps, "listSizes": [1, 2, 4],
+            "stages": [{"name": "bench", "steps": steps, "listSizes": list(list_sizes),
                         "rmo": {"epsilon": 0.01, "probability": 0.2, "mutations": 2}}],
             "grpo": {"numGenerations": group, "perDeviceBatchSize": batch, "learningRate": 1e-4, "beta": 0.0,
                      "maxCompletionLength": length, "seed": 0, "evalListSizes": [1], "evalQueries": 1},
@@ -136,13 +136,17 @@ def one_round(tmp: Path, spec_args: dict, order: list[str]) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="builtin:tiny-lm", help="builtin:tiny-lm or builtin:tiny-qwen2.5-vl")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 4, --quick 2)")
+    p.add_argument("--steps", type=int, default=None, help="steps per trainer and round (default 12, --quick 6)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--length", type=int, default=32)
-    p.add_argument("--append", action="store_true", help="append the figures to bench/RESULTS.md")
+    add_common_args(p)
     args = p.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 4
+    if args.steps is None:
+        args.steps = 6 if args.quick else 12
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -168,36 +172,27 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [r["rarl"]["median"] / r["vanilla"]["median"] for r in rounds]
     share = statistics.median(r["rarl"]["overhead_share"] for r in rounds)
     mut = statistics.mean(r["rarl"]["mutation_rate"] for r in rounds)
-    import peft
-    import transformers
-    import trl
-
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "",
-        f"## bench_trainer.py: RARL trainer vs vanilla TRL GRPOTrainer ({when})",
-        "",
-        f"Machine: {platform.machine()}, {platform.platform()}, {os.cpu_count()} cores, "
-        f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; Python "
-        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"trl {trl.__version__}, peft {peft.__version__}. Model {args.model} (LoRA r=8), batch {args.batch}, "
-        f"G={args.group}, max completion {args.length} tokens, {args.steps} steps x {args.rounds} interleaved "
-        f"rounds (first step of each dropped); list sizes 1/2/4; RMO mutation rate {mut:.2f} of groups.",
+    shares = [r["rarl"]["overhead_share"] for r in rounds]
+    body = "\n".join([
+        f"Model {args.model} (LoRA r=8), batch {args.batch}, G={args.group}, max completion {args.length} tokens, "
+        f"{args.steps} steps x {args.rounds} interleaved rounds (first step of each dropped); list sizes 1/2/4; "
+        f"RMO mutation rate {mut:.2f} of groups.",
         "",
         "| trainer | median step (ms) |",
         "|---|---|",
         f"| vanilla GRPOTrainer | {vanilla * 1000:.1f} |",
         f"| RARL trainer | {rarl * 1000:.1f} |",
         "",
-        f"Step time ratio RARL/vanilla: {rarl / vanilla:.3f} (per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
-        f"goal <= 1.05). Reward + RMO + progress share of RARL's step time: {100 * share:.2f} % (goal <= 1 %).",
-        "",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with RESULTS.open("a") as fh:
-            fh.write(text)
+        f"Step time ratio RARL/vanilla: {rarl / vanilla:.3f} (per round min / median / max: {fmt_mmm(ratios)}; "
+        f"goal <= 1.05). Reward + RMO + progress share of RARL's step time: {100 * share:.2f} % "
+        f"(per round {fmt_mmm(shares, 100, '.2f')} %; goal <= 1 %).",
+    ])
+    print(body)
+    short = args.model.removeprefix("builtin:")
+    goal("trainer", f"step time ratio RARL/vanilla ({short})", rarl / vanilla, 1.05)
+    goal("trainer", f"reward+RMO+progress share ({short})", 100 * share, 1.0, " %", fmt=".2f")
+    record("bench_trainer.py: RARL trainer vs vanilla TRL GRPOTrainer", body,
+           ["torch", "transformers", "trl", "peft"], enabled=not args.no_record)
     return 0
 
 
