@@ -52,6 +52,9 @@ def load_job(path: str | Path) -> RARLJob:
 def config_hash(spec: RARLJobSpec) -> str:
     """A short hash of what determines the training trajectory (not where it runs or stores)."""
     doc = spec.model_dump(mode="json", include={"model", "dataset", "reward", "stages", "grpo"})
+    # How rollouts are computed is not what is trained: switching engines on resume is legitimate, and
+    # hashes of checkpoints written before the field existed stay the same.
+    doc.get("grpo", {}).pop("rollout_engine", None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

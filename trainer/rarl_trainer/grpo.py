@@ -14,6 +14,12 @@ whole batch, and each keeps its slice.
 and to log RARL's per-step figures (pre-RMO reward, group spread before/after, mutation rate).
 RMO decides on each completion's own reward (without the optional batch ranking term, which
 depends on the whole batch); the loss then uses the full reward TRL computes.
+
+Rollouts (``grpo.rolloutEngine``, default merged): ``_generate_single_turn`` runs TRL's own
+generation inside ``rollout.RolloutEngine.generating``, which merges the LoRA adapters into the
+base weights for the call only (exactly restored afterwards) and, on CUDA, swaps in a static-cache
++ compiled generation config; TRL then computes every log-prob for the loss on the unmerged PEFT
+model. ``trl`` leaves TRL's generation untouched; ``vllm`` is TRL's colocated vLLM mode.
 """
 
 from __future__ import annotations
@@ -161,14 +167,24 @@ def _group_spreads(totals: Sequence[float], group_size: int) -> list[float]:
 class RARLGRPOTrainer(GRPOTrainer):
     """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation."""
 
-    def __init__(self, *args, reward_config: RewardConfig, rmo_config: RMOConfig, rmo_seed: int = 0, **kwargs):
+    def __init__(self, *args, reward_config: RewardConfig, rmo_config: RMOConfig, rmo_seed: int = 0,
+                 rollout_engine: str = "merged", **kwargs):
         self.rarl_reward_config = reward_config
         self.rarl_rmo_config = rmo_config
         self.rmo_rng = np.random.default_rng(rmo_seed)
         self._rarl_targets: list[list[float]] | None = None
         self._rarl_step_stats: dict[str, float] = {}
-        self.rarl_timing = {"reward_rmo_s": 0.0}
+        self.rarl_timing = {"reward_rmo_s": 0.0, "generate_s": 0.0, "generated_tokens": 0}
         super().__init__(*args, **kwargs)
+        self.rarl_engine = None
+        if rollout_engine in ("merged", "auto") and not self.use_vllm:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                print("rarl: warning: the merged rollout engine does not support DeepSpeed/FSDP sharded weights; "
+                      "using TRL's generate", file=sys.stderr)
+            else:
+                from rarl_trainer.rollout import RolloutEngine
+
+                self.rarl_engine = RolloutEngine(self.model)
 
     # -- state for checkpoints (the RMO stream must continue exactly on resume)
     def rarl_state(self) -> dict[str, Any]:
@@ -189,9 +205,11 @@ class RARLGRPOTrainer(GRPOTrainer):
         return output
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        completion_ids, logprobs = super()._generate_single_turn(
-            prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-        )
+        t0 = time.perf_counter()
+        completion_ids, logprobs = self._rarl_generate(prompt_ids, images, multimodal_fields, num_generations,
+                                                       has_tool_images)
+        self.rarl_timing["generate_s"] += time.perf_counter() - t0
+        self.rarl_timing["generated_tokens"] += sum(len(c) for c in completion_ids)
         if self._rarl_targets is not None and self.model.training:
             if len(completion_ids) != len(self._rarl_targets):
                 if not getattr(self, "_rarl_warned_shape", False):
@@ -203,6 +221,26 @@ class RARLGRPOTrainer(GRPOTrainer):
             completion_ids, logprobs = self._apply_rmo(completion_ids, logprobs)
             self.rarl_timing["reward_rmo_s"] += time.perf_counter() - t0
         return completion_ids, logprobs
+
+    def _rarl_generate(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images):
+        """TRL's generation; with the rollout engine, TRL's own ``generate`` call runs on merged weights.
+
+        The engine only wraps the call (merge -> TRL's generate with the engine's generation config ->
+        exact unmerge), so TRL's input building, EOS masking and everything downstream stay TRL's.
+        """
+        args = (prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        engine = self.rarl_engine
+        if engine is None or self.use_vllm:
+            return super()._generate_single_turn(*args)
+        try:
+            with engine.generating(self, prompt_ids):
+                return super()._generate_single_turn(*args)
+        except Exception as e:
+            if not engine.fast_path:
+                raise
+            engine.disable_fast_path(f"{type(e).__name__}: {e}")
+        with engine.generating(self, prompt_ids):
+            return super()._generate_single_turn(*args)
 
     def _gather(self, values: list) -> list:
         if self.accelerator.num_processes == 1:

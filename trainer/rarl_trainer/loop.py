@@ -218,8 +218,8 @@ class Run:
 
         def load() -> None:
             try:
-                self.train_items = load_items(self.spec.dataset, "train").items
-                self.eval_items = load_items(self.spec.dataset, "eval").items
+                self.train_items = load_items(self.spec.dataset, "train", storage=self.spec.storage).items
+                self.eval_items = load_items(self.spec.dataset, "eval", storage=self.spec.storage).items
             except DataError as e:
                 raise ConfigError(f"dataset: {e}") from None
 
@@ -332,6 +332,17 @@ class Run:
             model.delete_adapter("ref")
             model.set_adapter("default")
 
+    def check_rollout_engine(self) -> str:
+        """grpo.rolloutEngine resolved (auto -> merged); a vLLM engine that cannot run here is a ConfigError."""
+        from rarl_trainer.rollout import RolloutEngineError, resolve_engine
+
+        if not any(s.kind == "grpo" for s in self.spec.stages):
+            return "trl"
+        try:
+            return resolve_engine(self.spec.grpo.rollout_engine)
+        except RolloutEngineError as e:
+            raise ConfigError(str(e)) from None
+
     def make_trainer(self, plan: StagePlan):
         from rarl_trainer.grpo import QueryTable, draw_queries
 
@@ -353,7 +364,9 @@ class Run:
             from rarl_trainer.grpo import RARLGRPOTrainer, RewardTerms, grpo_config_kwargs, prompts_per_step
             from rarl_trainer.rewards import RewardConfig
             from rarl_trainer.rmo import RMOConfig
+            from rarl_trainer.rollout import vllm_config_kwargs
 
+            engine = self.check_rollout_engine()
             count = stage.steps * prompts_per_step(spec, self.dist.world_size)
             table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed), spec.dataset,
                                spec.dataset.modality)
@@ -366,6 +379,7 @@ class Run:
                 reward_weights=terms.weights(),
                 generation_kwargs=self.loaded.generation_kwargs() or None,
                 gradient_checkpointing=spec.model.gradient_checkpointing,
+                **(vllm_config_kwargs() if engine == "vllm" else {}),
             )
             trainer = RARLGRPOTrainer(
                 model=self.loaded.model,
@@ -376,6 +390,7 @@ class Run:
                 reward_config=reward_cfg,
                 rmo_config=RMOConfig.from_spec(stage.rmo, spec.dataset.target),
                 rmo_seed=seed,
+                rollout_engine=engine,
             )
             trainer.rarl_reward_terms = terms
         for cb in (PrinterCallback, ProgressCallback):
@@ -515,6 +530,7 @@ class Run:
         self.install_signal_handlers()
         if self.reporter is None and self.dist.is_main:
             self.reporter = make_reporter(self.run_dir)
+        self.rollout_engine = self.check_rollout_engine()
         self.load_data()
         self.load_model()
         self.open_checkpoints()

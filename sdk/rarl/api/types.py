@@ -379,6 +379,15 @@ class GRPOSpec(APIModel):
     )
     eval_queries: int = Field(64, ge=1, description="Evaluation queries per list size.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every N steps.")
+    rollout_engine: Literal["auto", "trl", "merged", "vllm"] = Field(
+        "auto", description=(
+            "How rollouts are generated. merged (auto's choice): TRL's generate on weights with the LoRA adapters "
+            "merged in place for the call (restored exactly afterwards; full fine-tuning generates on the training "
+            "weights in eval mode), with a static KV cache and a compiled decode step on GPUs. trl: TRL's own "
+            "generate on the unmerged PEFT model. vllm: TRL's colocated vLLM engine (needs vLLM in the trainer "
+            "image and a GPU; the trainer exits 2 otherwise)."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- infrastructure
