@@ -175,6 +175,23 @@ def _image_processor():
     )
 
 
+def _tiny_text_shape(tok, ids: dict[str, int]) -> dict[str, Any]:
+    """The language model both tiny builders share (untied embeddings: tied ones did not learn)."""
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=ids["<|im_start|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+
+
 def build_tiny_vlm(dest: str | Path, seed: int = 0) -> Path:
     """Write a tiny Qwen2.5-VL (~0.2M parameters, seeded random weights) + processor to ``dest``."""
     import torch
@@ -185,19 +202,9 @@ def build_tiny_vlm(dest: str | Path, seed: int = 0) -> Path:
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
+            **_tiny_text_shape(tok, ids),
             rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            tie_word_embeddings=False,
-            bos_token_id=ids["<|im_start|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
             depth=2,
@@ -239,19 +246,7 @@ def build_tiny_lm(dest: str | Path, seed: int = 0) -> Path:
     dest = Path(dest)
     tok = build_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        bos_token_id=ids["<|im_start|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    config = Qwen2Config(**_tiny_text_shape(tok, ids))
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(
