@@ -69,28 +69,26 @@ def _fail(reason: str) -> ParseResult:
     return ParseResult(None, reason)
 
 
-def find_answer_span(text: str) -> tuple[int, int] | None:
-    """(start, end) of the content of the single answer block, or None if not exactly one closed block."""
-    opens = [m for m in _ANSWER_OPEN.finditer(text)]
-    closes = [m for m in _ANSWER_CLOSE.finditer(text)]
+def _single_block_span(text: str, open_re: re.Pattern, close_re: re.Pattern) -> tuple[int, int] | None:
+    """(start, end) of the content of the single closed block, or None if not exactly one."""
+    opens = list(open_re.finditer(text))
+    closes = list(close_re.finditer(text))
     if len(opens) != 1 or len(closes) != 1:
         return None
     start, end = opens[0].end(), closes[0].start()
     if end < start:
         return None
     return start, end
+
+
+def find_answer_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the content of the single answer block, or None if not exactly one closed block."""
+    return _single_block_span(text, _ANSWER_OPEN, _ANSWER_CLOSE)
 
 
 def find_think_span(text: str) -> tuple[int, int] | None:
     """(start, end) of the content of the single think block, or None if not exactly one closed block."""
-    opens = [m for m in _THINK_OPEN.finditer(text)]
-    closes = [m for m in _THINK_CLOSE.finditer(text)]
-    if len(opens) != 1 or len(closes) != 1:
-        return None
-    start, end = opens[0].end(), closes[0].start()
-    if end < start:
-        return None
-    return start, end
+    return _single_block_span(text, _THINK_OPEN, _THINK_CLOSE)
 
 
 _FAST_CHARS = frozenset("0123456789.-+, ")

@@ -292,25 +292,18 @@ class RARLGRPOTrainer(GRPOTrainer):
         return completion_ids, logprobs
 
 
-def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
-    """GRPOConfig arguments for one stage (the names follow TRL's)."""
+def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
+    """TrainingArguments shared by GRPO and SFT stages (optimizer, schedule, logging, devices)."""
     g = job_spec.grpo
     return dict(
         per_device_train_batch_size=g.per_device_batch_size,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
-        num_generations=g.num_generations,
         learning_rate=stage.learning_rate or g.learning_rate,
-        beta=g.beta,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        max_completion_length=g.max_completion_length,
         warmup_steps=round(g.warmup_ratio * stage.steps),
         max_grad_norm=g.max_grad_norm,
         seed=g.seed,
         logging_steps=g.logging_steps,
         max_steps=stage.steps,
-        shuffle_dataset=False,
-        remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
         use_cpu=use_cpu,
@@ -318,6 +311,21 @@ def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16:
         dataloader_num_workers=0,
         save_strategy="no",
         ddp_find_unused_parameters=False if world_size > 1 else None,
+    )
+
+
+def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
+    """GRPOConfig arguments for one stage (the names follow TRL's)."""
+    g = job_spec.grpo
+    return dict(
+        **training_args_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16),
+        num_generations=g.num_generations,
+        beta=g.beta,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        max_completion_length=g.max_completion_length,
+        shuffle_dataset=False,
+        remove_unused_columns=False,
     )
 
 

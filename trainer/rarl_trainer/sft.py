@@ -11,7 +11,7 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from rarl_trainer.grpo import QueryTable
+from rarl_trainer.grpo import QueryTable, training_args_kwargs
 from rarl_trainer.prompts import reference_answer
 
 
@@ -33,26 +33,12 @@ def sft_dataset(table: QueryTable, precision: float):
 
 
 def sft_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
-    g = job_spec.grpo
+    """SFTConfig arguments: the shared training arguments, loss on the reference answer only."""
     return dict(
-        per_device_train_batch_size=g.per_device_batch_size,
-        gradient_accumulation_steps=g.gradient_accumulation_steps,
-        learning_rate=stage.learning_rate or g.learning_rate,
-        warmup_steps=round(g.warmup_ratio * stage.steps),
-        max_grad_norm=g.max_grad_norm,
-        seed=g.seed,
-        logging_steps=g.logging_steps,
-        max_steps=stage.steps,
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=use_cpu,
-        bf16=bf16,
-        dataloader_num_workers=0,
-        save_strategy="no",
+        **training_args_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16),
         completion_only_loss=True,
         max_length=None,
         gradient_checkpointing=job_spec.model.gradient_checkpointing,
-        ddp_find_unused_parameters=False if world_size > 1 else None,
     )
 
 
