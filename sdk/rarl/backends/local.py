@@ -240,6 +240,10 @@ class LocalBackend(Backend):
         state = read_state(files)
         if state.get("phase") != "Suspended":
             raise RARLError(f"job {name!r} is {state.get('phase') or 'Pending'}, not Suspended; nothing to resume")
+        # The runner records Suspended just before it exits: give it a moment to finish.
+        deadline = time.monotonic() + 15
+        while process_alive(state.get("runnerPid")) and time.monotonic() < deadline:
+            time.sleep(0.1)
         if process_alive(state.get("runnerPid")):
             raise RARLError(f"job {name!r} is still checkpointing; try again in a moment")
         started = state.get("exitCode") is not None or state.get("childPid") is not None
