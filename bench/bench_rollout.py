@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-for sub in ("trainer", "sdk"):
+for sub in ("bench", "trainer", "sdk"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
 
@@ -255,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-grad-ckpt", action="store_true", help="3b-shaped: no gradient checkpointing")
     p.add_argument("--warmup-rounds", type=int, default=None, help="unrecorded rounds first (default: 1 on CUDA)")
     p.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 4 steps")
     args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.steps = min(args.rounds, 2), min(args.steps, 4)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench_rollout: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
@@ -355,12 +358,20 @@ def main(argv: list[str] | None = None) -> int:
         f"step time {mmm(ratio['step'])}"
         + (f", peak memory {mmm(ratio['peak_gib'])}" if cuda else "") + ".",
     ]
+    from _common import goal
+
     if cuda:
-        ok = (mr["tokens_per_s"] >= GOALS["tokens_per_s"], mr["step"] <= GOALS["step_time"],
-              mr["peak_gib"] <= GOALS["peak_memory"])
+        ok = (goal("rollout", "generate tokens/s RARL/vanilla (GPU)", mr["tokens_per_s"], GOALS["tokens_per_s"], "x",
+                   higher_is_better=True, fmt=".2f"),
+              goal("rollout", "step time RARL/vanilla (GPU)", mr["step"], GOALS["step_time"], "x", fmt=".2f"),
+              goal("rollout", "peak memory RARL/vanilla (GPU)", mr["peak_gib"], GOALS["peak_memory"], "x", fmt=".2f"))
         lines.append(f"GPU goals: tokens/s >= 4x ({'met' if ok[0] else 'NOT met'}), step time <= 0.4x "
                      f"({'met' if ok[1] else 'NOT met'}), peak memory <= 1.3x ({'met' if ok[2] else 'NOT met'}).")
     else:
+        # What holds on CPU: merging must never make rollouts slower nor the step longer (median of rounds).
+        goal("rollout", f"generate tokens/s RARL/vanilla ({args.model}, CPU, merge only)", mr["tokens_per_s"], 1.0,
+             "x", higher_is_better=True, fmt=".2f")
+        goal("rollout", f"step time RARL/vanilla ({args.model}, CPU)", mr["step"], 1.05, "x", fmt=".2f")
         lines.append("CPU figure: the ratio on a tiny model (merge only: no static cache or compile on CPU), "
                      "not the GPU goal (tokens/s >= 4x, step <= 0.4x, memory <= 1.3x on a 3B-shaped VLM).")
     body = "\n".join(lines)

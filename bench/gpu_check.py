@@ -12,8 +12,10 @@ per prompt (256 image tokens), 256-token completions forced to full length (min_
 gradient checkpointing on for both (``--no-grad-ckpt`` to turn it off).
 The RARL trainer and vanilla TRL GRPOTrainer run interleaved in this process (RARL, vanilla,
 then vanilla, RARL while the time budget allows). Printed: median step time of each (the first
-step of each run dropped), their ratio, generated tokens/s inside generate() and end to end, and
-peak GPU memory (torch.cuda.max_memory_allocated, reset before each run). A JSON copy goes to
+step of each run dropped), generated tokens/s inside generate() and end to end, peak GPU memory
+(torch.cuda.max_memory_allocated, reset before each run), and the RARL/vanilla ratios against the
+fast-rollout goals (generate tokens/s >= 4x, step time <= 0.4x, peak memory <= 1.3x; GPU only) and
+the trainer-overhead bound (step time <= 1.05x). A JSON copy goes to
 --out (gpu_check.json).
 
 ``--tiny`` runs the same code path on CPU with the same builder shrunk to tiny layers and a
@@ -304,8 +306,19 @@ def main() -> int:
     for name, rows in (("vanilla TRL GRPOTrainer", van), ("RARL trainer", rarl)):
         lines.append(f"| {name} | {med(rows, 'median_step_s'):.3f} | {med(rows, 'gen_tokens_per_s'):.0f} | "
                      f"{med(rows, 'end_to_end_tokens_per_s'):.0f} | {max(x['peak_gpu_mem_gib'] for x in rows):.2f} |")
-    lines.append(f"Step time ratio RARL/vanilla: {summary['ratio']:.3f} (goal <= 1.05); RARL reward+RMO+progress "
-                 f"share: {100 * med(rarl, 'overhead_share'):.2f} %; wall {time.perf_counter() - t0:.0f} s")
+    summary["gen_tokens_ratio"] = med(rarl, "gen_tokens_per_s") / med(van, "gen_tokens_per_s")
+    peak = lambda rows: max(x["peak_gpu_mem_gib"] for x in rows)  # noqa: E731
+    summary["peak_mem_ratio"] = peak(rarl) / peak(van) if cuda else float("nan")
+    verdict = lambda ok: "PASS" if ok else ("n/a on CPU" if not cuda else "FAIL")  # noqa: E731
+    lines += [
+        f"Ratios RARL/vanilla (fast-rollout goals, GPU only): generate tokens/s {summary['gen_tokens_ratio']:.2f}x "
+        f"(goal >= 4: {verdict(summary['gen_tokens_ratio'] >= 4)}), step time {summary['ratio']:.3f} "
+        f"(goal <= 0.4: {verdict(summary['ratio'] <= 0.4)}), peak memory {summary['peak_mem_ratio']:.2f} "
+        f"(goal <= 1.3: {verdict(summary['peak_mem_ratio'] <= 1.3)})",
+        f"Trainer overhead bound (any device): step time ratio <= 1.05: "
+        f"{'PASS' if summary['ratio'] <= 1.05 else 'FAIL'}; RARL reward+RMO+progress "
+        f"share: {100 * med(rarl, 'overhead_share'):.2f} %; wall {time.perf_counter() - t0:.0f} s",
+    ]
     print("\n".join(lines), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

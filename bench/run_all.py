@@ -3,7 +3,7 @@
     .venv/bin/python bench/run_all.py [--quick] [--no-record] [--only core,startup] [--strict]
 
 Order: core, trainer (tiny VLM; ``--only trainer-lm`` adds the tiny LM), storage (256 MiB), operator,
-startup, growth; each
+startup, growth, rollout (merged-LoRA rollouts vs vanilla TRL, tiny LM on CPU); each
 script runs alone as a subprocess (``python bench/<script>.py``) with the shared flags passed on,
 and hands its goals back through the JSON-lines file named by ``RARL_BENCH_GOALS``. Each script
 appends its own section to bench/RESULTS.md; the summary table (with every script's wall time
@@ -32,8 +32,9 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("operator", ["bench_operator.py"]),
     ("startup", ["bench_startup.py"]),
     ("growth", ["bench_growth.py"]),
+    ("rollout", ["bench_rollout.py", "--device", "cpu", "--model", "tiny", "--rounds", "3", "--steps", "6"]),
 ]
-DEFAULT = ["core", "trainer", "storage", "operator", "startup", "growth"]
+DEFAULT = ["core", "trainer", "storage", "operator", "startup", "growth", "rollout"]
 BUDGET_S = 15 * 60
 
 
