@@ -7,6 +7,7 @@ torchrun each rank answers a strided share and rank 0 gathers the rows.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -31,47 +32,63 @@ def eval_queries(items, list_sizes, per_size: int, seed: int) -> list[Query]:
 
 @torch.no_grad()
 def generate_answers(loaded, table: QueryTable, indices: list[int], max_new_tokens: int,
-                     batch_size: int = 16, device: Any = None) -> list[str]:
-    """Greedy completions for the queries ``indices`` of ``table`` (texts without special tokens)."""
+                     batch_size: int = 16, device: Any = None, merged: bool = True,
+                     max_prompt_length: int | None = None) -> list[str]:
+    """Greedy completions for the queries ``indices`` of ``table`` (texts without special tokens).
+
+    Prompts longer than ``max_prompt_length`` are cut like the rollouts' (``truncation``).
+
+    ``merged``: generate on LoRA-merged weights (the rollout engine's merge, restored exactly
+    afterwards): the same tokens as the PEFT model at about half the per-token cost on a GPU.
+    """
+    from rarl_trainer.rollout import RolloutEngine
+
     model = loaded.model
     was_training = model.training
-    model.eval()
-    tok = loaded.tokenizer
-    tok.padding_side = "left"
+    loaded.tokenizer.padding_side = "left"
     device = device or next(model.parameters()).device
-    texts: list[str] = []
+    engine = RolloutEngine(model, static_cache=False) if merged else None
     try:
-        for start in range(0, len(indices), batch_size):
-            rows = [table.row(i) for i in indices[start:start + batch_size]]
-            prompts = [loaded.processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
-                       for r in rows]
-            if loaded.is_vlm:
-                images = [r["images"] for r in rows]
-                inputs = loaded.processor(images=images, text=prompts, padding=True, return_tensors="pt")
-            else:
-                inputs = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
-            inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
-            out = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                **loaded.generation_kwargs(),
-            )
-            new = out[:, inputs["input_ids"].shape[1]:]
-            texts.extend(tok.batch_decode(new, skip_special_tokens=True))
+        with engine.merged() if engine is not None else contextlib.nullcontext():
+            model.eval()
+            return [text for start in range(0, len(indices), batch_size)
+                    for text in _greedy_batch(loaded, [table.row(i) for i in indices[start:start + batch_size]],
+                                              max_new_tokens, device, max_prompt_length)]
     finally:
-        if was_training:
-            model.train()
-    return texts
+        model.train(was_training)
+
+
+def _greedy_batch(loaded, rows: list[dict[str, Any]], max_new_tokens: int, device: Any,
+                  max_prompt_length: int | None) -> list[str]:
+    tok = loaded.tokenizer
+    prompts = [loaded.processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
+               for r in rows]
+    if loaded.is_vlm:
+        inputs = loaded.processor(images=[r["images"] for r in rows], text=prompts, padding=True, return_tensors="pt")
+    else:
+        inputs = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    if max_prompt_length is not None:
+        from rarl_trainer.truncation import truncate_padded_batch, vision_token_ids
+
+        inputs, _ = truncate_padded_batch(dict(inputs), max_prompt_length, vision_token_ids(loaded.model.config),
+                                          tok.pad_token_id or 0)
+    inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+    out = loaded.model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        **loaded.generation_kwargs(),
+    )
+    return tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def run_eval(loaded, table: QueryTable, max_new_tokens: int, precision: float, rank: int = 0,
-             world_size: int = 1) -> tuple[dict[str, float], list[dict[str, Any]]]:
+             world_size: int = 1, max_prompt_length: int | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(finite metrics, rows) for every query of ``table``; every rank must call it under torchrun."""
     indices = list(range(rank, len(table.queries), world_size))
-    texts = generate_answers(loaded, table, indices, max_new_tokens)
+    texts = generate_answers(loaded, table, indices, max_new_tokens, max_prompt_length=max_prompt_length)
     local = [{"i": i, "target": list(table.queries[i].targets), "completion": t} for i, t in zip(indices, texts, strict=False)]
     rows = local
     if world_size > 1:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from trl import GRPOTrainer
 
 from rarl_trainer.prompts import Query, build_messages, prompt_for
@@ -168,8 +169,9 @@ class RARLGRPOTrainer(GRPOTrainer):
     """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation."""
 
     def __init__(self, *args, reward_config: RewardConfig, rmo_config: RMOConfig, rmo_seed: int = 0,
-                 rollout_engine: str = "merged", **kwargs):
+                 rollout_engine: str = "merged", max_prompt_length: int | None = None, **kwargs):
         self.rarl_reward_config = reward_config
+        self.rarl_max_prompt_length = max_prompt_length
         self.rarl_rmo_config = rmo_config
         self.rmo_rng = np.random.default_rng(rmo_seed)
         self._rarl_targets: list[list[float]] | None = None
@@ -184,7 +186,10 @@ class RARLGRPOTrainer(GRPOTrainer):
             else:
                 from rarl_trainer.rollout import RolloutEngine
 
-                self.rarl_engine = RolloutEngine(self.model)
+                self.rarl_engine = RolloutEngine(self.model, max_prompt_length=max_prompt_length)
+        from rarl_trainer.truncation import vision_token_ids
+
+        self.rarl_vision_tokens = vision_token_ids(self.model.config)
 
     # -- state for checkpoints (the RMO stream must continue exactly on resume)
     def rarl_state(self) -> dict[str, Any]:
@@ -203,6 +208,48 @@ class RARLGRPOTrainer(GRPOTrainer):
             self._metrics[mode][name].append(value)
         self._rarl_targets = None
         return output
+
+    def _tokenize_prompts(self, prompts: list):
+        """TRL's tokenization, then ``grpo.maxPromptLength`` (left truncation, vision tokens kept)."""
+        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        limit = self.rarl_max_prompt_length
+        if limit is None:
+            return prompt_ids, images, fields
+        from rarl_trainer.truncation import truncate_token_lists
+
+        prompt_ids, fields, cut = truncate_token_lists(prompt_ids, fields, limit, self.rarl_vision_tokens)
+        self._rarl_step_stats["rarl/truncated_prompts"] = cut / max(1, len(prompt_ids))
+        longest = max((len(p) for p in prompt_ids), default=0)
+        if longest > limit and not getattr(self, "_rarl_warned_vision", False):
+            self._rarl_warned_vision = True
+            print(f"rarl: warning: grpo.maxPromptLength is {limit} but a prompt's vision tokens alone take {longest} "
+                  "tokens; they are kept whole (raise maxPromptLength or shrink the images)", file=sys.stderr)
+        return prompt_ids, images, fields
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        """TRL's log-probs; with truncated prompts, per-token type ids are rebuilt to the truncated width.
+
+        TRL re-runs the processor on the whole prompts for the forward pass, so ``mm_token_type_ids``
+        (Qwen-VL) / ``token_type_ids`` (Gemma-style) come back as wide as the uncut prompt. The
+        types follow from the token ids (image placeholder 1, video placeholder 2), so rebuilding
+        them from the cut sequence is exact.
+        """
+        if self.rarl_max_prompt_length is not None:
+            for key in ("mm_token_type_ids", "token_type_ids"):
+                types = kwargs.get(key)
+                if types is not None and types.shape[1] != input_ids.shape[1]:
+                    kwargs[key] = self._rarl_token_types(input_ids, types.dtype)
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
+                                                          **kwargs)
+
+    def _rarl_token_types(self, input_ids, dtype):
+        cfg = self.model.config
+        types = torch.zeros(input_ids.shape, dtype=dtype, device=input_ids.device)
+        for attr, value in (("image_token_id", 1), ("image_token_index", 1), ("video_token_id", 2)):
+            tid = getattr(cfg, attr, None)
+            if isinstance(tid, int):
+                types[input_ids == tid] = value
+        return types
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         t0 = time.perf_counter()
@@ -288,7 +335,7 @@ class RARLGRPOTrainer(GRPOTrainer):
                         logprobs[local_i] = [math.nan] * len(completion_ids[local_i])
         else:
             stats["rarl/spread_after_rmo"] = stats["rarl/spread_before_rmo"]
-        self._rarl_step_stats = stats
+        self._rarl_step_stats.update(stats)
         return completion_ids, logprobs
 
 

@@ -246,9 +246,6 @@ class Run:
                 f"model: {self.spec.model.base} is a text model but dataset.modality is 'image'; "
                 "use a vision-language model or a text dataset"
             )
-        if self.spec.grpo.max_prompt_length is not None and self.dist.is_main:
-            print("rarl: warning: grpo.maxPromptLength is not applied (TRL 1.16's GRPOTrainer has no prompt "
-                  "truncation); prompts are used whole", file=sys.stderr)
 
     def eval_table(self):
         from rarl_trainer.evaluation import eval_queries
@@ -265,7 +262,8 @@ class Run:
 
         t0 = time.monotonic()
         metrics, rows = run_eval(self.loaded, self.eval_table(), self.spec.grpo.max_completion_length,
-                                 float(self.spec.dataset.target.precision), self.dist.rank, self.dist.world_size)
+                                 float(self.spec.dataset.target.precision), self.dist.rank, self.dist.world_size,
+                                 max_prompt_length=self.spec.grpo.max_prompt_length)
         self.last_eval_rows = rows
         if self.dist.is_main:
             shown = {k: round(v, 3) for k, v in metrics.items()
@@ -391,6 +389,7 @@ class Run:
                 rmo_config=RMOConfig.from_spec(stage.rmo, spec.dataset.target),
                 rmo_seed=seed,
                 rollout_engine=engine,
+                max_prompt_length=spec.grpo.max_prompt_length,
             )
             trainer.rarl_reward_terms = terms
         for cb in (PrinterCallback, ProgressCallback):

@@ -28,11 +28,15 @@ Full fine-tuning has no adapters: generation simply runs on the training weights
 mode under ``no_grad``, so no second copy of the model exists either.
 
 On CUDA (only) the call also uses a static KV cache sized to a bucketed worst case
-(``max_cache_len``: prompt length rounded up to ``CACHE_BUCKET`` + max completion length) and
+(``max_cache_len``: ``grpo.maxPromptLength`` when set, else the prompt length rounded up to
+``CACHE_BUCKET``, + max completion length) and
 transformers' auto-compiled decode step (``torch.compile``, cached on the model object, so
-compiled once per run across stages; the cache size only grows, so recompiles are bounded by
-the number of prompt-length buckets met). If the compiled/static path raises, the engine warns
-once and keeps going with merged weights + dynamic cache.
+compiled once per run across stages; recompiles are bounded by the number of prompt-length
+buckets met: exactly one cache size with ``maxPromptLength``). If the compiled/static path
+raises, the engine warns once and keeps going with merged weights + dynamic cache.
+
+Evaluation (``evaluation.generate_answers``) uses the same merge (dynamic cache: its batches
+vary in size) and the same prompt truncation (``truncation``).
 
 Sampling parameters are TRL's own generation config (temperature, top-p, max completion
 length, the suppress_tokens that keep a VLM from sampling vision placeholders); TRL already
@@ -167,10 +171,12 @@ class RolloutEngine:
     enabled on CUDA (transformers does not auto-compile on CPU anyway).
     """
 
-    def __init__(self, model, *, static_cache: bool | None = None, compile: bool | None = None):
+    def __init__(self, model, *, static_cache: bool | None = None, compile: bool | None = None,
+                 max_prompt_length: int | None = None):
         import torch
 
         self.model = model
+        self.max_prompt_length = max_prompt_length
         cuda = torch.cuda.is_available()
         self.static_cache = cuda if static_cache is None else (bool(static_cache) and cuda)
         self.compile = self.static_cache if compile is None else (bool(compile) and self.static_cache)
@@ -196,7 +202,10 @@ class RolloutEngine:
         cfg = copy.deepcopy(base)
         if self.static_cache:
             cfg.cache_implementation = "static"
-            bucket = -(-max(1, max_prompt_len) // CACHE_BUCKET) * CACHE_BUCKET
+            if self.max_prompt_length is not None and max_prompt_len <= self.max_prompt_length:
+                bucket = self.max_prompt_length  # prompts are truncated to it: one cache size, one compile
+            else:
+                bucket = -(-max(1, max_prompt_len) // CACHE_BUCKET) * CACHE_BUCKET
             cfg.max_cache_len = bucket + int(cfg.max_new_tokens or 0)
             cfg.disable_compile = not self.compile
             if self.compile:

@@ -366,7 +366,15 @@ class GRPOSpec(APIModel):
     beta: float = Field(0.04, ge=0, description="KL penalty coefficient against the reference model (0 disables it).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold of rollouts.")
-    max_prompt_length: int | None = Field(None, ge=1, description="Truncate prompts to this many tokens (none: no limit).")
+    max_prompt_length: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Longest prompt in tokens for rollouts and evaluation: longer prompts lose their oldest text tokens "
+            "(from the left; image tokens are always kept). Also fixes the rollout engine's KV-cache size, so "
+            "compiled decoding compiles once. Unset: prompts are used whole."
+        ),
+    )
     max_completion_length: int = Field(256, ge=1, description="Maximum generated tokens per completion.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of a stage's steps with linear learning-rate warm-up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
