@@ -169,6 +169,12 @@ def status_role_binding(job: RARLJob, uid: str) -> dict[str, Any]:
     }
 
 
+def worker_shutdown_seconds(grace_seconds: int) -> int:
+    """How long torchrun lets workers checkpoint after SIGTERM: the grace period less a margin (15 s, or half
+    of a short grace period) in which the launcher collects exit codes before the kubelet's SIGKILL."""
+    return max(1, grace_seconds - min(15, grace_seconds // 2))
+
+
 def _env(job: RARLJob, attempt: int, defaults: Defaults) -> list[dict[str, Any]]:
     spec, res = job.spec, job.spec.resources
     nproc = res.gpus_per_node if res.gpus_per_node > 0 else 1
@@ -185,6 +191,8 @@ def _env(job: RARLJob, attempt: int, defaults: Defaults) -> list[dict[str, Any]]
         {"name": "HOME", "value": "/workspace"},
         {"name": "HF_HOME", "value": "/workspace/.cache/huggingface"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # torchrun's wait for its workers after SIGTERM (they checkpoint), inside the pod's grace period
+        {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(worker_shutdown_seconds(defaults.termination_grace_seconds))},
     ]
     storage = spec.storage
     endpoint = storage.endpoint or defaults.s3_endpoint

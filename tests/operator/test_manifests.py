@@ -105,6 +105,16 @@ def test_indexed_job_runs_torchrun_with_the_rendezvous_env():
     assert pod["serviceAccountName"] == "demo-trainer"
 
 
+@pytest.mark.parametrize("grace,shutdown", [(120, 105), (600, 585), (20, 10), (1, 1)])
+def test_torchrun_gives_workers_the_grace_period_to_checkpoint(grace, shutdown):
+    """torchrun SIGKILLs its workers 30 s after SIGTERM by default; the pod tells it to wait the grace period
+    (less a margin for collecting exit codes), so a preempted pod can save its checkpoint."""
+    job = m.attempt_job(GPU, UID, attempt=1, restarts=0, defaults=m.Defaults(termination_grace_seconds=grace))
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+    assert env_of(job)["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == str(shutdown)
+    assert 0 < shutdown <= grace
+
+
 def test_cpu_job_uses_one_process_and_the_default_image():
     job = m.attempt_job(job_with(), UID, attempt=1, restarts=0,
                         defaults=m.Defaults(trainer_image="img:cpu", s3_endpoint="http://minio:9000"))

@@ -58,3 +58,43 @@ def test_launcher_sigterm_exits_3_after_checkpoint(tmp_path):
     _out, err = proc.communicate(timeout=240)
     assert proc.returncode == 3, err[-3000:]
     assert _complete_steps(tmp_path / "ckpt")
+
+
+SLOW_WORKER = """
+import os, pathlib, signal, sys, time
+
+def on_term(*_):
+    time.sleep(3)  # a checkpoint upload that takes a while
+    pathlib.Path(os.environ["RARL_EXIT_CODE_DIR"], "rank-" + os.environ["LOCAL_RANK"]).write_text("3")
+    sys.exit(3)
+
+signal.signal(signal.SIGTERM, on_term)
+print("ready", os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT"), flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("timeout_env,code", [(None, 3), ("1", 1)])
+def test_workers_get_time_to_checkpoint_after_sigterm(tmp_path, timeout_env, code):
+    """torchrun kills workers 30 s after SIGTERM unless told otherwise: the launcher's default gives them
+    DEFAULT_SHUTDOWN_TIMEOUT_S (a 3 s checkpoint finishes: exit 3); a pod's shorter setting is obeyed (a worker
+    still saving after 1 s is killed: exit 1)."""
+    from rarl_trainer.entrypoint import DEFAULT_SHUTDOWN_TIMEOUT_S
+
+    script = tmp_path / "worker.py"
+    script.write_text(SLOW_WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"}
+    if timeout_env:
+        env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] = timeout_env
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "rarl_trainer.entrypoint", "--nproc_per_node", "1",
+                             "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    line = _wait_for_line(proc, "ready")[-1]
+    assert line.split()[-1] == (timeout_env or str(DEFAULT_SHUTDOWN_TIMEOUT_S))
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-3000:]

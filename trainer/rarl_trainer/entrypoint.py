@@ -12,7 +12,11 @@ and exits with the job's code:
 * anything else (a crash, a worker killed before recording) -> 1.
 
 On SIGTERM torchrun forwards the signal to its workers (they checkpoint and exit 3) and waits
-for them (torch elastic's shutdown timeout, 30 s, before SIGKILL).
+for them before SIGKILL: ``$TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` seconds. torch's own default, 30 s,
+is too short to save and upload a multi-GB checkpoint, so this launcher defaults it to
+``DEFAULT_SHUTDOWN_TIMEOUT_S`` (the local runner waits for the trainer as long as it takes); in
+a pod the operator sets it from the pod's termination grace period, minus a margin for the
+launcher to collect the exit codes before the kubelet kills the container.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 EXIT_CODE_DIR_ENV = "RARL_EXIT_CODE_DIR"
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # read by torchrun (torch >= 2.7; older ones keep 30 s)
+DEFAULT_SHUTDOWN_TIMEOUT_S = 600
 
 
 def combine(codes: dict[int, int], expected: int | None) -> int:
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     folder = Path(tempfile.mkdtemp(prefix="rarl-exit-"))
     os.environ[EXIT_CODE_DIR_ENV] = str(folder)
+    os.environ.setdefault(SHUTDOWN_TIMEOUT_ENV, str(DEFAULT_SHUTDOWN_TIMEOUT_S))
     try:
         from torch.distributed import run as torchrun
 
