@@ -218,6 +218,7 @@ def _suspended(ctx: _Ctx) -> None:
         ctx.delete_live_jobs()  # a Job that survived a crash mid-suspend
         return
     attempt = max(ctx.status["attempt"], max(obs.jobs, default=0)) + 1
+    ctx.status["startTime"] = rfc3339(obs.now)  # like a Kubernetes Job: the deadline clock restarts on resume
     ctx.new_attempt(attempt, ctx.status["restarts"])
     ctx.cond("Suspended", "False", "Resumed", f"resumed as attempt {attempt} from the newest checkpoint")
     ctx.transition("Pending", "Resumed", f"resumed as attempt {attempt}")

@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 
 from rarl.api.types import RARLJobSpec
-from rarl_operator.phases import CONFIG_ERROR, CRASH, DISRUPTION, JobView, Observed, PodView, classify, decide
+from rarl_operator.phases import (
+    CONFIG_ERROR,
+    CRASH,
+    DISRUPTION,
+    JobView,
+    Observed,
+    PodView,
+    classify,
+    decide,
+    rfc3339,
+)
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 SPEC = RARLJobSpec.model_validate({"model": {"base": "m"}, "dataset": {"format": "synthetic"},
@@ -58,6 +68,25 @@ def test_suspend_deletes_and_resume_advances_without_cost():
     assert plan.status["phase"] == "Suspended" and plan.delete_jobs == ["x-attempt-1"]
     plan = decide(obs({**status, "phase": "Suspended"}))
     assert plan.ensure_attempt == 2 and plan.status["restarts"] == 0 and plan.status["phase"] == "Pending"
+
+
+def test_resume_restarts_the_deadline_clock():
+    """Time spent suspended never counts against activeDeadlineSeconds (a Kubernetes Job's rule)."""
+    policy = SPEC.run_policy.model_copy(update={"active_deadline_seconds": 600})
+    spec = SPEC.model_copy(update={"run_policy": policy})
+    long_ago = rfc3339(NOW - dt.timedelta(hours=5))  # started, then suspended for hours
+    plan = decide(obs({"phase": "Suspended", "attempt": 1, "restarts": 0, "startTime": long_ago}, spec=spec))
+    assert plan.status["phase"] == "Pending" and plan.ensure_attempt == 2
+    assert plan.status["startTime"] == rfc3339(NOW)
+    running = {**plan.status, "phase": "Running"}
+    job = [JobView("x-attempt-2", 2, active=1)]
+    later = decide(obs(running, job, spec=spec, now=NOW + dt.timedelta(seconds=590)))
+    assert later.status["phase"] == "Running" and 9 <= later.requeue_after <= 11
+    late = decide(obs(running, job, spec=spec, now=NOW + dt.timedelta(seconds=601)))
+    assert late.status["phase"] == "Failed" and late.delete_jobs == ["x-attempt-2"]
+    # without a resume, the first start still counts
+    assert decide(obs({"phase": "Running", "attempt": 1, "restarts": 0, "startTime": long_ago},
+                      [JobView("x-attempt-1", 1, active=1)], spec=spec)).status["phase"] == "Failed"
 
 
 def test_ttl_waits_then_deletes():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,9 @@ def state(client: Client, name: str) -> dict:
 
 def test_crash_restart_suspend_resume_succeed_and_fetch(tmp_path):
     client = Client(LocalBackend(tmp_path / "home"))
-    job = client.submit(tiny_job(tmp_path, "life"))
+    doc = tiny_job(tmp_path, "life")
+    doc["spec"]["runPolicy"]["activeDeadlineSeconds"] = 3600
+    job = client.submit(doc)
     assert job.status.phase in ("Pending", "Running")
 
     # a crash (the trainer killed) is retried from the newest checkpoint and uses the restart budget
@@ -61,7 +64,13 @@ def test_crash_restart_suspend_resume_succeed_and_fetch(tmp_path):
     if suspended.status.phase == "Suspended":
         assert state(client, "life")["exitCode"] == 3
         assert suspended.status.restarts == 1, "an interruption does not use the budget"
+        # suspended for two hours (rewound clock): suspended time must not count against the 1 h deadline
+        path = client.backend.jobs_dir / "life" / "state.json"
+        st = json.loads(path.read_text())
+        st["startEpoch"] -= 7200
+        path.write_text(json.dumps(st))
         client.resume("life")
+        assert time.time() - state(client, "life")["startEpoch"] < 60
     done = client.wait("life", timeout=400, poll_interval=0.5)
     assert done.status.phase == "Succeeded", done.status.conditions
     assert done.status.step == done.status.total_steps == 8

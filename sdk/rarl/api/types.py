@@ -499,7 +499,12 @@ class RunPolicy(APIModel):
 
     max_restarts: int = Field(3, ge=0, le=1000, description="Failed attempts retried from the newest checkpoint.")
     active_deadline_seconds: int | None = Field(
-        None, ge=1, description="Fail the job with DeadlineExceeded after this long running."
+        None,
+        ge=1,
+        description=(
+            "Fail the job with DeadlineExceeded after this long active, counted from status.startTime "
+            "(the first start, reset on every resume as for a Kubernetes Job: suspended time never counts)."
+        ),
     )
     ttl_seconds_after_finished: int | None = Field(
         None, ge=0, description="Delete the RARLJob this long after it succeeded or failed."
@@ -571,7 +576,9 @@ class RARLJobStatus(APIModel):
     model_uri: str | None = Field(None, alias="modelURI", description="URI of the exported model once Succeeded.")
     restarts: int = Field(0, ge=0, description="Failed attempts retried so far (disruptions do not count).")
     attempt: int = Field(0, ge=0, description="Index of the current attempt (its Job is <name>-attempt-<attempt>).")
-    start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
+    start_time: str | None = Field(
+        None, description="When the job started, or was last resumed (RFC 3339); activeDeadlineSeconds counts from it."
+    )
     completion_time: str | None = Field(None, description="When the job succeeded or failed (RFC 3339).")
     eta_seconds: float | None = Field(None, ge=0, description="Estimated seconds until the last stage ends.")
     observed_generation: int | None = Field(None, description="The metadata.generation this status reflects.")

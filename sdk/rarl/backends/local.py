@@ -251,7 +251,8 @@ class LocalBackend(Backend):
         state["phase"] = "Pending"
         add_condition(state, "Resumed", "Resumed", "resuming from the newest checkpoint")
         state["runnerPid"] = None
-        state["pendingSince"] = time.time()
+        state["pendingSince"] = state["startEpoch"] = time.time()  # the deadline clock restarts on resume
+        state["startTime"] = now_rfc3339()
         write_state(files, state)
         self._start_runner(files)
         return self.get(name)
