@@ -17,6 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+# Processor outputs with one entry per prompt token (cut with the prompt); everything else (pixel_values,
+# image_grid_thw, ...) describes the images and stays whole.
+PER_TOKEN_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
+
 
 def vision_token_ids(config: Any) -> frozenset[int]:
     """Image/video/vision-boundary token ids of a model config (empty for a text model)."""
@@ -55,7 +59,7 @@ def truncate_token_lists(prompt_ids: list[list[int]], fields: dict[str, Any], ma
                          protected: Iterable[int] = ()) -> tuple[list[list[int]], dict[str, Any], int]:
     """(prompt ids, multimodal fields, prompts cut) for TRL's unpadded per-prompt token lists.
 
-    Per-token fields (lists of lists aligned with the prompts, e.g. ``mm_token_type_ids``) are cut at
+    Per-token fields (``PER_TOKEN_KEYS`` given as lists of lists aligned with the prompts) are cut at
     the same positions; image tensors (``pixel_values``, ``image_grid_thw``) are untouched.
     """
     if max_length is None:
@@ -68,7 +72,7 @@ def truncate_token_lists(prompt_ids: list[list[int]], fields: dict[str, Any], ma
     new_ids = [[ids[i] for i in k] for ids, k in zip(prompt_ids, keeps, strict=True)]
     new_fields = dict(fields)
     for name, value in fields.items():
-        if _aligned_lists(value, prompt_ids):
+        if name in PER_TOKEN_KEYS and _aligned_lists(value, prompt_ids):
             new_fields[name] = [[row[i] for i in k] for row, k in zip(value, keeps, strict=True)]
     return new_ids, new_fields, cut
 
@@ -84,7 +88,8 @@ def truncate_padded_batch(inputs: dict[str, Any], max_length: int | None, protec
                           pad_token_id: int = 0) -> tuple[dict[str, Any], int]:
     """(inputs, prompts cut) for a left-padded batch of tensors (``input_ids`` + ``attention_mask``).
 
-    Every ``[batch, length]`` tensor is cut at the same positions and re-padded on the left.
+    The per-token tensors (``PER_TOKEN_KEYS``) are cut at the same positions and re-padded on the
+    left; image tensors are untouched.
     """
     import torch
 
@@ -101,7 +106,7 @@ def truncate_padded_batch(inputs: dict[str, Any], max_length: int | None, protec
     cut = sum(len(r) < int(mask[b].sum()) for b, r in enumerate(rows))
     out = dict(inputs)
     for name, value in inputs.items():
-        if not (isinstance(value, torch.Tensor) and value.dim() == 2 and tuple(value.shape) == tuple(ids.shape)):
+        if name not in PER_TOKEN_KEYS or not (isinstance(value, torch.Tensor) and value.shape == ids.shape):
             continue
         fill = pad_token_id if name == "input_ids" else 0
         new = torch.full((ids.shape[0], width), fill, dtype=value.dtype, device=value.device)
