@@ -145,5 +145,7 @@ def test_rollouts_and_eval_use_truncated_prompts(tmp_path, base, modality):
     assert trainer._metrics["train"]["rarl/truncated_prompts"][-1] == 1.0
     if modality == "image":
         assert int((inputs["prompt_ids"] == IMG).sum(1).max()) == n_vision
+        sampled = inputs["completion_ids"][inputs["completion_mask"].bool()].tolist()
+        assert len(sampled) > 50 and not set(sampled) & VISION  # rollouts never sample vision placeholders
     assert widths[1] <= limit and len(answers) == 2  # evaluation
     assert whole_run.spec.grpo.max_prompt_length is None and "rarl/truncated_prompts" not in whole._metrics["train"]
