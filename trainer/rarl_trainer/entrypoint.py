@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 EXIT_CODE_DIR_ENV = "RARL_EXIT_CODE_DIR"
-SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # read by torchrun (torch >= 2.7; older ones keep 30 s)
+# Read by torchrun since pytorch#172596 (merged 2026-03; torch 2.13 has it); older releases keep 30 s.
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
 DEFAULT_SHUTDOWN_TIMEOUT_S = 600
 
 
