@@ -74,3 +74,19 @@ def run_trainer(config: Path, run_dir: Path, *extra: str, timeout: float = 300, 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(trainer_cmd(config, run_dir, *extra), check=False, capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=full_env)
+
+
+def first_stage_trainer(tmp: Path, doc: dict):
+    """(Run, the trainer of the job's first stage) built in-process, ready for a manual step."""
+    from rarl.api.validation import parse_job
+    from rarl_trainer.config import DistInfo, stage_plan
+    from rarl_trainer.loop import Run
+
+    run = Run(parse_job(doc), tmp / "run", resume="never", dist=DistInfo())
+    run.load_data()
+    run.load_model()
+    run.open_checkpoints()
+    trainer, _ = run.make_trainer(stage_plan(run.spec)[0])
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train() in real runs
+    return run, trainer

@@ -5,25 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rarl.api.validation import parse_job
 from rarl_trainer.answers import parse_answer
-from rarl_trainer.config import DistInfo, stage_plan
-from rarl_trainer.loop import Run
-from tests.trainer.conftest import job_doc
+from tests.trainer.conftest import first_stage_trainer, job_doc
 
 
 def _trainer(tmp_path, rmo_enabled: bool, base="builtin:tiny-lm", modality="text"):
     stages = [{"name": "s1", "steps": 2, "listSizes": [1],
                "rmo": {"enabled": rmo_enabled, "epsilon": 0.01, "probability": 0.0, "mutations": 1}}]
-    job = parse_job(job_doc(tmp_path, base=base, modality=modality, stages=stages))
-    run = Run(job, tmp_path / "run", resume="never", dist=DistInfo())
-    run.load_data()
-    run.load_model()
-    run.open_checkpoints()
-    trainer, _ = run.make_trainer(stage_plan(job.spec)[0])
-    trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train() in real runs
-    return trainer
+    return first_stage_trainer(tmp_path, job_doc(tmp_path, base=base, modality=modality, stages=stages))[1]
 
 
 def _step(trainer):

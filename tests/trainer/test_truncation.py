@@ -91,21 +91,11 @@ def test_vision_token_ids_of_the_tiny_models():
 
 
 def _trainer(tmp_path, base, modality, limit):
-    from rarl.api.validation import parse_job
-    from rarl_trainer.config import DistInfo, stage_plan
-    from rarl_trainer.loop import Run
-    from tests.trainer.conftest import job_doc
+    from tests.trainer.conftest import first_stage_trainer, job_doc
 
     stages = [{"name": "s1", "steps": 1, "listSizes": [2], "rmo": {"enabled": False}}]
     doc = job_doc(tmp_path, base=base, modality=modality, stages=stages, maxPromptLength=limit, beta=0.04)
-    run = Run(parse_job(doc), tmp_path / "run", resume="never", dist=DistInfo())
-    run.load_data()
-    run.load_model()
-    run.open_checkpoints()
-    trainer, _ = run.make_trainer(stage_plan(run.spec)[0])
-    trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1
-    return run, trainer
+    return first_stage_trainer(tmp_path, doc)
 
 
 @pytest.mark.parametrize("base,modality", [("builtin:tiny-lm", "text"), ("builtin:tiny-qwen2.5-vl", "image")])
