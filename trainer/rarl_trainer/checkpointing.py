@@ -1,10 +1,12 @@
 """Adapter between the HF Trainer's checkpoint folders and ``rarl.storage.CheckpointStore``.
 
-Why HF's own format: ``Trainer.train(resume_from_checkpoint=...)`` already restores weights or
-adapter, optimizer, scheduler, every rank's RNG and the data position (it skips the consumed
-batches). We only move those folders through the store (``step-<global step>/``, files first,
-manifest last, uploaded in the background) and add ``rarl_state.json``: stage, step within the
-stage, the RMO random stream, the metrics and the per-step history of the run so far.
+Why HF's own folders: ``Trainer.train(resume_from_checkpoint=...)`` already restores optimizer,
+scheduler, every rank's RNG and the data position (it skips the consumed batches). The weights in
+them are ours (``weights.py``: in-memory names, strict restore, the KL reference adapter
+included), every rank's RNG file is collected on rank 0, and ``rarl_state.json`` adds stage, step
+within the stage, the RMO random stream, the training settings, the metrics and the per-step
+history. We move those folders through the store (``step-<global step>/``, files first, manifest
+last, uploaded in the background).
 
 Global steps count over all stages; the step inside a stage is the HF trainer's own counter.
 """
@@ -86,9 +88,38 @@ def restore_for_resume(store, dest: Path, dist_info: DistInfo) -> Restored | Non
     return Restored(dest, int(step), state)
 
 
-def load_weights_only(trainer, folder: Path) -> None:
-    """Model (or adapter) weights from an HF checkpoint folder, without optimizer/scheduler state."""
-    trainer._load_from_checkpoint(str(folder))
+def load_stage_start_weights(model, folder: Path) -> None:
+    """A stage-boundary checkpoint's trained weights into ``model`` (strict), before the next stage's trainer.
+
+    The finished stage's KL reference adapter in it is skipped: the next GRPO trainer copies the
+    restored adapter into a new one, exactly as the uninterrupted run did at that stage's start.
+    """
+    from rarl_trainer.weights import REFERENCE_ADAPTER, load_training_weights
+
+    load_training_weights(model, folder, skip_adapters=(REFERENCE_ADAPTER,))
+
+
+def collect_rng_files(folder: Path, dist_info: DistInfo) -> None:
+    """Every rank's ``rng_state_<rank>.pth`` into rank 0's checkpoint folder (the one that is uploaded).
+
+    HF writes each rank's file on that rank's own disk: on other nodes it would never reach the
+    store, and a resumed run there would sample from another random stream.
+    """
+    if not dist_info.distributed:
+        return
+    import torch.distributed as dist
+
+    name = f"rng_state_{dist_info.rank}.pth"
+    mine = (folder / name).read_bytes() if (folder / name).is_file() else None
+    everyone: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(everyone, (name, mine))
+    if dist_info.is_main:
+        for rank, (rank_name, data) in enumerate(everyone):
+            if data is None:
+                raise RuntimeError(f"rank {rank} wrote no {rank_name} into its checkpoint folder")
+            path = folder / rank_name
+            if not path.is_file():
+                path.write_bytes(data)
 
 
 class StopFlag:
@@ -159,6 +190,7 @@ class StoreCheckpointCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         _barrier(self.dist_info)  # every rank has written its RNG state
+        collect_rng_files(folder, self.dist_info)
         if self.dist_info.is_main:
             complete = state.global_step >= self.plan.stage.steps
             run_state = self.run_state(state.global_step, complete)

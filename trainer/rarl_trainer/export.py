@@ -35,6 +35,7 @@ def save_model(loaded, dest: Path, merge: bool = True) -> dict[str, str]:
     is_peft = hasattr(model, "peft_config")
     if is_peft:
         model.save_pretrained(dest / "adapter")
+        _sort_target_modules(dest / "adapter" / "adapter_config.json")
         loaded.processor.save_pretrained(dest / "adapter")
         written["adapter"] = "adapter"
         if merge:
@@ -48,6 +49,15 @@ def save_model(loaded, dest: Path, merge: bool = True) -> dict[str, str]:
             loaded.tokenizer.save_pretrained(dest / "model")
         written["model"] = "model"
     return written
+
+
+def _sort_target_modules(config_file: Path) -> None:
+    """PEFT writes ``target_modules`` (a set) in hash order, which differs per process: sort it so one
+    training exports one byte-identical adapter."""
+    config = json.loads(config_file.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

@@ -38,6 +38,7 @@ from trl import GRPOTrainer
 from rarl_trainer.prompts import Query, build_messages, prompt_for
 from rarl_trainer.rewards import RewardConfig, score, score_batch
 from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
+from rarl_trainer.weights import ExactCheckpointMixin
 
 REWARD_TERMS = ("regression", "ranking", "format")
 
@@ -165,8 +166,11 @@ def _group_spreads(totals: Sequence[float], group_size: int) -> list[float]:
     return [max(totals[i:i + group_size]) - min(totals[i:i + group_size]) for i in range(0, len(totals), group_size)]
 
 
-class RARLGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation."""
+class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
+    """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation.
+
+    Checkpoints hold the exact training tensors and restore strictly (``weights.ExactCheckpointMixin``).
+    """
 
     def __init__(self, *args, reward_config: RewardConfig, rmo_config: RMOConfig, rmo_seed: int = 0,
                  rollout_engine: str = "merged", max_prompt_length: int | None = None, **kwargs):

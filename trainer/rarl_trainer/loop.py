@@ -24,7 +24,7 @@ from rarl_trainer.checkpointing import (
     StoreCheckpointCallback,
     clean_dir,
     finish_uploads,
-    load_weights_only,
+    load_stage_start_weights,
     restore_for_resume,
 )
 from rarl_trainer.config import (
@@ -33,9 +33,11 @@ from rarl_trainer.config import (
     ConfigError,
     DistInfo,
     StagePlan,
+    changed_settings,
     config_hash,
     json_default,
     stage_plan,
+    training_settings,
 )
 
 UPLOAD_GRACE_S = 90.0
@@ -234,7 +236,7 @@ class Run:
 
         def load() -> None:
             try:
-                self.loaded = load_model(self.spec.model, self.spec.storage, device=device)
+                self.loaded = load_model(self.spec.model, self.spec.storage, device=device, seed=self.spec.grpo.seed)
             except ModelLoadError as e:
                 raise ConfigError(f"model: {e}") from None
 
@@ -293,17 +295,52 @@ class Run:
         restored = restore_for_resume(self.ckpt_store, dest, self.dist)
         if restored is None:
             return None
+        restored = self.check_settings(restored)
+        if restored is None:
+            return None
         state = restored.state
-        if state.get("config_hash") and state["config_hash"] != self.config_hash and self.dist.is_main:
-            print("rarl: warning: the job's training settings changed since this checkpoint was written",
-                  file=sys.stderr)
         self.metrics = state.get("metrics") or self.metrics
         self.history = state.get("history") or []
         self.last_eval_rows = state.get("eval_rows") or []
         if self.dist.is_main:
-            print(f"rarl: resuming from checkpoint step {restored.step} "
-                  f"(stage {state.get('stage_name')}, step {restored.stage_step})", flush=True)
+            where = (f"the end of stage {state.get('stage_name')}" if restored.stage_complete
+                     else f"stage {state.get('stage_name')}, step {restored.stage_step}")
+            print(f"rarl: resuming from checkpoint step {restored.step} of {self.spec.total_steps()} ({where}) "
+                  f"at {self.spec.checkpoint.uri}", flush=True)
         return restored
+
+    def check_settings(self, restored: Restored) -> Restored | None:
+        """A checkpoint belongs to one set of training settings: ``checkpoint.onSpecChange`` decides otherwise.
+
+        Returns the checkpoint to resume, or None when the old checkpoints were deleted (restart).
+        """
+        state = restored.state
+        if state.get("config_hash") in (None, self.config_hash):
+            return restored
+        old = state.get("training_settings")
+        changes = changed_settings(old, training_settings(self.spec, by_alias=True)) if old else []
+        what = "; ".join(changes[:10]) + (f" (and {len(changes) - 10} more)" if len(changes) > 10 else "")
+        what = what or "settings hash differs (the checkpoint predates the record of which field changed)"
+        where = f"checkpoint step {restored.step} at {self.spec.checkpoint.uri}"
+        policy = self.spec.checkpoint.on_spec_change
+        if policy == "fail":
+            raise ConfigError(
+                f"checkpoint: {where} was written under other training settings: {what}. To train the new "
+                "settings, use a new job name or checkpoint.uri, or set checkpoint.onSpecChange to restart "
+                "(delete those checkpoints and start from step 0) or resume (continue from them anyway)"
+            )
+        if policy == "resume":
+            if self.dist.is_main:
+                print(f"rarl: warning: {where} was written under other training settings ({what}); "
+                      "continuing from it (checkpoint.onSpecChange: resume)", file=sys.stderr, flush=True)
+            return restored
+        if self.dist.is_main:
+            deleted = self.ckpt_store.delete_all()
+            print(f"rarl: {where} was written under other training settings ({what}): deleted its "
+                  f"{len(deleted)} checkpoint folder(s) and starting from step 0 (checkpoint.onSpecChange: restart)",
+                  file=sys.stderr, flush=True)
+        self.barrier()
+        return None
 
     def run_state(self, trainer, plan: StagePlan):
         def build(stage_step: int, complete: bool) -> dict[str, Any]:
@@ -314,6 +351,7 @@ class Run:
                 "global_step": plan.offset + stage_step,
                 "stage_complete": complete,
                 "config_hash": self.config_hash,
+                "training_settings": training_settings(self.spec, by_alias=True),
                 "metrics": self.metrics,
                 "history": self.history,
                 "eval_rows": self.last_eval_rows,
@@ -406,11 +444,12 @@ class Run:
 
     def run_stages(self, restored: Restored | None) -> int:
         plans = stage_plan(self.spec)
-        start, resume_dir, weights_dir, rarl_state = 0, None, None, {}
+        start, resume_dir, rarl_state = 0, None, {}
         if restored is not None:
             rarl_state = restored.state.get("rarl") or {}
-            if restored.stage_complete:
-                start, weights_dir = restored.stage_index + 1, restored.path
+            if restored.stage_complete:  # the next stage starts from these weights (all done: the export does)
+                start = restored.stage_index + 1
+                load_stage_start_weights(self.loaded.model, restored.path)
             else:
                 start, resume_dir = restored.stage_index, restored.path
         if self.metrics.get("baseline") is None:
@@ -421,9 +460,6 @@ class Run:
             self.current_stage = plan.stage.name
             self.current_step = plan.offset + (restored.stage_step if resume_dir is not None else 0)
             trainer, ckpt_cb = self.make_trainer(plan)
-            if weights_dir is not None:
-                load_weights_only(trainer, weights_dir)
-                weights_dir = None
             self.ensure_previous_end(plans, plan)
             sm = self.stage_metrics(plan.stage.name)
             if "start" not in sm:
@@ -432,15 +468,14 @@ class Run:
             if resume_dir is not None and hasattr(trainer, "load_rarl_state"):
                 trainer.load_rarl_state(rarl_state)
             self._track_steps(trainer, plan)
+            # Mid-stage: HF restores optimizer, scheduler, RNG and data position; our trainers restore the
+            # exact weights, KL reference adapter included (weights.ExactCheckpointMixin).
             trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir is not None else None)
             resume_dir = None
             if ckpt_cb.stopped:
                 return self.interrupted()
             sm["end"] = self.evaluate(f"end of {plan.stage.name}")
             self.report(message=f"stage {plan.stage.name} done")
-        if weights_dir is not None:  # every stage was complete in the checkpoint
-            trainer, _ = self.make_trainer(plans[-1])
-            load_weights_only(trainer, weights_dir)
         self.ensure_previous_end(plans, None)
         return EXIT_OK
 

@@ -410,8 +410,13 @@ def lora_target_modules(model, targets: list[str], is_vlm: bool) -> list[str] | 
     return names
 
 
-def apply_lora(model, lora, is_vlm: bool):
-    """Wrap the model with fresh LoRA adapters (PEFT) as the spec says."""
+def apply_lora(model, lora, is_vlm: bool, seed: int = 0):
+    """Wrap the model with fresh LoRA adapters (PEFT) as the spec says.
+
+    PEFT draws the A matrices from torch's global generator: it is seeded here, so one job and
+    seed give one adapter init (the HF Trainer seeds only later, when it is built).
+    """
+    import torch
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -421,10 +426,12 @@ def apply_lora(model, lora, is_vlm: bool):
         target_modules=lora_target_modules(model, list(lora.target_modules), is_vlm),
         task_type="CAUSAL_LM",
     )
+    torch.manual_seed(seed)
     return get_peft_model(model, config)
 
 
-def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str | None = None) -> LoadedModel:
+def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str | None = None,
+               seed: int = 0) -> LoadedModel:
     """Load the base model and processor from the spec, with LoRA applied when enabled."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -461,6 +468,6 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     if spec.lora.enabled:
-        model = apply_lora(model, spec.lora, is_vlm)
+        model = apply_lora(model, spec.lora, is_vlm, seed=seed)
     return LoadedModel(model, processor, tokenizer, is_vlm, Path(path),
                        suppress)

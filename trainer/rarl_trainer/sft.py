@@ -13,6 +13,11 @@ from trl import SFTConfig, SFTTrainer
 
 from rarl_trainer.grpo import QueryTable, training_args_kwargs
 from rarl_trainer.prompts import reference_answer
+from rarl_trainer.weights import ExactCheckpointMixin
+
+
+class RARLSFTTrainer(ExactCheckpointMixin, SFTTrainer):
+    """TRL's SFTTrainer with exact, strict checkpoint weights (see ``weights``)."""
 
 
 def sft_dataset(table: QueryTable, precision: float):
@@ -48,11 +53,11 @@ def queries_per_step(job_spec, world_size: int) -> int:
 
 
 def make_sft_trainer(loaded, table: QueryTable, job_spec, stage, output_dir: str, *, world_size: int,
-                     use_cpu: bool, bf16: bool, callbacks: list) -> SFTTrainer:
+                     use_cpu: bool, bf16: bool, callbacks: list) -> RARLSFTTrainer:
     precision = float(job_spec.dataset.target.precision)
     args = SFTConfig(output_dir=output_dir,
                      **sft_config_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16))
-    return SFTTrainer(
+    return RARLSFTTrainer(
         model=loaded.model,
         args=args,
         train_dataset=sft_dataset(table, precision),

@@ -448,6 +448,15 @@ class CheckpointSpec(APIModel):
     uri: StorageURI = Field(..., description="Checkpoint location: s3://bucket/prefix, file:///abs/path or a path.")
     every_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (and on SIGTERM).")
     keep: int = Field(3, ge=1, le=1000, description="Keep the newest K complete checkpoints.")
+    on_spec_change: Literal["fail", "resume", "restart"] = Field(
+        "fail",
+        description=(
+            "When the newest checkpoint at uri was written under other training settings (model, dataset, "
+            "reward, stages, grpo): fail (the job fails and names what changed), resume (continue from it "
+            "anyway) or restart (delete those checkpoints and train from step 0; retries then resume the "
+            "new ones). Other fields (resources, storage, output) never count as a change."
+        ),
+    )
 
 
 class OutputSpec(APIModel):

@@ -183,11 +183,21 @@ class CheckpointStore:
         kept = set(complete[-keep:])
         doomed = [s for s in steps if s < newest and s not in kept]
         for s in doomed:
-            d = step_dir(s)
-            self.store.delete(f"{d}/{MANIFEST_NAME}")
-            self.store.delete_prefix(d)
-            log.info("pruned checkpoint %s/%s", self.uri, d)
+            self._delete_step(s)
         return doomed
+
+    def _delete_step(self, step: int) -> None:
+        d = step_dir(step)
+        self.store.delete(f"{d}/{MANIFEST_NAME}")
+        self.store.delete_prefix(d)
+        log.info("deleted checkpoint %s/%s", self.uri, d)
+
+    def delete_all(self) -> list[int]:
+        """Delete every step folder (complete or not), manifests first; returns the steps deleted."""
+        steps = self._steps_present()
+        for s in steps:
+            self._delete_step(s)
+        return steps
 
 
 class AsyncCheckpointUploader:

@@ -1,0 +1,160 @@
+"""Exact, strict checkpoint weights: the tensors in memory, under the names they have in memory.
+
+Why not the HF Trainer's own weight files: ``save_pretrained`` writes transformers' *checkpoint*
+key names (transformers 5 renames e.g. Qwen2.5-VL's ``model.language_model.*`` back to
+``model.*`` on save), while ``Trainer._load_from_checkpoint`` reads them back with
+``load_state_dict(strict=False)``: the keys no longer match, nothing is loaded and nothing is
+said, so a resumed run silently continued from the base weights. Here a checkpoint holds the
+model's own ``state_dict`` names, and a restore refuses any missing, unexpected or reshaped
+tensor (``CheckpointMismatch``, exit code 2: retrying cannot help).
+
+What is saved: for full fine-tuning every parameter and buffer of the model; with LoRA every
+adapter's tensors (the trained ``default`` and, under GRPO with ``beta > 0``, TRL's frozen
+``ref`` copy, the KL reference), since the frozen base weights are rebuilt from ``model.base``.
+Tensors that share storage (tied embeddings) are stored once and re-expanded on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from rarl_trainer.config import ConfigError
+
+WEIGHTS_FILE = "rarl_weights.safetensors"
+REFERENCE_ADAPTER = "ref"  # the name TRL gives the frozen copy of the adapter (GRPO, beta > 0, LoRA)
+
+
+class CheckpointMismatch(ConfigError):
+    """A checkpoint's tensors do not fit the model being trained (another model, LoRA setting or version)."""
+
+
+def _adapters(model) -> list[str]:
+    return list(getattr(model, "peft_config", {}) or {})
+
+
+def _adapter_of(key: str, adapters: Iterable[str]) -> str | None:
+    parts = key.split(".")
+    return next((a for a in adapters if a in parts), None)
+
+
+def training_tensors(model) -> dict[str, object]:
+    """The tensors a checkpoint must restore, by their in-memory names (live references, not copies)."""
+    state = model.state_dict(keep_vars=True)
+    adapters = _adapters(model)
+    if not adapters:
+        return state
+    return {k: v for k, v in state.items() if _adapter_of(k, adapters) is not None}
+
+
+def save_training_weights(model, folder: str | Path) -> Path:
+    """Write the model's training tensors into ``folder/rarl_weights.safetensors``."""
+    from safetensors.torch import save_file
+
+    tensors = training_tensors(model)
+    stored, aliases, seen = {}, {}, {}
+    for name, t in tensors.items():
+        t = t.detach()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        stored[name] = t.contiguous().cpu()
+    path = Path(folder) / WEIGHTS_FILE
+    tmp = path.with_suffix(".tmp")
+    save_file(stored, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases, sort_keys=True)})
+    os.replace(tmp, path)
+    return path
+
+
+def _examples(keys: Iterable[str], n: int = 3) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str] = ()) -> int:
+    """Copy a checkpoint's tensors into ``model`` in place; returns how many were restored.
+
+    Every tensor the model trains must be in the file with its shape, and the file may hold
+    nothing else, except tensors of the adapters named in ``skip_adapters`` (a stage-boundary
+    checkpoint carries the finished stage's KL reference adapter, which the next stage rebuilds).
+    """
+    import torch
+    from safetensors import safe_open
+
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        present = sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
+        raise CheckpointMismatch(
+            f"checkpoint {folder} has no {WEIGHTS_FILE} (files: {', '.join(present) or 'none'}); it was written by "
+            "an older rarl trainer whose weight files could not be restored exactly: start from a new checkpoint.uri"
+        )
+    with safe_open(str(path), framework="pt") as fh:
+        aliases = json.loads((fh.metadata() or {}).get("aliases", "{}"))
+        stored_names = list(fh.keys())
+        file_keys = set(stored_names) | set(aliases)
+        skip = tuple(skip_adapters)
+        if skip:
+            file_keys = {k for k in file_keys if _adapter_of(k, skip) is None}
+        expected = training_tensors(model)
+        missing, unexpected = set(expected) - file_keys, file_keys - set(expected)
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} tensors of the model are missing from it ({_examples(missing)})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} tensors in it are not in the model ({_examples(unexpected)})")
+            raise CheckpointMismatch(
+                f"checkpoint {folder} does not fit this model: " + "; ".join(parts)
+                + ". It was written for another model or LoRA setting: use a new checkpoint.uri (or job name)"
+            )
+        with torch.no_grad():
+            for name, target in expected.items():
+                source = fh.get_tensor(aliases.get(name, name))
+                if tuple(source.shape) != tuple(target.shape):
+                    raise CheckpointMismatch(
+                        f"checkpoint {folder}: tensor {name} has shape {tuple(source.shape)}, the model's is "
+                        f"{tuple(target.shape)}: use a new checkpoint.uri (or job name)"
+                    )
+                target.copy_(source.to(dtype=target.dtype, device=target.device))
+    return len(expected)
+
+
+class ExactCheckpointMixin:
+    """For HF ``Trainer`` subclasses: checkpoints hold exact training tensors; restores are strict.
+
+    ``_save`` (called for checkpoints only: the export saves with ``save_pretrained`` itself) writes
+    ``rarl_weights.safetensors`` and the training arguments instead of HF's model files;
+    ``_load_from_checkpoint`` restores it strictly; ``_load_rng_state`` refuses a checkpoint that
+    lacks this process's RNG file (HF only logs that and continues with another random stream).
+    """
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        import torch
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_training_weights(self.accelerator.unwrap_model(self.model), output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_training_weights(model if model is not None else self.accelerator.unwrap_model(self.model),
+                              resume_from_checkpoint)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is not None:
+            name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+            if not (Path(checkpoint) / name).is_file():
+                raise CheckpointMismatch(
+                    f"checkpoint {checkpoint} has no {name}: it was written with another number of processes "
+                    f"(this run has {self.args.world_size}); resume with the same world size or use a new "
+                    "checkpoint.uri"
+                )
+        super()._load_rng_state(checkpoint)
