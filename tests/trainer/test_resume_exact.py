@@ -58,6 +58,7 @@ def write(tmp: Path, doc: dict) -> Path:
 
 def tensor_digest(path: Path) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes (independent of the file layout)."""
+    import torch
     from safetensors import safe_open
 
     h = hashlib.sha256()
@@ -65,7 +66,7 @@ def tensor_digest(path: Path) -> str:
         for name in sorted(fh.keys()):
             t = fh.get_tensor(name)
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+            h.update(t.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -55,8 +55,8 @@ def save_training_weights(model, folder: str | Path) -> Path:
 
     tensors = training_tensors(model)
     stored, aliases, seen = {}, {}, {}
-    for name, t in tensors.items():
-        t = t.detach()
+    for name, live in tensors.items():
+        t = live.detach()
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
         if t.numel() and key in seen:
             aliases[name] = seen[key]
