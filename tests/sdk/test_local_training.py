@@ -102,16 +102,57 @@ def test_bad_data_fails_at_once_with_the_trainers_message(tmp_path):
     assert "Traceback" not in failed.message
 
 
+def _export_equals_final_checkpoint(model_dir: Path, ckpt_step: Path) -> bool:
+    """The exported (HF-format) model holds exactly the final checkpoint's tensors, not the base model's."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    exported = AutoModelForImageTextToText.from_pretrained(model_dir).state_dict()
+    trained = load_file(ckpt_step / "rarl_weights.safetensors")
+    assert set(trained) <= set(exported), sorted(set(trained) - set(exported))[:3]
+    return all(torch.equal(exported[k], v) for k, v in trained.items())
+
+
+def test_a_kill_after_the_final_checkpoint_is_retried_and_exports_the_trained_model(tmp_path):
+    client = Client(LocalBackend(tmp_path / "home"))
+    doc = tiny_job(tmp_path, "late")
+    client.submit(doc)
+    final = tmp_path / "late" / "ckpt" / "step-8"
+    wait_for((final / "manifest.json").is_file, timeout=300, interval=0.02, what="the final checkpoint")
+    os.kill(state(client, "late")["childPid"], signal.SIGKILL)  # before the export has finished
+    job = client.wait("late", timeout=300, poll_interval=0.5)
+    assert job.status.phase == "Succeeded" and job.status.restarts == 1, job.status
+    assert _export_equals_final_checkpoint(tmp_path / "late" / "model" / "model", final)
+
+
 def test_rarlctl_run_in_the_foreground(rarlctl_proc, tmp_path):
     path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(tiny_job(tmp_path, "fg", steps=2)))
+    doc = tiny_job(tmp_path, "fg", steps=2)
+    path.write_text(yaml.safe_dump(doc))
     home = tmp_path / "home"
     try:
         r = rarlctl_proc("run", "-f", str(path), "--home", str(home), timeout=400)
+        assert r.code == 0, r.out + r.err
+        # the same job again: nothing to train, said so
+        again = rarlctl_proc("run", "-f", str(path), "--home", str(home), timeout=60)
+        assert again.code == 0, again.out + again.err
+        assert "rarljob/fg already Succeeded: nothing to do" in again.out
+        # deleted, then run again: the checkpoints stay, the final one is exported again (and said so)
+        LocalBackend(home).delete("fg")
+        rerun = rarlctl_proc("run", "-f", str(path), "--home", str(home), timeout=400)
+        assert rerun.code == 0, rerun.out + rerun.err
+        assert "holds the final checkpoint (step 4 of 4) of an earlier run with these settings" in rerun.out
+        assert _export_equals_final_checkpoint(tmp_path / "fg" / "model" / "model", tmp_path / "fg" / "ckpt" / "step-4")
+        # a changed training spec under the same name is refused before anything starts
+        doc["spec"]["grpo"]["learningRate"] = 0.5
+        path.write_text(yaml.safe_dump(doc))
+        changed = rarlctl_proc("run", "-f", str(path), "--home", str(home), timeout=60)
+        assert changed.code == 2, changed.out + changed.err
+        assert "grpo.learningRate: 0.02 -> 0.5" in changed.err and "checkpoint.onSpecChange" in changed.err
     finally:  # never leave a runner behind, whatever happened
         if (home / "jobs" / "fg").exists():
             LocalBackend(home).delete("fg")
-    assert r.code == 0, r.out + r.err
     assert "rarljob/fg Succeeded" in r.out
     assert "Evaluation before vs after training" in r.out and "BEFORE" in r.out
     assert f"model:   {tmp_path / 'fg' / 'model'}" in r.out

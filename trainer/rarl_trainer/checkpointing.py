@@ -201,7 +201,8 @@ class StoreCheckpointCallback(TrainerCallback):
                 step=global_step,
                 stage=self.plan.stage.name,
                 config_hash=self.config_hash,
-                extra={"stage_index": self.plan.index, "stage_step": state.global_step, "stage_complete": complete},
+                extra={"stage_index": self.plan.index, "stage_step": state.global_step, "stage_complete": complete,
+                       "training_settings": run_state["training_settings"]},
             )
             self.saved_steps.append(global_step)
         return control

@@ -6,8 +6,6 @@ document (what the operator mounts) or a bare ``spec`` mapping (handy for local 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,42 +45,6 @@ def load_job(path: str | Path) -> RARLJob:
         return parse_job(doc, origin=str(path))
     except InvalidSpec as e:
         raise ConfigError(str(e)) from None
-
-
-TRAINING_FIELDS = {"model", "dataset", "reward", "stages", "grpo"}
-
-
-def training_settings(spec: RARLJobSpec, by_alias: bool = False) -> dict[str, Any]:
-    """The spec fields that determine the training trajectory (not where it runs or stores)."""
-    doc = spec.model_dump(mode="json", include=TRAINING_FIELDS, by_alias=by_alias)
-    # How rollouts are computed is not what is trained: switching engines on resume is legitimate, and
-    # hashes of checkpoints written before the field existed stay the same.
-    doc.get("grpo", {}).pop("rolloutEngine" if by_alias else "rollout_engine", None)
-    return doc
-
-
-def config_hash(spec: RARLJobSpec) -> str:
-    """A short hash of ``training_settings`` (written into every checkpoint's manifest)."""
-    return hashlib.sha256(json.dumps(training_settings(spec), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def changed_settings(old: Any, new: Any, path: str = "") -> list[str]:
-    """``path: old -> new`` for every leaf that differs between two ``training_settings(by_alias=True)``."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            sub = f"{path}.{key}" if path else key
-            if key not in old:
-                out.append(f"{sub}: (absent) -> {json.dumps(new[key])}")
-            elif key not in new:
-                out.append(f"{sub}: {json.dumps(old[key])} -> (absent)")
-            else:
-                out.extend(changed_settings(old[key], new[key], sub))
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and all(
-            isinstance(x, dict) for x in old + new):
-        return [c for i, (a, b) in enumerate(zip(old, new, strict=True)) for c in changed_settings(a, b, f"{path}[{i}]")]
-    return [] if old == new else [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from rarl.api.settings import changed_settings, config_hash, describe_changes, spec_change_refusal, training_settings
 from rarl_trainer.checkpointing import (
     Restored,
     StopFlag,
@@ -33,11 +34,8 @@ from rarl_trainer.config import (
     ConfigError,
     DistInfo,
     StagePlan,
-    changed_settings,
-    config_hash,
     json_default,
     stage_plan,
-    training_settings,
 )
 
 UPLOAD_GRACE_S = 90.0
@@ -318,17 +316,11 @@ class Run:
         if state.get("config_hash") in (None, self.config_hash):
             return restored
         old = state.get("training_settings")
-        changes = changed_settings(old, training_settings(self.spec, by_alias=True)) if old else []
-        what = "; ".join(changes[:10]) + (f" (and {len(changes) - 10} more)" if len(changes) > 10 else "")
-        what = what or "settings hash differs (the checkpoint predates the record of which field changed)"
+        what = describe_changes(changed_settings(old, training_settings(self.spec, by_alias=True)) if old else [])
         where = f"checkpoint step {restored.step} at {self.spec.checkpoint.uri}"
         policy = self.spec.checkpoint.on_spec_change
         if policy == "fail":
-            raise ConfigError(
-                f"checkpoint: {where} was written under other training settings: {what}. To train the new "
-                "settings, use a new job name or checkpoint.uri, or set checkpoint.onSpecChange to restart "
-                "(delete those checkpoints and start from step 0) or resume (continue from them anyway)"
-            )
+            raise ConfigError(spec_change_refusal(where, what))
         if policy == "resume":
             if self.dist.is_main:
                 print(f"rarl: warning: {where} was written under other training settings ({what}); "
@@ -569,7 +561,7 @@ class Run:
         self.load_model()
         self.open_checkpoints()
         restored = self.try_resume()
-        self.report(message="started")
+        self.report(message=f"resumed from checkpoint step {restored.step}" if restored else "started")
         code = self.run_stages(restored)
         if code != EXIT_OK:
             return code

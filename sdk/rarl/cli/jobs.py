@@ -126,15 +126,38 @@ def submit(
         _print_manifests(job, output_format(output))
         return
     client = make_client()
+    say = _earlier_run_notice(job, _earlier_run(job)) if client.backend.name == "local" else None
     job = client.submit(job)
     fmt = output_format(output)
     if fmt is OutputFormat.table:
         typer.echo(f"rarljob/{job.name} submitted ({client.backend.name} backend)")
+        if say:
+            typer.echo(say)
     else:
         _print_jobs([job], fmt, single=True)
     if wait:
         job = _wait_with_progress(client, job.name, timeout)
         raise typer.Exit(_job_exit(job))
+
+
+def _earlier_run(job):
+    """The newest checkpoint at a local job's checkpoint.uri (relative paths as the local backend reads them)."""
+    from rarl.backends.local import absolutize
+    from rarl.resume import earlier_run
+
+    return earlier_run(absolutize(job, Path.cwd()))
+
+
+def _earlier_run_notice(job, earlier) -> str | None:
+    """What the job will do with that checkpoint; a start the trainer would refuse exits 2 here."""
+    from rarl.resume import notice, refusal
+
+    if earlier is None:
+        return None
+    refused = refusal(job, earlier)
+    if refused:
+        raise CLIError(refused)
+    return notice(job, earlier)
 
 
 def _print_manifests(job, fmt: OutputFormat) -> None:
@@ -354,7 +377,7 @@ def run(
 ) -> None:
     """Run a job here in the foreground (local backend) with a live progress bar; Ctrl-C suspends it."""
     from rarl.api.validation import parse_job
-    from rarl.backends.local import LocalBackend
+    from rarl.backends.local import LocalBackend, absolutize
     from rarl.cli.main import _read_source
     from rarl.client import Client
 
@@ -365,12 +388,22 @@ def run(
         existing = client.get(job.name)
     except Exception:
         existing = None
-    if existing is not None and existing.status and existing.status.phase == "Suspended":
+    phase = existing.status.phase if existing is not None and existing.status else None
+    console = _console()
+    if phase == "Suspended":
         typer.echo(f"resuming suspended rarljob/{job.name}")
         client.resume(job.name)
     else:
+        earlier = _earlier_run(job)
+        if (phase == "Succeeded" and earlier is not None and earlier.finished and earlier.changes is None
+                and existing.spec.output.uri == absolutize(job, Path.cwd()).spec.output.uri):
+            console.print(f"rarljob/{job.name} already Succeeded: nothing to do (model: {existing.status.model_uri}; "
+                          "for a fresh run use a new job name or checkpoint.uri)")
+            return
+        say = _earlier_run_notice(job, earlier)
+        if say:
+            console.print(say)
         client.submit(job)
-    console = _console()
     console.print(f"running rarljob/{job.name} locally: {len(job.spec.stages)} stages, "
                   f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f")
     started = time.time()
