@@ -32,6 +32,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -120,8 +121,47 @@ class _Skips:
 _STORAGE: contextvars.ContextVar[Any] = contextvars.ContextVar("rarl_dataset_storage", default=None)
 
 
+def builtin_manifest(name: str) -> Path:
+    """``builtin:<name>``: the package's data file as a JSONL manifest in the cache (written once).
+
+    The data stays in its package (installed by the user or ``make setup``); only the converted
+    manifest is cached, keyed by the package file's sha256.
+    """
+    import importlib.resources
+
+    from rarl.api.types import BUILTIN_DATASETS
+    from rarl.storage.transfer import default_cache_dir
+
+    spec = BUILTIN_DATASETS[name]
+    try:
+        source = importlib.resources.files(spec.package).joinpath(spec.file)
+        raw = source.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise DataError(f"builtin:{name} is read from the {spec.package!r} package: pip install {spec.package} "
+                        f"({exc})") from None
+    dest = default_cache_dir() / "datasets" / f"{name}-{hashlib.sha256(raw).hexdigest()[:12]}.jsonl"
+    if not dest.is_file():
+        rows = []
+        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            text, sep, value = line.rpartition("\t")
+            if not sep:
+                raise DataError(f"builtin:{name}: {spec.file} line {lineno}: expected '<text>\\t<value>'")
+            rows.append(json.dumps({"id": f"{name}-{lineno}", "text": text, "target": float(value)}))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        os.replace(tmp, dest)
+    return dest
+
+
 def resolve_location(uri: str) -> Path:
-    """A local path for a dataset location: a path, file://, or s3:// (downloaded once into the cache)."""
+    """A local path for a dataset location: a path, file://, s3:// (downloaded once into the cache) or builtin:."""
+    from rarl.api.types import BUILTIN_DATASET_PREFIX
+
+    if uri.startswith(BUILTIN_DATASET_PREFIX):
+        return builtin_manifest(uri[len(BUILTIN_DATASET_PREFIX):])
     if uri.startswith("s3://"):
         from rarl.errors import StorageError
         from rarl.storage import cached_download

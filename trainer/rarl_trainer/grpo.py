@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
-from rarl_trainer.prompts import Query, build_messages, prompt_for
+from rarl_trainer.prompts import Query, as_string_content, build_messages, prompt_for
 from rarl_trainer.rewards import RewardConfig, score, score_batch
 from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
 from rarl_trainer.weights import ExactCheckpointMixin
@@ -58,10 +58,13 @@ class QueryTable:
     queries: list[Query]
     dataset_spec: Any
     modality: str
+    string_content: bool = False  # the model's chat template takes plain strings only (models.LoadedModel)
 
     def messages(self, query: Query) -> list[dict[str, Any]]:
         template, what = prompt_for(self.dataset_spec)
         msgs = build_messages(query, self.dataset_spec.target, template, self.modality, what)
+        if self.string_content:
+            return as_string_content(msgs)
         # Image parts become bare placeholders; TRL fills them from the "images" column.
         for msg in msgs:
             if isinstance(msg["content"], list):

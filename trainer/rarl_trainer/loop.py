@@ -254,7 +254,8 @@ class Run:
         if not hasattr(self, "_eval_table"):
             g = self.spec.grpo
             queries = eval_queries(self.eval_items, g.eval_list_sizes, g.eval_queries, g.seed)
-            self._eval_table = QueryTable(queries, self.spec.dataset, self.spec.dataset.modality)
+            self._eval_table = QueryTable(queries, self.spec.dataset, self.spec.dataset.modality,
+                                          self.loaded.string_content)
         return self._eval_table
 
     def evaluate(self, label: str) -> dict[str, float]:
@@ -383,7 +384,7 @@ class Run:
 
             count = stage.steps * queries_per_step(spec, self.dist.world_size)
             table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed), spec.dataset,
-                               spec.dataset.modality)
+                               spec.dataset.modality, self.loaded.string_content)
             trainer = make_sft_trainer(self.loaded, table, spec, stage, out_dir, world_size=self.dist.world_size,
                                        use_cpu=self.use_cpu, bf16=self.bf16, callbacks=[])
         else:
@@ -397,7 +398,7 @@ class Run:
             engine = self.check_rollout_engine()
             count = stage.steps * prompts_per_step(spec, self.dist.world_size)
             table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed), spec.dataset,
-                               spec.dataset.modality)
+                               spec.dataset.modality, self.loaded.string_content)
             reward_cfg = RewardConfig.from_spec(spec, stage)
             terms = RewardTerms(reward_cfg, spec.grpo.num_generations)
             args = GRPOConfig(

@@ -78,7 +78,9 @@ _CORPUS = [
 
 def cache_root() -> Path:
     """``$RARL_CACHE_DIR`` or ``~/.cache/rarl`` (the same root as ``rarl.storage.cached_download``)."""
-    return Path(os.environ.get("RARL_CACHE_DIR") or Path.home() / ".cache" / "rarl")
+    from rarl.storage.transfer import default_cache_dir
+
+    return default_cache_dir()
 
 
 # --------------------------------------------------------------------------- tokenizer + processor
@@ -334,6 +336,7 @@ class LoadedModel:
     is_vlm: bool
     path: Path
     suppress_tokens: list[int] = field(default_factory=list)
+    string_content: bool = False  # its chat template renders string content only (prompts.template_takes_parts)
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra generate() kwargs: never sample vision placeholders (the next forward would fail)."""
@@ -451,6 +454,12 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     processor, tokenizer = load_processor(path, config, spec.trust_remote_code)
+    from rarl_trainer.prompts import template_takes_parts
+
+    string_content = not template_takes_parts(processor)
+    if is_vlm and string_content:
+        raise ModelLoadError(f"the chat template of {spec.base!r} renders string content only, but image prompts "
+                             "need content parts (type image/text): use a vision-language model's processor")
     suppress = []
     if is_vlm:
         for tok in VISION_TOKENS:
@@ -469,5 +478,4 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
             model.enable_input_require_grads()
     if spec.lora.enabled:
         model = apply_lora(model, spec.lora, is_vlm, seed=seed)
-    return LoadedModel(model, processor, tokenizer, is_vlm, Path(path),
-                       suppress)
+    return LoadedModel(model, processor, tokenizer, is_vlm, Path(path), suppress, string_content)

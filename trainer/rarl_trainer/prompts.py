@@ -26,6 +26,7 @@ __all__ = [
     "Query",
     "QuerySampler",
     "answer_format",
+    "as_string_content",
     "build_messages",
     "decimals_for",
     "format_value",
@@ -157,6 +158,9 @@ def answer_format(n: int) -> str:
 
 def what_for(spec: DatasetSpec) -> str:
     """The quantity named in the prompt for a dataset."""
+    builtin = spec.builtin()
+    if builtin is not None:
+        return builtin.what
     if spec.format == "coco-rem":
         return f"the number of objects of the category '{spec.category}'"
     if spec.format == "synthetic":
@@ -213,6 +217,37 @@ def build_messages(
     instruction = render_instruction(instruction_template or DEFAULT_INSTRUCTION, len(items), target_spec, what, modality)
     content.append({"type": "text", "text": instruction})
     return [{"role": "user", "content": content}]
+
+
+TEMPLATE_PROBE = "rarl-chat-template-probe"
+
+
+def template_takes_parts(processor) -> bool:
+    """Whether the model's chat template renders list-of-parts content (VLM templates) or strings only.
+
+    Found by rendering a probe, not guessed from the model's name. String-only templates (SmolLM2,
+    Llama and most text LMs) either raise on a list (``can only concatenate str (not "list")``) or
+    print the Python list; both mean "send plain strings".
+    """
+    probe = [{"role": "user", "content": [{"type": "text", "text": TEMPLATE_PROBE}]}]
+    try:
+        out = processor.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception:  # any template error on a list is the answer to the question, not a failure
+        return False
+    return isinstance(out, str) and TEMPLATE_PROBE in out and "'type'" not in out and '"type"' not in out
+
+
+def as_string_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same messages with text-only content as one string (parts joined by newlines), for string templates."""
+    out = []
+    for msg in messages:
+        content = msg["content"]
+        if isinstance(content, list):
+            if any(part.get("type") != "text" for part in content):
+                raise ValueError("a message with image parts cannot be sent to a string-only chat template")
+            content = "\n".join(part["text"] for part in content)
+        out.append({**msg, "content": content})
+    return out
 
 
 def reference_answer(targets: Sequence[float], precision: float, reasoning: str = DEFAULT_REASONING) -> str:

