@@ -60,7 +60,7 @@ def test_afinn_is_read_from_its_package_with_its_human_ratings():
 
 
 @pytest.mark.slow
-def test_smollm2_trains_on_afinn_through_the_real_trainer(tmp_path):
+def test_smollm2_trains_on_afinn_through_the_real_trainer(tmp_path, rarlctl_proc):
     doc = {
         "apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "real"},
         "spec": {
@@ -78,7 +78,8 @@ def test_smollm2_trains_on_afinn_through_the_real_trainer(tmp_path):
             "output": {"uri": str(tmp_path / "model")},
         },
     }
-    proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run", timeout=600)
+    config = write_job(tmp_path, doc)
+    proc = run_trainer(config, tmp_path / "run", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[eval baseline]" in proc.stdout and "[eval end of regression]" in proc.stdout
     history = json.loads((tmp_path / "model" / "history.json").read_text())
@@ -95,3 +96,14 @@ def test_smollm2_trains_on_afinn_through_the_real_trainer(tmp_path):
                                   return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
+
+    # rarlctl predict on the export, through SmolLM2's own (string-only) template
+    words = tmp_path / "words.jsonl"
+    words.write_text("".join(json.dumps({"id": w, "text": w, "target": t}) + "\n"
+                             for w, t in (("wonderful", 4), ("awful", -3))))
+    r = rarlctl_proc("predict", str(tmp_path / "model"), "-f", str(config), "--data", str(words), "--every-item",
+                     "--max-new-tokens", "8", timeout=300)
+    assert r.code == 0, r.err
+    rows = [json.loads(line) for line in r.out.splitlines()]
+    assert [(row["id"], row["target"]) for row in rows] == [(["wonderful"], [4.0]), (["awful"], [-3.0])]
+    assert all(isinstance(row["completion"], str) and row["completion"] for row in rows)

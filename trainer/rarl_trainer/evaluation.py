@@ -8,6 +8,7 @@ torchrun each rank answers a strided share and rank 0 gathers the rows.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,8 +34,11 @@ def eval_queries(items, list_sizes, per_size: int, seed: int) -> list[Query]:
 @torch.no_grad()
 def generate_answers(loaded, table: QueryTable, indices: list[int], max_new_tokens: int,
                      batch_size: int = 16, device: Any = None, merged: bool = True,
-                     max_prompt_length: int | None = None) -> list[str]:
+                     max_prompt_length: int | None = None,
+                     on_batch: Callable[[int], None] | None = None) -> list[str]:
     """Greedy completions for the queries ``indices`` of ``table`` (texts without special tokens).
+
+    ``on_batch(k)`` is called after each batch with the number of queries it answered (progress bars).
 
     Prompts longer than ``max_prompt_length`` are cut like the rollouts' (``truncation``).
 
@@ -51,9 +55,14 @@ def generate_answers(loaded, table: QueryTable, indices: list[int], max_new_toke
     try:
         with engine.merged() if engine is not None else contextlib.nullcontext():
             model.eval()
-            return [text for start in range(0, len(indices), batch_size)
-                    for text in _greedy_batch(loaded, [table.row(i) for i in indices[start:start + batch_size]],
-                                              max_new_tokens, device, max_prompt_length)]
+            texts: list[str] = []
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                texts.extend(_greedy_batch(loaded, [table.row(i) for i in chunk], max_new_tokens, device,
+                                           max_prompt_length))
+                if on_batch is not None:
+                    on_batch(len(chunk))
+            return texts
     finally:
         model.train(was_training)
 

@@ -207,6 +207,9 @@ import rarl.cli.jobs  # noqa: E402, F401
 from rarl.cli.eval_cmd import eval_command  # noqa: E402
 
 app.command("eval", help="Score predictions (JSONL rows of pred/target) with RARL's metrics.")(eval_command)
+from rarl.cli.predict_cmd import predict_command  # noqa: E402
+
+app.command("predict", help="Run an exported model on items: JSONL rows that rarlctl eval scores.")(predict_command)
 
 
 def main(argv: list[str] | None = None) -> None:

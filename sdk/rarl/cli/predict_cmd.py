@@ -1,0 +1,123 @@
+"""``rarlctl predict``: an exported model's answers on items, as JSONL rows ``rarlctl eval`` reads.
+
+The model is a job's export (by job name: its ``status.modelURI``) or an export location (a folder,
+``file://`` or ``s3://``, downloaded and verified once into the cache). The items, the prompt and
+the target range come from the job's ``dataset`` spec (``-f`` for a location); ``--data`` points
+the same spec at other items. torch and rarl_trainer are imported inside the command.
+Exit codes: 0 ok; 2 a model, data or option problem (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from rarl.cli.main import CLIError
+
+
+def _source(source: str, job_file: str | None):
+    """(job, model location) from a job name or an export location (+ the job file for its dataset)."""
+    from rarl.api.validation import parse_job
+    from rarl.cli.main import _read_source
+
+    job = parse_job(_read_source(job_file), origin=job_file) if job_file else None
+    is_location = "://" in source or Path(source).exists()
+    if is_location:
+        if job is None:
+            raise CLIError(f"{source} is a model location: give the job file with -f (its dataset section says "
+                           "what the items are and how to ask)")
+        return job, source
+    from rarl.cli.jobs import make_client
+
+    named = make_client().get(source)  # JobNotFound -> one line, exit 1
+    model_uri = named.status.model_uri if named.status else None
+    if not model_uri:
+        phase = named.status.phase if named.status else "Pending"
+        raise CLIError(f"rarljob/{source} has no exported model yet ({phase})")
+    return job or named, model_uri
+
+
+def _local_export(uri: str, storage) -> Path:
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if "://" not in uri:
+        path = Path(uri).expanduser()
+        if not path.exists():
+            raise CLIError(f"{path}: no such folder")
+        return path
+    from rarl.storage import download_tree
+    from rarl.storage.transfer import default_cache_dir
+
+    dest = default_cache_dir() / "exports" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return download_tree(uri, dest, settings=storage)
+
+
+def predict_command(
+    source: str = typer.Argument(..., help="Job name, or an export location (folder, file:// or s3://) with -f."),
+    file: str | None = typer.Option(None, "-f", "--filename", help="RARLJob YAML whose dataset spec to use."),
+    data: str | None = typer.Option(None, "--data", help="Other items in the job's dataset format (a JSONL "
+                                                         "manifest for synthetic jobs): all of them are used."),
+    split: str = typer.Option("eval", "--split", help="eval or train split of the job's data (without --data)."),
+    list_size: list[int] = typer.Option([], "--list-size", "-n", help="Items per query (repeatable); default: the "
+                                                                      "job's grpo.evalListSizes."),
+    queries: int | None = typer.Option(None, "--queries", min=1, help="Queries per list size, drawn as the "
+                                                                      "trainer's evaluation draws them; default: "
+                                                                      "the job's grpo.evalQueries."),
+    every_item: bool = typer.Option(False, "--every-item", help="Ask about every item once (lists of one)."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1,
+                                              help="Default: the job's grpo.maxCompletionLength."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows here (default: standard output)."),
+) -> None:
+    """Run an exported model on items and write {"id", "pred", "target", "completion"} rows (JSONL)."""
+    if split not in ("eval", "train"):
+        raise CLIError(f"--split {split!r}: expected eval or train")
+    if every_item and list_size and set(list_size) != {1}:
+        raise CLIError("--every-item asks about single items: drop --list-size")
+    if any(n < 1 for n in list_size):
+        raise CLIError("--list-size must be >= 1")
+    if out is not None and out.is_dir():
+        raise CLIError(f"--out {out}: is a folder")
+    job, model_uri = _source(source, file)
+    spec = job.spec
+    dataset = spec.dataset
+    if data is not None:  # a synthetic job's items are read as a JSONL manifest of the same modality
+        fmt = "jsonl" if dataset.format == "synthetic" else dataset.format
+        dataset = dataset.model_copy(update={"eval": data, "format": fmt})
+        split = "eval"
+    g = spec.grpo
+    sizes = list(list_size) or list(g.eval_list_sizes)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from rarl_trainer.config import ConfigError
+    from rarl_trainer.data import DataError, load_items
+    from rarl_trainer.predict import draw, load_export, predict
+
+    try:
+        items = load_items(dataset, split, storage=spec.storage).items
+        chosen = draw(items, sizes, queries or g.eval_queries, g.seed, every_item)
+        loaded = load_export(_local_export(model_uri, spec.storage))
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=out is None,
+                      console=Console(stderr=True)) as bar:
+            task = bar.add_task("predicting", total=len(chosen))
+            rows = predict(loaded, dataset, chosen, max_new_tokens or g.max_completion_length,
+                           on_progress=lambda k: bar.advance(task, k))
+    except DataError as e:
+        raise CLIError(f"data: {e}") from None
+    except ConfigError as e:
+        raise CLIError(str(e)) from None
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text)
+    except OSError as e:
+        raise CLIError(f"--out {out}: cannot write: {e.strerror or e}") from None
+    valid = sum(r["pred"] is not None for r in rows)
+    typer.echo(f"wrote {len(rows)} rows ({valid} parsed) to {out}; score them with: rarlctl eval -p {out}", err=True)
