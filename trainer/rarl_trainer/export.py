@@ -6,14 +6,15 @@ Layout under ``output.uri`` (uploaded through the store, manifest last)::
     model/        the merged model + processor/tokenizer (loads with plain from_pretrained)
     metrics.json  evaluation before and after each stage
     history.json  per-step training log (reward terms, spread, mutation rate)
-    plots/rewards.png, plots/pred_vs_target.png
-    REPORT.md     the paper-style table
+    plots/rewards.png, plots/eval.png, plots/pred_vs_target.png
+    REPORT.md     configuration, the paper-style table, sample answers, the plots
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,74 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
-def report_markdown(job_name: str, metrics: dict[str, Any], list_sizes: list[int]) -> str:
-    """A short report with the paper-style table (n = 1 MAE/accuracy/SRCC/PLCC, tau per list size)."""
+@dataclass
+class RunSummary:
+    """What the report says about the run besides its metrics (from the job spec and the trainer)."""
+
+    job_name: str
+    spec: Any  # RARLJobSpec
+    list_sizes: list[int]
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # eval label -> a few rows
+    train_seconds: float | None = None  # all attempts, up to the newest checkpoint
+
+    def stage_ends(self) -> list[tuple[str, int]]:
+        out, step = [], 0
+        for stage in self.spec.stages:
+            step += stage.steps
+            out.append((stage.name, step))
+        return out
+
+
+def _config_lines(summary: RunSummary) -> list[str]:
+    spec = summary.spec
+    lora = spec.model.lora
+    how = f"LoRA r={lora.r}, alpha={lora.alpha}" if lora.enabled else "full fine-tuning"
+    data = f"`{spec.dataset.train}`" if spec.dataset.train else "from the synthetic generator"
+    g = spec.grpo
+    lines = [
+        f"Model `{spec.model.base}` ({how}, {spec.model.dtype}); data {data} ({spec.dataset.format}, "
+        f"{spec.dataset.modality}); {spec.total_steps()} steps in {len(spec.stages)} stages"
+        + (f", {summary.train_seconds / 60:.1f} min of training (all attempts)." if summary.train_seconds else "."),
+        "",
+        f"GRPO: G={g.num_generations}, batch {g.per_device_batch_size} per device x {g.gradient_accumulation_steps} "
+        f"accumulation, beta {g.beta}, temperature {g.temperature}, {g.max_completion_length} completion tokens, "
+        f"seed {g.seed}; reward delta {spec.delta():g}.",
+        "",
+        "| stage | kind | steps | list sizes | learning rate | RMO p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage in spec.stages:
+        rmo = f"{stage.rmo.probability:g}" if stage.kind == "grpo" and stage.rmo.enabled else "-"
+        lines.append(f"| {stage.name} | {stage.kind} | {stage.steps} | {', '.join(map(str, stage.list_sizes))} | "
+                     f"{stage.learning_rate or g.learning_rate:g} | {rmo} |")
+    return lines
+
+
+def _sample_lines(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines: list[str] = []
+    for label, rows in samples.items():
+        lines += ["", f"### {label}", ""]
+        for r in rows:
+            text = " ".join(str(r.get("completion", "")).split())
+            text = text if len(text) <= 240 else text[:237] + "..."
+            lines.append(f"- target {r['target']}, predicted {r.get('pred')}: `{text.replace('`', chr(39))}`")
+    return lines
+
+
+def report_markdown(metrics: dict[str, Any], summary: RunSummary) -> str:
+    """The paper-style table (n = 1 MAE/accuracy/SRCC/PLCC, tau per list size), configuration, samples, plots."""
     rows = [("baseline", metrics.get("baseline") or {})]
     for name, m in (metrics.get("stages") or {}).items():
         if m.get("end"):
             rows.append((f"after {name}", m["end"]))
-    taus = [n for n in list_sizes if n >= 2]
+    taus = [n for n in summary.list_sizes if n >= 2]
     head = ["model", "n=1 MAE", "n=1 acc", "n=1 acc±1", "SRCC", "PLCC"] + [f"tau n={n}" for n in taus] + ["invalid"]
     lines = [
-        f"# RARL report: {job_name}",
+        f"# RARL report: {summary.job_name}",
+        "",
+        *_config_lines(summary),
+        "",
+        "## Evaluation",
         "",
         "Greedy answers on the evaluation split (the same queries at every evaluation).",
         "",
@@ -89,11 +148,24 @@ def report_markdown(job_name: str, metrics: dict[str, Any], list_sizes: list[int
         cells.append(_fmt(m.get("invalid_rate")))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "MAE in target units; accuracy after rounding to the target precision; tau is Kendall's tau-b",
-              "per list, averaged; invalid = share of answers that did not parse.", ""]
+              "per list, averaged; invalid = share of answers that did not parse. A '-' is undefined, not zero:",
+              "MAE needs one parsed n=1 answer, SRCC/PLCC need two and are undefined when the predictions (or the",
+              "targets) are all equal, tau needs a parsed list whose values are not all tied."]
+    if summary.samples:
+        lines += ["", "## Sample answers", *_sample_lines(summary.samples)]
+    lines += ["", "## Plots", "", "![reward terms per step](plots/rewards.png)",
+              "![evaluation over training](plots/eval.png)", "![predictions against targets](plots/pred_vs_target.png)",
+              ""]
     return "\n".join(lines)
 
 
-def plot_rewards(history: list[dict[str, Any]], path: Path) -> None:
+def _mark_stages(ax, summary: RunSummary) -> None:
+    for name, end in summary.stage_ends()[:-1]:
+        ax.axvline(end + 0.5, color="black", linewidth=0.8, linestyle="--")
+        ax.text(end + 0.5, 1.0, f" end of {name}", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
+
+
+def plot_rewards(history: list[dict[str, Any]], path: Path, summary: RunSummary) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,34 +177,82 @@ def plot_rewards(history: list[dict[str, Any]], path: Path) -> None:
         if pts:
             xs, ys = zip(*pts, strict=False)
             ax.plot(xs, ys, label=label, linewidth=1.2)
-    mut = [(h["global_step"], h["rarl/mutation_rate"]) for h in history if "rarl/mutation_rate" in h]
-    if mut:
-        xs, ys = zip(*mut, strict=False)
-        ax.plot(xs, ys, label="mutation rate", linestyle=":", color="grey")
     ax.set_xlabel("global step")
     ax.set_ylabel("mean reward")
+    _mark_stages(ax, summary)
+    mut = [(h["global_step"], h["rarl/mutation_rate"]) for h in history if "rarl/mutation_rate" in h]
+    if mut:  # a rate, not a reward: its own axis
+        xs, ys = zip(*mut, strict=False)
+        ax2 = ax.twinx()
+        ax2.plot(xs, ys, label="RMO mutation rate", linestyle=":", color="grey")
+        ax2.set_ylabel("mutation rate (share of groups)")
+        ax2.set_ylim(0, 1.05)
+        ax2.legend(fontsize=8, loc="lower right")
     ax.set_title("Reward terms per step")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_eval(metrics: dict[str, Any], path: Path, summary: RunSummary) -> None:
+    """Evaluation metrics at baseline (step 0), during training (evalEverySteps) and at each stage's end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: list[tuple[int, dict[str, float]]] = [(0, metrics.get("baseline") or {})]
+    points += [(int(m["global_step"]), m) for m in metrics.get("during") or []]
+    ends = dict(summary.stage_ends())
+    points += [(ends[name], m["end"]) for name, m in (metrics.get("stages") or {}).items()
+               if m.get("end") and name in ends]
+    points.sort(key=lambda p: p[0])
+    keys = ["invalid_rate", "n1/acc", "n1/srcc"] + [f"n{n}/tau" for n in summary.list_sizes if n >= 2]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        pts = [(x, m[key]) for x, m in points if key in m]
+        if pts:
+            xs, ys = zip(*pts, strict=False)
+            ax.plot(xs, ys, marker="o", label=key, linewidth=1.2)
+    ax.set_xlabel("global step")
+    ax.set_ylabel("rate / correlation")
+    _mark_stages(ax, summary)
+    mae = [(x, m["n1/mae"]) for x, m in points if "n1/mae" in m]
+    if mae:
+        xs, ys = zip(*mae, strict=False)
+        ax2 = ax.twinx()
+        ax2.plot(xs, ys, marker="s", color="black", linestyle="-.", label="n1/mae")
+        ax2.set_ylabel("n=1 MAE (target units)")
+        ax2.legend(fontsize=8, loc="lower right")
+    ax.set_title("Evaluation over training")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def plot_predictions(rows: list[dict[str, Any]], path: Path) -> None:
+    """Predicted against true values of the last evaluation; a point's size and label give its count."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs, ys = [], []
+    counts: dict[tuple[float, float], int] = {}
     for r in rows:
         if r.get("pred") is None:
             continue
-        xs.extend(r["target"])
-        ys.extend(r["pred"])
+        for x, y in zip(r["target"], r["pred"], strict=False):
+            counts[(float(x), float(y))] = counts.get((float(x), float(y)), 0) + 1
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    if xs:
-        ax.scatter(xs, ys, s=10, alpha=0.5)
+    if counts:
+        xs, ys = zip(*counts, strict=False)
+        sizes = [12 * c for c in counts.values()]
+        ax.scatter(xs, ys, s=sizes, alpha=0.5)
+        for (x, y), c in counts.items():
+            if c > 1:
+                ax.annotate(str(c), (x, y), fontsize=7, ha="center", va="center")
         lo, hi = min(xs + ys), max(xs + ys)
         ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8)
     ax.set_xlabel("target")
@@ -144,26 +264,29 @@ def plot_predictions(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(dest: Path, job_name: str, metrics: dict[str, Any], history: list[dict[str, Any]],
-                  eval_rows: list[dict[str, Any]], list_sizes: list[int]) -> None:
+def write_reports(dest: Path, metrics: dict[str, Any], history: list[dict[str, Any]],
+                  eval_rows: list[dict[str, Any]], summary: RunSummary) -> None:
     """metrics.json, history.json, plots and REPORT.md into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, default=json_default))
     (dest / "history.json").write_text(json.dumps(history, default=json_default))
     plots = dest / "plots"
     plots.mkdir(exist_ok=True)
-    plot_rewards(history, plots / "rewards.png")
+    plot_rewards(history, plots / "rewards.png", summary)
+    plot_eval(metrics, plots / "eval.png", summary)
     plot_predictions(eval_rows, plots / "pred_vs_target.png")
-    (dest / "REPORT.md").write_text(report_markdown(job_name, metrics, list_sizes))
+    (dest / "REPORT.md").write_text(report_markdown(metrics, summary))
 
 
-def export_run(loaded, dest: Path, output_uri: str, storage, job_name: str, metrics: dict[str, Any],
-               history: list[dict[str, Any]], eval_rows: list[dict[str, Any]], list_sizes: list[int],
+def export_run(loaded, dest: Path, output_uri: str, storage, metrics: dict[str, Any],
+               history: list[dict[str, Any]], eval_rows: list[dict[str, Any]], summary: RunSummary,
                merge: bool = True) -> str:
     """Write everything locally, then upload it to ``output_uri`` (files first, manifest last)."""
+    from rarl.api.settings import config_hash
     from rarl.storage import upload_tree
 
     save_model(loaded, dest, merge=merge)
-    write_reports(dest, job_name, metrics, history, eval_rows, list_sizes)
-    upload_tree(dest, output_uri, settings=storage, manifest=True)
+    write_reports(dest, metrics, history, eval_rows, summary)
+    upload_tree(dest, output_uri, settings=storage, manifest=True, step=summary.spec.total_steps(),
+                stage=summary.spec.stages[-1].name, config_hash=config_hash(summary.spec))
     return output_uri

@@ -140,6 +140,10 @@ class Run:
         self.metrics: dict[str, Any] = {"baseline": None, "stages": {}}
         self.history: list[dict[str, Any]] = []
         self.last_eval_rows: list[dict[str, Any]] = []
+        self.samples: dict[str, list[dict[str, Any]]] = {}  # a few answers per evaluation, for the report
+        self.started = time.monotonic()
+        self.seconds_before = 0.0  # training time of earlier attempts (from the checkpoint)
+        self.train_seconds: float | None = None  # all attempts, up to the newest checkpoint
         self.latest_checkpoint: str | None = None
         self.current_stage: str | None = None
         self.current_step = 0
@@ -266,6 +270,8 @@ class Run:
                                  float(self.spec.dataset.target.precision), self.dist.rank, self.dist.world_size,
                                  max_prompt_length=self.spec.grpo.max_prompt_length)
         self.last_eval_rows = rows
+        if label == "baseline" or label.startswith("end of"):
+            self.samples[label] = sample_rows(rows)
         if self.dist.is_main:
             shown = {k: round(v, 3) for k, v in metrics.items()
                      if k in ("n1/mae", "n1/acc", "invalid_rate") or k.endswith("/tau")}
@@ -301,6 +307,9 @@ class Run:
         self.metrics = state.get("metrics") or self.metrics
         self.history = state.get("history") or []
         self.last_eval_rows = state.get("eval_rows") or []
+        self.samples = state.get("samples") or {}
+        self.train_seconds = state.get("train_seconds")
+        self.seconds_before = self.train_seconds or 0.0
         if self.dist.is_main:
             where = (f"the end of stage {state.get('stage_name')}" if restored.stage_complete
                      else f"stage {state.get('stage_name')}, step {restored.stage_step}")
@@ -337,6 +346,7 @@ class Run:
 
     def run_state(self, trainer, plan: StagePlan):
         def build(stage_step: int, complete: bool) -> dict[str, Any]:
+            self.train_seconds = round(self.seconds_before + time.monotonic() - self.started, 1)
             return {
                 "stage_index": plan.index,
                 "stage_name": plan.stage.name,
@@ -348,6 +358,8 @@ class Run:
                 "metrics": self.metrics,
                 "history": self.history,
                 "eval_rows": self.last_eval_rows,
+                "samples": self.samples,
+                "train_seconds": self.train_seconds,
                 "rarl": trainer.rarl_state() if hasattr(trainer, "rarl_state") else {},
             }
 
@@ -509,7 +521,7 @@ class Run:
 
     # ------------------------------------------------------------------ export
     def export(self) -> str | None:
-        from rarl_trainer.export import export_run
+        from rarl_trainer.export import RunSummary, export_run
 
         uri = None
         if self.dist.is_main:
@@ -517,11 +529,10 @@ class Run:
             clean_dir(dest)
             self.metrics["final"] = self.latest_full_metrics()
             self.drop_reference_adapter()
-            uri = export_run(
-                self.loaded, dest, self.spec.output.uri, self.spec.storage, self.job.name, self.metrics,
-                self.history, self.last_eval_rows, list(self.spec.grpo.eval_list_sizes),
-                merge=self.spec.output.merge_adapter,
-            )
+            summary = RunSummary(self.job.name, self.spec, list(self.spec.grpo.eval_list_sizes), self.samples,
+                                 self.train_seconds)
+            uri = export_run(self.loaded, dest, self.spec.output.uri, self.spec.storage, self.metrics, self.history,
+                             self.last_eval_rows, summary, merge=self.spec.output.merge_adapter)
             (self.run_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2, default=json_default))
             self.current_step = self.spec.total_steps()
             self.report(model_uri=uri, message="exported")
@@ -574,6 +585,18 @@ class Run:
         if self.reporter is not None:
             self.reporter.close()
         return EXIT_OK
+
+
+def sample_rows(rows: list[dict[str, Any]], per_size: int = 2) -> list[dict[str, Any]]:
+    """The first ``per_size`` evaluation rows of every list size (the same queries at every evaluation)."""
+    seen: dict[int, int] = {}
+    out = []
+    for r in rows:
+        n = len(r["target"])
+        if seen.get(n, 0) < per_size:
+            seen[n] = seen.get(n, 0) + 1
+            out.append({k: r[k] for k in ("target", "pred", "completion") if k in r})
+    return out
 
 
 def threading_main() -> bool:

@@ -117,11 +117,15 @@ def upload_tree(
     settings: StorageSpec | None = None,
     manifest: bool = True,
     extra: dict[str, Any] | None = None,
+    step: int | None = None,
+    stage: str | None = None,
+    config_hash: str | None = None,
 ) -> Manifest | None:
     """Upload a folder to ``uri`` (model export). With ``manifest``, ``manifest.json`` is written last."""
     store = open_store(uri, settings)
     if manifest:
-        return upload_manifested(store, Path(local), progress=progress, extra=extra)
+        return upload_manifested(store, Path(local), progress=progress, extra=extra, step=step, stage=stage,
+                                 config_hash=config_hash)
     store.upload_tree(Path(local), "", progress)
     return None
 
