@@ -4,7 +4,7 @@ The model is a job's export (by job name: its ``status.modelURI``) or an export 
 ``file://`` or ``s3://``, downloaded and verified once into the cache). The items, the prompt and
 the target range come from the job's ``dataset`` spec (``-f`` for a location); ``--data`` points
 the same spec at other items. torch and rarl_trainer are imported inside the command.
-Exit codes: 0 ok; 2 a model, data or option problem (one line, no traceback).
+Exit codes: 0 ok; 1 an unknown job; 2 a model, data or option problem (one line, no traceback).
 """
 
 from __future__ import annotations
