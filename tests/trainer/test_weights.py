@@ -83,7 +83,22 @@ def test_an_adapter_checkpoint_does_not_load_into_a_full_model(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in _snapshot(full).items())  # nothing half-loaded
 
 
-def test_a_reshaped_tensor_is_refused(tmp_path):
+def test_a_reshaped_tensor_is_refused_before_anything_is_copied(tmp_path):
+    saved = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    _perturb(saved)
+    save_training_weights(saved, tmp_path)
+    tensors = load_file(tmp_path / WEIGHTS_FILE)
+    last = [k for k in training_tensors(saved) if k in tensors][-1]  # the last one a restore copies
+    tensors[last] = torch.zeros(3, 3)
+    save_file(tensors, str(tmp_path / WEIGHTS_FILE))
+    model = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    before = _snapshot(model)
+    with pytest.raises(CheckpointMismatch, match=f"tensor {last} has shape"):
+        load_training_weights(model, tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in _snapshot(model).items())  # nothing half-loaded
+
+
+def test_a_lora_rank_change_is_refused(tmp_path):
     save_training_weights(load_model(ModelSpec(base=VLM, lora=LoRASpec(r=4))).model, tmp_path)
     with pytest.raises(CheckpointMismatch, match="has shape"):
         load_training_weights(load_model(ModelSpec(base=VLM, lora=LoRASpec(r=8))).model, tmp_path)

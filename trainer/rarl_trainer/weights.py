@@ -112,14 +112,16 @@ def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str
                 f"checkpoint {folder} does not fit this model: " + "; ".join(parts)
                 + ". It was written for another model or LoRA setting: use a new checkpoint.uri (or job name)"
             )
+        for name, target in expected.items():  # every shape is checked before anything is copied
+            shape = tuple(fh.get_slice(aliases.get(name, name)).get_shape())
+            if shape != tuple(target.shape):
+                raise CheckpointMismatch(
+                    f"checkpoint {folder}: tensor {name} has shape {shape}, the model's is "
+                    f"{tuple(target.shape)}: use a new checkpoint.uri (or job name)"
+                )
         with torch.no_grad():
             for name, target in expected.items():
                 source = fh.get_tensor(aliases.get(name, name))
-                if tuple(source.shape) != tuple(target.shape):
-                    raise CheckpointMismatch(
-                        f"checkpoint {folder}: tensor {name} has shape {tuple(source.shape)}, the model's is "
-                        f"{tuple(target.shape)}: use a new checkpoint.uri (or job name)"
-                    )
                 target.copy_(source.to(dtype=target.dtype, device=target.device))
     return len(expected)
 
