@@ -142,3 +142,27 @@ def test_round_trip_yaml_model_yaml(doc):
     text = job.to_yaml()
     assert parse_job(text) == job
     assert parse_job(text).to_yaml() == text
+
+
+@pytest.mark.parametrize("levels, message", [(["only"], "at least 2"), (["low", "low"], "distinct"),
+                                             (["low", " "], "non-empty")])
+def test_target_levels_are_checked_and_the_error_names_the_field(levels, message):
+    from rarl.errors import InvalidSpec
+
+    doc = {"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "x"},
+           "spec": {"model": {"base": "builtin:tiny-lm"},
+                    "dataset": {"format": "jsonl", "modality": "text", "train": "x.jsonl",
+                                "target": {"min": 0, "max": 1, "levels": levels}},
+                    "checkpoint": {"uri": "c"}, "output": {"uri": "o"}}}
+    with pytest.raises(InvalidSpec) as err:
+        parse_job(doc)
+    assert "spec.dataset.target" in str(err.value) and message in str(err.value)
+
+
+def test_the_afinn_builtin_names_six_valence_levels():
+    spec = parse_job({"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "x"},
+                      "spec": {"model": {"base": "builtin:smollm2-135m-instruct"},
+                               "dataset": {"format": "jsonl", "modality": "text",
+                                           "train": "builtin:afinn-en-165"},
+                               "checkpoint": {"uri": "c"}, "output": {"uri": "o"}}}).spec
+    assert spec.dataset.target.levels[0] == "very negative" and len(spec.dataset.target.levels) == 6

@@ -78,3 +78,43 @@ def test_reference_answer_is_a_perfect_valid_completion() -> None:
     assert has_valid_format(text, 2) and parse_answer(text, 2).values == [3.46, 7.0]
     assert reference_answer([5.0], 1.0).endswith("<answer>[5]</answer>")
     assert format_value(-0.0001, 0.1) == "0.0" and format_value(2.5, 0.5) == "2.5" and format_value(1234, 1) == "1234"
+
+
+AFINN_LIKE = TargetSpec(min=-5, max=5, precision=1, levels=["very negative", "negative", "mildly negative",
+                                                              "mildly positive", "positive", "very positive"])
+
+
+def test_levels_split_the_scale_into_equal_bands_lowest_first() -> None:
+    from rarl_trainer.prompts import level_of
+
+    bands = {v: level_of(v, AFINN_LIKE) for v in range(-5, 6)}
+    assert bands == {-5: "very negative", -4: "very negative", -3: "negative", -2: "negative",
+                     -1: "mildly negative", 0: "mildly positive", 1: "mildly positive", 2: "positive",
+                     3: "positive", 4: "very positive", 5: "very positive"}
+    assert level_of(-9, AFINN_LIKE) == "very negative" and level_of(9, AFINN_LIKE) == "very positive"
+
+
+def test_sft_reasoning_names_each_items_level_only_when_the_target_has_levels() -> None:
+    from rarl_trainer.prompts import DEFAULT_REASONING, reference_reasoning
+
+    text = reference_answer([-2, 4], 1, reference_reasoning([-2, 4], AFINN_LIKE))
+    assert text == "<think>Item 1 is negative. Item 2 is very positive.</think><answer>[-2, 4]</answer>"
+    assert parse_answer(text, 2).values == [-2, 4]
+    assert reference_reasoning([3, 7], TARGET) == DEFAULT_REASONING
+
+
+def test_sft_completions_carry_the_level_reasoning() -> None:
+    """The dataset an sft stage trains on: completions differ by item (the fixed sentence did not)."""
+    from rarl_trainer.grpo import QueryTable
+    from rarl_trainer.prompts import Query
+    from rarl_trainer.sft import sft_dataset
+
+    spec = DatasetSpec(format="jsonl", modality="text", train="x.jsonl", target=AFINN_LIKE)
+    items = _items([-4, 3])
+    table = QueryTable([Query((items[0],)), Query((items[1], items[0]))], spec, "text", True)
+    rows = sft_dataset(table, spec.target)
+    assert [r["completion"][0]["content"] for r in rows] == [
+        "<think>Item 1 is very negative.</think><answer>[-4]</answer>",
+        "<think>Item 1 is positive. Item 2 is very negative.</think><answer>[3, -4]</answer>",
+    ]
+    assert isinstance(rows[0]["prompt"][0]["content"], str)  # string_content: the template's form

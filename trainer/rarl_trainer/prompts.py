@@ -32,7 +32,9 @@ __all__ = [
     "format_value",
     "format_values",
     "prompt_for",
+    "level_of",
     "reference_answer",
+    "reference_reasoning",
     "render_instruction",
     "what_for",
 ]
@@ -248,6 +250,22 @@ def as_string_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             content = "\n".join(part["text"] for part in content)
         out.append({**msg, "content": content})
     return out
+
+
+def level_of(value: float, target_spec: TargetSpec) -> str:
+    """The word of ``target_spec.levels`` for the equal band of [min, max] that holds value."""
+    levels = target_spec.levels
+    if not levels:
+        raise ValueError("the target has no levels")
+    share = (float(value) - target_spec.min) / (target_spec.max - target_spec.min)
+    return levels[min(len(levels) - 1, max(0, int(share * len(levels))))]
+
+
+def reference_reasoning(targets: Sequence[float], target_spec: TargetSpec) -> str:
+    """The SFT reasoning for these targets: each item's level ("Item 1 is negative."), or the fixed sentence."""
+    if not target_spec.levels:
+        return DEFAULT_REASONING
+    return " ".join(f"Item {i} is {level_of(v, target_spec)}." for i, v in enumerate(targets, start=1))
 
 
 def reference_answer(targets: Sequence[float], precision: float, reasoning: str = DEFAULT_REASONING) -> str:

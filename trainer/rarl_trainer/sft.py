@@ -1,8 +1,10 @@
 """An ``sft`` stage: supervised cold start on reference answers with TRL's ``SFTTrainer``.
 
 The queries are drawn like a GRPO stage's; the completion is ``prompts.reference_answer`` for the
-query's targets, so the model learns the answer format and the scale before RL. Loss on the
-completion only (prompt-completion format).
+query's targets, so the model learns the answer format and the scale before RL. With
+``target.levels`` the reasoning names each item's level first (``reference_reasoning``): the answer
+then follows from something the model can say about the item, rather than one fixed sentence
+that every item shares. Loss on the completion only (prompt-completion format).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from trl import SFTConfig, SFTTrainer
 
 from rarl_trainer.grpo import QueryTable, training_args_kwargs
-from rarl_trainer.prompts import reference_answer
+from rarl_trainer.prompts import reference_answer, reference_reasoning
 from rarl_trainer.weights import ExactCheckpointMixin
 
 
@@ -20,7 +22,7 @@ class RARLSFTTrainer(ExactCheckpointMixin, SFTTrainer):
     """TRL's SFTTrainer with exact, strict checkpoint weights (see ``weights``)."""
 
 
-def sft_dataset(table: QueryTable, precision: float):
+def sft_dataset(table: QueryTable, target_spec):
     """A materialised prompt/completion dataset (SFTTrainer tokenises it up front for text models)."""
     from datasets import Dataset
 
@@ -29,7 +31,8 @@ def sft_dataset(table: QueryTable, precision: float):
         row = table.row(i)
         item: dict[str, Any] = {
             "prompt": row["prompt"],
-            "completion": [{"role": "assistant", "content": reference_answer(q.targets, precision)}],
+            "completion": [{"role": "assistant", "content": reference_answer(
+                q.targets, target_spec.precision, reference_reasoning(q.targets, target_spec))}],
         }
         if "images" in row:
             item["images"] = row["images"]
@@ -54,13 +57,12 @@ def queries_per_step(job_spec, world_size: int) -> int:
 
 def make_sft_trainer(loaded, table: QueryTable, job_spec, stage, output_dir: str, *, world_size: int,
                      use_cpu: bool, bf16: bool, callbacks: list) -> RARLSFTTrainer:
-    precision = float(job_spec.dataset.target.precision)
     args = SFTConfig(output_dir=output_dir,
                      **sft_config_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16))
     return RARLSFTTrainer(
         model=loaded.model,
         args=args,
-        train_dataset=sft_dataset(table, precision),
+        train_dataset=sft_dataset(table, job_spec.dataset.target),
         processing_class=loaded.processor,
         callbacks=callbacks,
     )

@@ -173,11 +173,25 @@ class TargetSpec(APIModel):
     precision: float = Field(
         1.0, gt=0, description="Rounding step of targets and mutated answers (1 for ages and counts, 0.1 for scores)."
     )
+    levels: list[str] | None = Field(
+        None,
+        description=(
+            "Words for equal bands of the scale, lowest first (e.g. [very negative, negative, positive, very "
+            "positive]). An sft stage's reference reasoning then names each item's band before its value "
+            "('Item 1 is negative.'), so the model says what it knows about the item before the number; "
+            "without levels the reasoning is one fixed sentence."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> TargetSpec:
         if self.max <= self.min:
             raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
+        if self.levels is not None:
+            if len(self.levels) < 2:
+                raise ValueError("levels needs at least 2 words (one per band of the scale), or leave it out")
+            if any(not w.strip() for w in self.levels) or len(set(self.levels)) != len(self.levels):
+                raise ValueError("levels must be distinct, non-empty words")
         return self
 
 
@@ -210,7 +224,9 @@ class BuiltinDataset:
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "afinn-en-165": BuiltinDataset(
         package="afinn", file="data/AFINN-en-165.txt", modality="text",
-        target={"min": -5, "max": 5, "unit": "valence points", "precision": 1},
+        target={"min": -5, "max": 5, "unit": "valence points", "precision": 1,
+                "levels": ["very negative", "negative", "mildly negative", "mildly positive", "positive",
+                           "very positive"]},
         what="the emotional valence (how negative or positive it is)",
         licence="AFINN word list by Finn Arup Nielsen, Open Database License (ODbL) v1.0 (afinn/data/LICENSE)",
     ),
