@@ -1,6 +1,7 @@
 """RARL trainer versus vanilla TRL ``GRPOTrainer``: step time ratio and RARL's own overhead share.
 
-Run: ``.venv/bin/python bench/bench_trainer.py [--model builtin:tiny-lm] [--rounds 4] [--steps 12] [--quick] [--no-record]``.
+Run: ``.venv/bin/python bench/bench_trainer.py [--model builtin:tiny-lm] [--rounds 4] [--steps 12] [--quick] [--no-record]``;
+the real-model figures: ``--model builtin:smollm2-135m-instruct --data afinn --rounds 2 --steps 4 --length 48``.
 
 Both trainers get the same tiny model (fresh, identical weights), the same pre-drawn queries,
 batch, group size, completion length and number of steps; rounds alternate which runs first
@@ -9,8 +10,9 @@ RARL's total reward (what a plain-TRL user would write); the RARL trainer adds t
 reward terms, RMO (decode, gather, score, mutate, re-tokenise) and the progress callback.
 Reported: median step time of each (first step of a round dropped), the ratio (goal <= 1.05) and
 the share of RARL's step time spent in reward + RMO + progress (goal <= 1 %), with min/median/max
-over rounds. The figures are appended to bench/RESULTS.md unless ``--no-record``; ``--quick`` runs
-2 rounds of 6 steps.
+over rounds, and where each trainer's step time goes (generation, the rest of rollout scoring,
+the loss forward, backward + optimizer). The figures are appended to bench/RESULTS.md unless
+``--no-record``; ``--quick`` runs 2 rounds of 6 steps.
 """
 
 from __future__ import annotations
@@ -47,17 +49,52 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t0)
 
 
+class PhaseTimer:
+    """Seconds spent in GRPOTrainer's phases, by wrapping the instance's methods (same for both trainers).
+
+    generate: ``_generate`` (sampling the completions); score: the rest of
+    ``_generate_and_score_completions`` (rewards, RMO, old/ref log-probs); loss: ``compute_loss`` (the
+    policy forward); the remainder of a step is backward + optimizer.
+    """
+
+    def __init__(self, trainer) -> None:
+        self.seconds = {"generate": 0.0, "rollout": 0.0, "loss": 0.0}
+        for attr, key in (("_generate", "generate"), ("_generate_and_score_completions", "rollout"),
+                          ("compute_loss", "loss")):
+            setattr(trainer, attr, self._timed(getattr(trainer, attr), key))
+
+    def _timed(self, fn, key):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[key] += time.perf_counter() - t0
+        return wrapper
+
+    def shares(self, step_total: float) -> dict[str, float]:
+        """Share of the step time per phase (generate, score, loss, backward+optimizer)."""
+        gen, roll, loss = self.seconds["generate"], self.seconds["rollout"], self.seconds["loss"]
+        return {"generate": gen / step_total, "score": (roll - gen) / step_total, "loss": loss / step_total,
+                "backward": max(0.0, step_total - roll - loss) / step_total}
+
+
+DATASETS = {
+    "synthetic": {"format": "synthetic", "synthetic": {"trainSize": 256, "evalSize": 8, "seed": 0, "imageSize": 32},
+                  "target": {"min": 1, "max": 9, "unit": "shapes", "precision": 1}},
+    "afinn": {"format": "jsonl", "train": "builtin:afinn-en-165"},
+}
+
+
 def job(tmp: Path, base: str, modality: str, steps: int, batch: int, group: int, length: int,
-        list_sizes: tuple[int, ...] = (1, 2, 4)):
+        list_sizes: tuple[int, ...] = (1, 2, 4), data: str = "synthetic"):
     from rarl.api.validation import parse_job
 
     return parse_job({
         "apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "bench"},
         "spec": {
             "model": {"base": base, "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
-            "dataset": {"format": "synthetic", "modality": modality,
-                        "synthetic": {"trainSize": 256, "evalSize": 8, "seed": 0, "imageSize": 32},
-                        "target": {"min": 1, "max": 9, "unit": "shapes", "precision": 1}},
+            "dataset": {**DATASETS[data], "modality": modality},
             "stages": [{"name": "bench", "steps": steps, "listSizes": list(list_sizes),
                         "rmo": {"epsilon": 0.01, "probability": 0.2, "mutations": 2}}],
             "grpo": {"numGenerations": group, "perDeviceBatchSize": batch, "learningRate": 1e-4, "beta": 0.0,
@@ -116,12 +153,14 @@ def one_round(tmp: Path, spec_args: dict, order: list[str]) -> dict[str, dict]:
             trainer = build_vanilla(run, plan, trainer)
         timer = StepTimer()
         trainer.add_callback(timer)
+        phases = PhaseTimer(trainer)
         torch.manual_seed(0)
         trainer.train()
         if run.uploader is not None:
             run.uploader.wait()  # the stage-end checkpoint (RARL) is uploaded in the background
         times = timer.times[1:]
-        info = {"median": statistics.median(times), "total": sum(times), "steps": len(times)}
+        info = {"median": statistics.median(times), "total": sum(times), "steps": len(times),
+                "phases": phases.shares(sum(timer.times))}
         if kind == "rarl":
             first = timer.times[0]
             overhead = (trainer.rarl_timing["reward_rmo_s"] + trainer.rarl_reward_terms.seconds
@@ -135,7 +174,10 @@ def one_round(tmp: Path, spec_args: dict, order: list[str]) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="builtin:tiny-lm", help="builtin:tiny-lm or builtin:tiny-qwen2.5-vl")
+    p.add_argument("--model", default="builtin:tiny-lm",
+                   help="builtin:tiny-lm, builtin:tiny-qwen2.5-vl or builtin:smollm2-135m-instruct")
+    p.add_argument("--data", default="synthetic", choices=sorted(DATASETS),
+                   help="synthetic counting items, or afinn (real words, builtin:afinn-en-165; text models)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 4, --quick 2)")
     p.add_argument("--steps", type=int, default=None, help="steps per trainer and round (default 12, --quick 6)")
     p.add_argument("--batch", type=int, default=16)
@@ -155,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     modality = "image" if "vl" in args.model else "text"
+    if args.data == "afinn" and modality != "text":
+        p.error("--data afinn has text items: use a text model")
     spec_args = dict(base=args.model, modality=modality, steps=args.steps, batch=args.batch, group=args.group,
-                     length=args.length)
+                     length=args.length, data=args.data)
     rounds = []
     with tempfile.TemporaryDirectory() as d:
         for r in range(args.rounds):
@@ -173,15 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     share = statistics.median(r["rarl"]["overhead_share"] for r in rounds)
     mut = statistics.mean(r["rarl"]["mutation_rate"] for r in rounds)
     shares = [r["rarl"]["overhead_share"] for r in rounds]
+
+    def phase(kind: str, key: str) -> str:
+        return f"{100 * statistics.median(r[kind]['phases'][key] for r in rounds):.0f} %"
+
     body = "\n".join([
-        f"Model {args.model} (LoRA r=8), batch {args.batch}, G={args.group}, max completion {args.length} tokens, "
-        f"{args.steps} steps x {args.rounds} interleaved rounds (first step of each dropped); list sizes 1/2/4; "
-        f"RMO mutation rate {mut:.2f} of groups.",
+        f"Model {args.model} (LoRA r=8), data {args.data}, batch {args.batch}, G={args.group}, max completion "
+        f"{args.length} tokens, {args.steps} steps x {args.rounds} interleaved rounds (first step of each dropped); "
+        f"list sizes 1/2/4; RMO mutation rate {mut:.2f} of groups.",
         "",
-        "| trainer | median step (ms) |",
-        "|---|---|",
-        f"| vanilla GRPOTrainer | {vanilla * 1000:.1f} |",
-        f"| RARL trainer | {rarl * 1000:.1f} |",
+        "| trainer | median step (ms) | generate | score (rewards, RMO, log-probs) | loss forward | backward + optimizer |",
+        "|---|---|---|---|---|---|",
+        *(f"| {label} | {value * 1000:.1f} | {phase(kind, 'generate')} | {phase(kind, 'score')} | "
+          f"{phase(kind, 'loss')} | {phase(kind, 'backward')} |"
+          for label, kind, value in (("vanilla GRPOTrainer", "vanilla", vanilla), ("RARL trainer", "rarl", rarl))),
         "",
         f"Step time ratio RARL/vanilla: {rarl / vanilla:.3f} (per round min / median / max: {fmt_mmm(ratios)}; "
         f"goal <= 1.05). Reward + RMO + progress share of RARL's step time: {100 * share:.2f} % "

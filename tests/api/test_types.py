@@ -80,9 +80,20 @@ def test_every_example_validates_and_round_trips(path: Path):
 
 def test_examples_cover_the_formats():
     names = {p.stem for p in EXAMPLES}
-    assert {"quickstart", "utkface", "ava", "coco-rem"} <= names
+    assert {"quickstart", "utkface", "ava", "coco-rem", "smollm2-afinn", "demo"} <= names
     formats = {parse_job(p.read_text()).spec.dataset.format for p in EXAMPLES}
-    assert formats == {"synthetic", "utkface", "ava", "coco-rem"}
+    assert formats == {"synthetic", "utkface", "ava", "coco-rem", "jsonl"}
+
+
+def test_the_demo_is_a_shortened_copy_of_the_smollm2_recipe():
+    """examples/demo.yaml trains what examples/smollm2-afinn.yaml trains, only fewer steps and evaluations."""
+    recipe, demo = (parse_job((ROOT / "examples" / f"{n}.yaml").read_text()).spec for n in ("smollm2-afinn", "demo"))
+    assert demo.model == recipe.model and demo.dataset == recipe.dataset and demo.reward == recipe.reward
+    assert [(s.name, s.kind, s.learning_rate, s.reward_weights, s.rmo) for s in demo.stages] == [
+        (s.name, s.kind, s.learning_rate, s.reward_weights, s.rmo) for s in recipe.stages]
+    assert all(d.steps <= r.steps for d, r in zip(demo.stages, recipe.stages, strict=True))
+    same = ("num_generations", "per_device_batch_size", "learning_rate", "beta", "temperature", "seed")
+    assert {k: getattr(demo.grpo, k) for k in same} == {k: getattr(recipe.grpo, k) for k in same}
 
 
 def test_default_stage_list_is_not_shared_between_jobs():
