@@ -177,3 +177,20 @@ def test_the_afinn_builtin_names_six_valence_levels():
                                            "train": "builtin:afinn-en-165"},
                                "checkpoint": {"uri": "c"}, "output": {"uri": "o"}}}).spec
     assert spec.dataset.target.levels[0] == "very negative" and len(spec.dataset.target.levels) == 6
+
+
+def test_dataset_sampling_is_uniform_by_default_and_an_unknown_mode_names_the_field():
+    from rarl.errors import InvalidSpec
+
+    def doc(**dataset):
+        return {"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "x"},
+                "spec": {"model": {"base": "builtin:tiny-lm"},
+                         "dataset": {"format": "jsonl", "modality": "text", "train": "x.jsonl",
+                                     "target": {"min": 0, "max": 1}, **dataset},
+                         "checkpoint": {"uri": "c"}, "output": {"uri": "o"}}}
+
+    assert parse_job(doc()).spec.dataset.sampling == "uniform"
+    assert parse_job(doc(sampling="balanced")).spec.dataset.sampling == "balanced"
+    with pytest.raises(InvalidSpec) as err:
+        parse_job(doc(sampling="stratified"))
+    assert "spec.dataset.sampling" in str(err.value) and "balanced" in str(err.value)

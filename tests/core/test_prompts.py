@@ -7,6 +7,7 @@ from rarl_trainer.answers import has_valid_format, parse_answer
 from rarl_trainer.data import Item
 from rarl_trainer.prompts import (
     QuerySampler,
+    balanced_strata,
     build_messages,
     format_value,
     prompt_for,
@@ -43,6 +44,27 @@ def test_sampler_allows_ties_when_needed_and_is_seeded() -> None:
     b = [q.targets for q in s.sample_many(20)]
     s.set_state(state)
     assert a == b == [q.targets for q in s.sample_many(20)]
+
+
+def test_balanced_sampling_draws_every_level_equally_often_on_skewed_data() -> None:
+    # Two thirds of the items are negative, like AFINN's words: uniform draws follow that skew,
+    # balanced draws pick a level band first.
+    target = TargetSpec(min=-5, max=5, precision=1, levels=["negative", "positive"])
+    items = _items([-2.0] * 600 + [-4.0] * 60 + [3.0] * 330)
+    strata = balanced_strata(items, target)
+    assert strata == [0] * 660 + [1] * 330
+    uniform = QuerySampler(items, [1], rng_seed=0).sample_many(2000)
+    balanced = QuerySampler(items, [1], rng_seed=0, strata=strata).sample_many(2000)
+    share_negative = [sum(q.targets[0] < 0 for q in qs) / len(qs) for qs in (uniform, balanced)]
+    assert abs(share_negative[0] - 2 / 3) < 0.04
+    assert abs(share_negative[1] - 1 / 2) < 0.04
+    # Within a level, items stay uniform (the rare -4 words keep their share of the negative half).
+    rare = sum(q.targets[0] == -4.0 for q in balanced) / sum(q.targets[0] < 0 for q in balanced)
+    assert abs(rare - 60 / 660) < 0.03
+    # Lists still get distinct targets; without levels every distinct value is its own stratum.
+    assert all(len(set(q.targets)) == 2 for q in QuerySampler(items, [2], 1, strata=strata).sample_many(200))
+    no_levels = TargetSpec(min=-5, max=5, precision=1)
+    assert balanced_strata(items, no_levels) == [1] * 600 + [0] * 60 + [2] * 330
 
 
 def test_build_messages_images_and_text() -> None:

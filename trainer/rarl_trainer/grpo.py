@@ -94,10 +94,11 @@ class QueryTable:
         return ds.with_transform(transform)
 
 
-def draw_queries(items, list_sizes: Sequence[int], count: int, seed: int) -> list[Query]:
+def draw_queries(items, list_sizes: Sequence[int], count: int, seed: int,
+                 strata: Sequence[int] | None = None) -> list[Query]:
     from rarl_trainer.prompts import QuerySampler
 
-    return QuerySampler(items, list_sizes, rng_seed=seed).sample_many(count)
+    return QuerySampler(items, list_sizes, rng_seed=seed, strata=strata).sample_many(count)
 
 
 # --------------------------------------------------------------------------- rewards

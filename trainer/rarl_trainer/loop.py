@@ -384,6 +384,14 @@ class Run:
         except RolloutEngineError as e:
             raise ConfigError(str(e)) from None
 
+    def train_strata(self) -> list[int] | None:
+        """Each training item's stratum under ``dataset.sampling: balanced`` (None: uniform sampling)."""
+        if self.spec.dataset.sampling != "balanced":
+            return None
+        from rarl_trainer.prompts import balanced_strata
+
+        return balanced_strata(self.train_items, self.spec.dataset.target)
+
     def make_trainer(self, plan: StagePlan):
         from rarl_trainer.grpo import QueryTable, draw_queries
 
@@ -395,8 +403,8 @@ class Run:
             from rarl_trainer.sft import make_sft_trainer, queries_per_step
 
             count = stage.steps * queries_per_step(spec, self.dist.world_size)
-            table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed), spec.dataset,
-                               spec.dataset.modality, self.loaded.string_content)
+            table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed, self.train_strata()),
+                               spec.dataset, spec.dataset.modality, self.loaded.string_content)
             trainer = make_sft_trainer(self.loaded, table, spec, stage, out_dir, world_size=self.dist.world_size,
                                        use_cpu=self.use_cpu, bf16=self.bf16, callbacks=[])
         else:
@@ -409,8 +417,8 @@ class Run:
 
             engine = self.check_rollout_engine()
             count = stage.steps * prompts_per_step(spec, self.dist.world_size)
-            table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed), spec.dataset,
-                               spec.dataset.modality, self.loaded.string_content)
+            table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed, self.train_strata()),
+                               spec.dataset, spec.dataset.modality, self.loaded.string_content)
             reward_cfg = RewardConfig.from_spec(spec, stage)
             terms = RewardTerms(reward_cfg, spec.grpo.num_generations)
             args = GRPOConfig(

@@ -27,10 +27,12 @@ __all__ = [
     "QuerySampler",
     "answer_format",
     "as_string_content",
+    "balanced_strata",
     "build_messages",
     "decimals_for",
     "format_value",
     "format_values",
+    "level_index",
     "level_of",
     "prompt_for",
     "reference_answer",
@@ -76,9 +78,14 @@ class QuerySampler:
     whose target is already in the list is redrawn (a bounded number of times), so the item
     distribution stays uniform; when the data has fewer distinct targets than n, ties are allowed.
     Items never repeat within a query unless the dataset has fewer than n items.
+
+    ``strata`` (one label per item, ``balanced_strata``) draws each item from a stratum chosen
+    uniformly first, then uniformly within it: every level comes up equally often however skewed
+    the data set is (``dataset.sampling: balanced``).
     """
 
-    def __init__(self, items: Sequence[Item], list_sizes: Sequence[int], rng_seed: int = 0):
+    def __init__(self, items: Sequence[Item], list_sizes: Sequence[int], rng_seed: int = 0,
+                 strata: Sequence[int] | None = None):
         if not items:
             raise ValueError("QuerySampler needs at least one item")
         if not list_sizes or any(int(n) < 1 for n in list_sizes):
@@ -87,6 +94,20 @@ class QuerySampler:
         self.list_sizes = [int(n) for n in list_sizes]
         self.rng = np.random.default_rng(rng_seed)
         self._distinct_targets = len({it.target for it in self.items})
+        self._groups: list[list[int]] | None = None
+        if strata is not None:
+            if len(strata) != len(self.items):
+                raise ValueError(f"strata has {len(strata)} labels for {len(self.items)} items")
+            groups: dict[int, list[int]] = {}
+            for i, label in enumerate(strata):
+                groups.setdefault(int(label), []).append(i)
+            self._groups = [groups[k] for k in sorted(groups)]
+
+    def _draw(self) -> int:
+        if self._groups is None:
+            return int(self.rng.integers(len(self.items)))
+        group = self._groups[int(self.rng.integers(len(self._groups)))]
+        return group[int(self.rng.integers(len(group)))]
 
     def get_state(self) -> dict[str, Any]:
         """RNG state, for checkpoints (resume draws the same queries)."""
@@ -106,7 +127,7 @@ class QuerySampler:
         used_targets: set[float] = set()
         tries = 0
         while len(chosen) < n:
-            idx = int(self.rng.integers(total))
+            idx = self._draw()
             tries += 1
             if idx in used_idx and total >= n:
                 continue
@@ -257,8 +278,22 @@ def level_of(value: float, target_spec: TargetSpec) -> str:
     levels = target_spec.levels
     if not levels:
         raise ValueError("the target has no levels")
+    return levels[level_index(value, target_spec, len(levels))]
+
+
+def level_index(value: float, target_spec: TargetSpec, count: int) -> int:
+    """Which of ``count`` equal bands of [min, max] holds value (0 = lowest; values outside clamp)."""
     share = (float(value) - target_spec.min) / (target_spec.max - target_spec.min)
-    return levels[min(len(levels) - 1, max(0, int(share * len(levels))))]
+    return min(count - 1, max(0, int(share * count)))
+
+
+def balanced_strata(items: Sequence[Item], target_spec: TargetSpec) -> list[int]:
+    """Stratum of each item for balanced sampling: its level band, or its target value without levels."""
+    if target_spec.levels:
+        return [level_index(it.target, target_spec, len(target_spec.levels)) for it in items]
+    values = sorted({it.target for it in items})
+    rank = {v: i for i, v in enumerate(values)}
+    return [rank[it.target] for it in items]
 
 
 def reference_reasoning(targets: Sequence[float], target_spec: TargetSpec) -> str:

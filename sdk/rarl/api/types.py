@@ -276,6 +276,14 @@ class DatasetSpec(APIModel):
         False, description="Skip (and count) missing or corrupt items instead of failing on the first one."
     )
     max_items: int | None = Field(None, ge=1, description="Use at most this many training items (after shuffling).")
+    sampling: Literal["uniform", "balanced"] = Field(
+        "uniform",
+        description=(
+            "How training queries draw their items: uniform over the items, or balanced: a level first (the bands "
+            "of target.levels, else each distinct target value), equally often, then an item of it, so a skewed "
+            "data set does not teach the majority level. Evaluation always uses the held-out items as they are."
+        ),
+    )
     instruction: str | None = Field(
         None,
         description=(
