@@ -1,4 +1,4 @@
-# The two commands a user needs: `make demo` (set up + run the local quickstart)
+# The two commands a user needs: `make demo` (set up + train SmolLM2 on word valence, locally)
 # and `make test` (set up + run the whole test suite). Both create .venv if missing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The quickstart, trained here in the foreground; a fresh run each time (its old checkpoints are removed).
+# examples/demo.yaml, trained here in the foreground; a fresh run each time (its old checkpoints are removed).
 demo: $(STAMP)
-	rm -rf .rarl/runs/quickstart
-	$(VENV)/bin/rarlctl run -f examples/quickstart.yaml
+	rm -rf .rarl/runs/demo
+	$(VENV)/bin/rarlctl run -f examples/demo.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sdk operator trainer tests bench

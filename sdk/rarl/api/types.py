@@ -280,8 +280,8 @@ class DatasetSpec(APIModel):
         "uniform",
         description=(
             "How training queries draw their items: uniform over the items, or balanced: a level first (the bands "
-            "of target.levels, else each distinct target value), equally often, then an item of it, so a skewed "
-            "data set does not teach the majority level. Evaluation always uses the held-out items as they are."
+            "of target.levels, else each distinct target value), equally often, then an item of it; rare levels are "
+            "then seen more often than they occur. Evaluation always uses the held-out items as they are."
         ),
     )
     instruction: str | None = Field(
