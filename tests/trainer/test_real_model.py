@@ -59,6 +59,31 @@ def test_afinn_is_read_from_its_package_with_its_human_ratings():
     assert not {it.id for it in train} & {it.id for it in held_out}
 
 
+def test_balanced_sampling_draws_afinn_levels_equally_often_through_the_run(tmp_path):
+    """``dataset.sampling: balanced`` reaches the queries a run draws (AFINN's words are 65 % negative)."""
+    from rarl.api.validation import parse_job
+    from rarl_trainer.config import DistInfo
+    from rarl_trainer.grpo import draw_queries
+    from rarl_trainer.loop import Run
+    from rarl_trainer.prompts import level_index
+
+    def drawn(sampling: str):
+        job = parse_job({"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "x"},
+                         "spec": {"model": {"base": SMOLLM2},
+                                  "dataset": {"format": "jsonl", "modality": "text", "train": AFINN,
+                                              "sampling": sampling},
+                                  "checkpoint": {"uri": str(tmp_path / "c")}, "output": {"uri": str(tmp_path / "o")}}})
+        run = Run(job, tmp_path / sampling, resume="never", dist=DistInfo())
+        run.load_data()
+        target = job.spec.dataset.target
+        queries = draw_queries(run.train_items, [1], 3000, 0, run.train_strata())
+        return [level_index(q.targets[0], target, len(target.levels)) for q in queries]
+
+    uniform, balanced = drawn("uniform"), drawn("balanced")
+    assert abs(sum(level < 3 for level in uniform) / 3000 - 0.65) < 0.03  # the lexicon's own skew
+    assert all(abs(balanced.count(level) / 3000 - 1 / 6) < 0.03 for level in range(6))
+
+
 @pytest.mark.slow
 def test_smollm2_trains_on_afinn_through_the_real_trainer(tmp_path, rarlctl_proc):
     doc = {
