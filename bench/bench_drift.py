@@ -15,7 +15,6 @@ useful update moves negative words towards "negative" and positive words the oth
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import tempfile
@@ -27,22 +26,18 @@ from _common import REPO, add_common_args, record
 
 
 def job_doc(recipe: dict[str, Any], base: str, work: Path, steps: int, sampling: str) -> dict[str, Any]:
-    doc = copy.deepcopy(recipe)
-    spec = doc["spec"]
-    first = next(s for s in spec["stages"] if s.get("kind", "grpo") == "grpo")
-    weights = {**(first.get("rewardWeights") or {}), "ranking": 0.0}
-    spec["stages"] = [{"name": "regression", "steps": steps, "listSizes": [1], "rewardWeights": weights,
-                       "rmo": {"enabled": False}}]
-    spec["model"]["base"] = base
-    spec["dataset"]["sampling"] = sampling
-    spec["checkpoint"] = {"uri": str(work / "checkpoints"), "everySteps": 1_000_000, "keep": 1}
-    spec["output"] = {"uri": str(work / "export")}
+    """bench_learning.py's regression-only row from ``base`` (its SFT export), with this sampling."""
+    from bench_learning import job_doc as learning_job
+    from bench_learning import rl_stages
+
+    doc = learning_job(recipe, "drift", work, recipe["spec"]["grpo"].get("seed", 0), rl_stages(recipe, "reg", steps),
+                       base=base)
+    doc["spec"]["dataset"]["sampling"] = sampling
     return doc
 
 
 def measure(doc: dict[str, Any], work: Path, trainer_kind: str) -> dict[str, Any]:
     import torch
-    from transformers import PrinterCallback, ProgressCallback
 
     from rarl.api.validation import parse_job
     from rarl.progress import FileProgressReporter
@@ -81,8 +76,6 @@ def measure(doc: dict[str, Any], work: Path, trainer_kind: str) -> dict[str, Any
         from bench_trainer import build_vanilla
 
         trainer = build_vanilla(run, plan, trainer)
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
     torch.manual_seed(0)
     trainer.train()
     after = margins(trainer.model)
