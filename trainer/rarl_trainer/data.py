@@ -519,7 +519,6 @@ def generate_synthetic(
 
 def _synthetic_cache(spec: DatasetSpec, cache_dir: Path | None) -> Path:
     syn = spec.synthetic
-    assert spec.target is not None
     key = json.dumps([syn.seed, syn.image_size, syn.train_size, syn.eval_size,
                       spec.target.min, spec.target.max], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -531,7 +530,6 @@ def _synthetic_cache(spec: DatasetSpec, cache_dir: Path | None) -> Path:
 
 
 def _read(spec: DatasetSpec, uri: str) -> Dataset:
-    assert spec.target is not None
     target = spec.target
     if spec.format != "jsonl" and spec.modality == "text":
         raise DataError(f"format {spec.format!r} has image items only; use modality 'image'")
@@ -587,7 +585,6 @@ def _load_items(
 ) -> Dataset:
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    assert spec.target is not None
     if spec.format == "synthetic":
         syn = spec.synthetic
         folder = _synthetic_cache(spec, cache_dir) / split

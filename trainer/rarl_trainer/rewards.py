@@ -79,7 +79,6 @@ class RewardConfig:
     def from_spec(cls, job_spec: RARLJobSpec, stage: StageSpec | None = None) -> RewardConfig:
         """Delta from ``job_spec.delta()``, weights from the stage (if set) or ``reward.weights``."""
         target = job_spec.dataset.target
-        assert target is not None  # DatasetSpec fills the default
         weights = stage.reward_weights if stage is not None and stage.reward_weights is not None else None
         weights = weights or job_spec.reward.weights
         return cls(

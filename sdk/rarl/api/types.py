@@ -21,6 +21,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from rarl.api.uri import parse_uri
+from rarl.api.vocabulary import TERMINAL_PHASES, Phase
+
 API_GROUP = "rarl.dev"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -31,8 +34,6 @@ SHORT_NAMES = ["rj"]
 CATEGORIES = ["rarl"]
 
 DatasetFormat = Literal["utkface", "ava", "coco-rem", "jsonl", "synthetic"]
-Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Restarting"]
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -74,26 +75,9 @@ Quantity = Annotated[
 ]
 
 
-def check_uri(value: str, field: str = "uri") -> str:
-    """A storage location: ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain path."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("must be a non-empty location: s3://bucket/prefix, file:///abs/path or a path")
-    if "://" in value:
-        scheme, rest = value.split("://", 1)
-        if scheme == "s3":
-            bucket = rest.split("/", 1)[0]
-            if not re.match(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", bucket):
-                raise ValueError(
-                    f"{value!r}: {bucket!r} is not a valid S3 bucket name "
-                    "(3-63 characters: lowercase letters, digits, dots and hyphens)"
-                )
-            if "@" in bucket:
-                raise ValueError("credentials must not be written into a URI; use storage.credentialsSecret")
-        elif scheme == "file":
-            if not rest.startswith("/"):
-                raise ValueError(f"{value!r}: file:// URIs need an absolute path (file:///abs/path)")
-        else:
-            raise ValueError(f"{value!r}: scheme {scheme + '://'!r} is not supported; use s3://, file:// or a path")
+def check_uri(value: str) -> str:
+    """A storage location: ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain path (see ``rarl.api.uri``)."""
+    parse_uri(value)  # InvalidURI is a ValueError: pydantic reports it on the field
     return value
 
 
@@ -267,8 +251,11 @@ class DatasetSpec(APIModel):
         0.1, gt=0, lt=1, description="Share of train held out for evaluation when eval is not given."
     )
     modality: Literal["image", "text"] = Field("image", description="Items are images (VLMs) or text (text LMs).")
-    target: TargetSpec | None = Field(
-        None, description="Range, unit and precision of the targets; defaults depend on the format."
+    # Never None once validated: ``_default_target`` fills the builtin data set's or the format's defaults.
+    target: TargetSpec = Field(
+        None,
+        description="Range, unit and precision of the targets; defaults depend on the format.",
+        json_schema_extra=lambda schema: schema.update(anyOf=[{"$ref": schema.pop("$ref")}, {"type": "null"}]),
     )
     category: str | None = Field(None, description="COCO-ReM: the category to count, e.g. 'person'.")
     include_zero: bool = Field(True, description="COCO-ReM: keep images with no instance of the category.")
@@ -309,6 +296,21 @@ class DatasetSpec(APIModel):
             return BUILTIN_DATASETS[self.train[len(BUILTIN_DATASET_PREFIX):]]
         return None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target(cls, data: Any) -> Any:
+        """Fill ``target`` from the builtin data set or the format before the fields are validated."""
+        if not isinstance(data, dict) or data.get("target") is not None:
+            return data
+        train, fmt = data.get("train"), data.get("format")
+        builtin = BUILTIN_DATASETS.get(train[len(BUILTIN_DATASET_PREFIX):]) if (
+            isinstance(train, str) and train.startswith(BUILTIN_DATASET_PREFIX)) else None
+        if builtin is not None:
+            return {**data, "target": dict(builtin.target)}
+        if isinstance(fmt, str) and fmt in TARGET_DEFAULTS:
+            return {**data, "target": dict(TARGET_DEFAULTS[fmt])}
+        return data  # jsonl without a target: _format_rules names the problem
+
     @model_validator(mode="after")
     def _format_rules(self) -> DatasetSpec:
         if self.format != "synthetic" and not self.train:
@@ -319,14 +321,10 @@ class DatasetSpec(APIModel):
                 raise ValueError(f"train {self.train!r} is a builtin data set: use format 'jsonl'")
             if self.modality != builtin.modality:
                 raise ValueError(f"train {self.train!r} has {builtin.modality} items: use modality {builtin.modality!r}")
-            if self.target is None:
-                object.__setattr__(self, "target", TargetSpec(**builtin.target))
         if self.format == "coco-rem" and not self.category:
             raise ValueError("category is required for format 'coco-rem' (the COCO category to count)")
         if self.target is None:
-            if self.format == "jsonl":
-                raise ValueError("target (min, max, unit, precision) is required for format 'jsonl'")
-            object.__setattr__(self, "target", TargetSpec(**TARGET_DEFAULTS[self.format]))
+            raise ValueError("target (min, max, unit, precision) is required for format 'jsonl'")
         return self
 
 
@@ -626,7 +624,6 @@ class RARLJobSpec(APIModel):
 
     def delta(self) -> float:
         """The regression tolerance in target units (spec value or a tenth of the range)."""
-        assert self.dataset.target is not None
         t = self.dataset.target
         return self.reward.delta if self.reward.delta is not None else (t.max - t.min) / 10.0
 

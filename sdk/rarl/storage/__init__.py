@@ -17,7 +17,7 @@ from rarl.storage.manifest import (
     safe_relpath,
 )
 from rarl.storage.transfer import cached_download, download_tree, open_store, read_manifest, upload_tree
-from rarl.storage.uri import Location, join_uri, parse_uri
+from rarl.api.uri import Location, join_uri, parse_uri
 
 __all__ = [
     "MANIFEST_NAME",

@@ -30,7 +30,7 @@ from rarl.storage.manifest import (
     scan_tree,
     verify_tree,
 )
-from rarl.storage.uri import parse_uri
+from rarl.api.uri import parse_uri
 
 if TYPE_CHECKING:
     from rarl.api.types import StorageSpec

@@ -1,0 +1,126 @@
+"""The words the operator, the local backend, the trainer and the CLI share.
+
+Phases, condition types, labels, the trainer's exit codes and the retry policy are
+declared here once (as JobSet declares its labels and conditions in its API package);
+every package imports them rather than writing its own copy.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+# --------------------------------------------------------------------------- phases
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Restarting"]
+
+PHASES: tuple[Phase, ...] = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
+"""Every phase, in lifecycle order."""
+
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+"""A job in one of these never runs again (delete it to run it afresh)."""
+
+ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running", "Restarting"})
+"""A trainer attempt exists or is being created."""
+
+# --------------------------------------------------------------------------- conditions
+
+CONDITION_CREATED = "Created"
+"""True once the first attempt's children were created."""
+CONDITION_RUNNING = "Running"
+"""True while at least one trainer pod (or the local trainer) runs."""
+CONDITION_RESTARTING = "Restarting"
+"""True between a failed attempt and the next one's start."""
+CONDITION_SUSPENDED = "Suspended"
+"""True while ``runPolicy.suspend`` holds the job; False with reason Resumed after it is lifted."""
+CONDITION_SUCCEEDED = "Succeeded"
+"""True when the trainer exited 0 after exporting the model."""
+CONDITION_FAILED = "Failed"
+"""True when the job ended without a model (configuration error, restart budget, deadline)."""
+CONDITION_INVALID_SPEC = "InvalidSpec"
+"""True when the stored spec does not validate; the job fails without starting."""
+
+# --------------------------------------------------------------------------- labels
+
+LABEL_JOB = "rarl.dev/job-name"
+"""On every child (batch Job, pods, ConfigMap, Service): the owning RARLJob's name."""
+LABEL_ATTEMPT = "rarl.dev/attempt"
+"""On every per-attempt child: the attempt number (1, 2, ...)."""
+ANNOTATION_RESTARTS = "rarl.dev/restarts"
+"""On an attempt's batch Job: the restart count when it was created (read back after an operator restart)."""
+
+# --------------------------------------------------------------------------- images
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/rarl-dev/rarl-trainer:0.1.0"
+"""The trainer image used when ``spec.resources.image`` is empty and the operator sets none."""
+
+# --------------------------------------------------------------------------- exit codes
+
+
+class ExitCode(enum.IntEnum):
+    """What the trainer's exit code means; the operator and the local runner act on it alike."""
+
+    OK = 0
+    """Trained and exported the model."""
+    CRASH = 1
+    """Anything unexpected; any code not listed here counts as a crash too."""
+    CONFIG = 2
+    """A configuration or data problem the user must fix: retrying cannot help."""
+    INTERRUPTED = 3
+    """Stopped by SIGTERM after writing a checkpoint (suspend, preemption, eviction)."""
+
+
+class Outcome(enum.Enum):
+    """The class of an ended attempt."""
+
+    SUCCEEDED = "succeeded"
+    CONFIG_ERROR = "config"
+    DISRUPTION = "disruption"  # interrupted or evicted: retried without using the restart budget
+    CRASH = "crash"  # retried while the restart budget lasts
+
+
+def classify_exit(code: int) -> Outcome:
+    """The outcome of one trainer exit code (a disruption seen by the kubelet is classified by the operator)."""
+    if code == ExitCode.OK:
+        return Outcome.SUCCEEDED
+    if code == ExitCode.CONFIG:
+        return Outcome.CONFIG_ERROR
+    if code == ExitCode.INTERRUPTED:
+        return Outcome.DISRUPTION
+    return Outcome.CRASH
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What to do after a failed attempt: give up, or retry with this restart count."""
+
+    retry: bool
+    restarts: int
+
+
+def after_failed_attempt(outcome: Outcome, restarts: int, max_restarts: int) -> RetryDecision:
+    """The retry policy of both backends.
+
+    A configuration error fails at once; a disruption is retried and costs nothing; a
+    crash is retried while ``restarts < max_restarts`` and costs one restart.
+    """
+    if outcome is Outcome.CONFIG_ERROR:
+        return RetryDecision(retry=False, restarts=restarts)
+    if outcome is Outcome.DISRUPTION:
+        return RetryDecision(retry=True, restarts=restarts)
+    if outcome is Outcome.CRASH:
+        if restarts >= max_restarts:
+            return RetryDecision(retry=False, restarts=restarts)
+        return RetryDecision(retry=True, restarts=restarts + 1)
+    raise ValueError(f"{outcome} is not a failure")
+
+
+# --------------------------------------------------------------------------- trainer environment
+
+ENV_JOB_NAME = "RARL_JOB_NAME"
+ENV_JOB_NAMESPACE = "RARL_JOB_NAMESPACE"
+"""Set in cluster pods only: the trainer then reports progress to the RARLJob's status."""
+ENV_ATTEMPT = "RARL_ATTEMPT"
+ENV_TERMINATION_LOG = "RARL_TERMINATION_LOG"
+"""Where the trainer writes its last words (the kubelet's terminationMessagePath, or a local file)."""
