@@ -22,7 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from rarl.api.uri import parse_uri
-from rarl.api.vocabulary import TERMINAL_PHASES, Phase
+from rarl.api.vocabulary import Phase
 
 API_GROUP = "rarl.dev"
 API_VERSION = "v1alpha1"
