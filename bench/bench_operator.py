@@ -29,7 +29,8 @@ from _common import REPO, add_common_args, goal, percentile, record
 
 sys.path.insert(0, str(REPO))
 
-from tests.support.kube import KubeEmulator, OperatorProcess
+from tests.support.emulator import KubeEmulator
+from tests.support.operator_runner import OperatorProcess
 
 RJ_RES = kmock.resource("rarl.dev/v1alpha1/rarljobs")
 JOB_RES = kmock.resource("batch/v1/jobs")

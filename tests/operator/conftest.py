@@ -10,16 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.kube import (  # noqa: F401 - JOBS, PODS, wait_job are re-exported to the tests here
-    JOBS,
-    PODS,
-    RJ,
-    KubeEmulator,
-    Kubelet,
-    OperatorProcess,
-    wait_for,
-    wait_job,
-)
+from tests.support.emulator import KubeEmulator
+from tests.support.kubelet import RJ, Kubelet
+from tests.support.operator_runner import OperatorProcess
+from tests.support.polling import wait_for
 
 BASE_SPEC: dict[str, Any] = {
     "model": {"base": "builtin:tiny-qwen2.5-vl"},

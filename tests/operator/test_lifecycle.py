@@ -8,19 +8,9 @@ import time
 import yaml
 
 from rarl_operator.manifests import ANNOTATION_RESTARTS
-from tests.operator.conftest import (
-    JOBS,
-    REPO,
-    RJ,
-    apply,
-    condition,
-    job_doc,
-    rj,
-    status,
-    wait_job,
-    wait_phase,
-)
-from tests.support.kube import wait_for
+from tests.operator.conftest import REPO, apply, condition, job_doc, rj, status, wait_phase
+from tests.support.kubelet import JOBS, RJ, wait_job
+from tests.support.polling import wait_for
 
 
 def env_of(job):

@@ -7,8 +7,9 @@ import time
 from rarl.progress import Progress
 from rarl.progress_k8s import KubernetesStatusReporter
 from rarl_operator.manifests import ANNOTATION_RESTARTS
-from tests.operator.conftest import JOBS, RJ, apply, job_doc, status, wait_job, wait_phase
-from tests.support.kube import wait_for
+from tests.operator.conftest import apply, job_doc, status, wait_phase
+from tests.support.kubelet import JOBS, RJ, wait_job
+from tests.support.polling import wait_for
 
 
 def attempts(kube, name):

@@ -17,7 +17,10 @@ from rarl.backends.kubernetes import KubernetesBackend
 from rarl.errors import RARLError
 from rarl.progress import Progress
 from rarl.progress_k8s import KubernetesStatusReporter
-from tests.support.kube import JOBS, KubeEmulator, Kubelet, OperatorProcess, wait_for, wait_job
+from tests.support.emulator import KubeEmulator
+from tests.support.kubelet import JOBS, Kubelet, wait_job
+from tests.support.operator_runner import OperatorProcess
+from tests.support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

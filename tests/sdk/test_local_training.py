@@ -14,7 +14,7 @@ import yaml
 
 from rarl import Client, StorageError
 from rarl.backends.local import LocalBackend
-from tests.support.kube import wait_for
+from tests.support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
