@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from rarl.api.types import DatasetSpec
-from rarl_trainer import data as data_mod
-from rarl_trainer.data import DataError, Item, load_items, open_image, resolve_location
+from rarl_trainer.data import DataError, Item, load_items, loading, open_image, resolve_location
 
 
 def _png(path: Path, color: tuple[int, int, int] = (200, 10, 10)) -> Path:
@@ -188,10 +187,11 @@ def test_locations_and_s3_seam(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert resolve_location(f"file://{tmp_path}") == tmp_path
     with pytest.raises(DataError, match="no such file"):
         resolve_location(str(tmp_path / "missing"))
-    # Readers look resolve_location up at call time (s3:// is covered in tests/storage/test_datasets_s3.py).
+    # load_items resolves locations through loading.resolve_location (s3:// is covered in
+    # tests/storage/test_datasets_s3.py).
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"text": "a", "target": 1}\n{"text": "b", "target": 2}\n')
-    monkeypatch.setattr(data_mod, "resolve_location", lambda uri: manifest)
+    monkeypatch.setattr(loading, "resolve_location", lambda uri, storage=None: manifest)
     spec = DatasetSpec(format="jsonl", modality="text", train="s3://bucket/m.jsonl", eval="s3://bucket/m.jsonl",
                        target={"min": 0, "max": 5})
     assert len(load_items(spec, "train").items) == 2

@@ -1,0 +1,64 @@
+"""A JSONL manifest: ``{"image": path, "target": y}`` or ``{"text": ..., "target": y}`` per line.
+
+A bad line (not JSON, no finite target, a target outside [target.min, target.max], no content)
+is an error naming the line unless ``skip_bad_items``. Relative image paths are relative to
+the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rarl_trainer.data.items import DataError, Dataset, Item, Skips, in_range
+
+if TYPE_CHECKING:
+    from rarl.api.types import TargetSpec
+
+
+def read_jsonl(location: Path, target: TargetSpec, modality: str = "image", skip_bad_items: bool = False) -> Dataset:
+    """JSONL manifest: ``{"image": path, "target": y}`` or ``{"text": ..., "target": y}`` per line."""
+    if location.is_dir():
+        raise DataError(f"{location}: a JSONL manifest must be a file, not a folder")
+    try:
+        lines = location.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{location}: cannot read ({exc})") from None
+    skips = Skips(skip_bad_items)
+    items = []
+    field_name = "image" if modality == "image" else "text"
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{location} line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            skips.skip(f"{where}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(row, dict):
+            skips.skip(f"{where}: expected an object with {field_name!r} and 'target'")
+            continue
+        value = row.get("target")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            skips.skip(f"{where}: 'target' must be a finite number, got {value!r}")
+            continue
+        if not in_range(float(value), target):
+            skips.skip(f"{where}: target {value} outside [{target.min:g}, {target.max:g}]")
+            continue
+        content = row.get(field_name)
+        if not isinstance(content, str) or not content:
+            skips.skip(f"{where}: missing {field_name!r} (modality is {modality})")
+            continue
+        item_id = str(row.get("id", f"line-{lineno}"))
+        if modality == "image":
+            image_path = Path(content.removeprefix("file://")).expanduser()
+            if not image_path.is_absolute():
+                image_path = location.parent / image_path
+            items.append(Item(id=item_id, image=str(image_path), text=None, target=float(value)))
+        else:
+            items.append(Item(id=item_id, image=None, text=content, target=float(value)))
+    return Dataset(items, target, skips.count, skips.reasons)
+
