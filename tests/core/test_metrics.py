@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from rarl_trainer.metrics import (
+from rarl.metrics import (
     accuracy,
     evaluate,
     finite_metrics,

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from rarl.metrics import evaluate, finite_metrics
 from rarl_trainer.grpo import QueryTable
-from rarl_trainer.metrics import evaluate, finite_metrics
 from rarl_trainer.prompts import Query, QuerySampler
 
 EVAL_SEED_OFFSET = 7_919

@@ -112,7 +112,7 @@ def eval_command(
         err.print(f"[red]error:[/red] {predictions}: no prediction rows")
         raise typer.Exit(EXIT_INVALID)
 
-    from rarl_trainer.metrics import evaluate
+    from rarl.metrics import evaluate
 
     metrics = evaluate(rows, precision=precision)
     clean = {k: (None if math.isnan(v) else v) for k, v in metrics.items()}
