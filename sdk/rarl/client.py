@@ -6,7 +6,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rarl.api.types import TERMINAL_PHASES, RARLJob
+from rarl.api.types import RARLJob
+from rarl.api.vocabulary import TERMINAL_PHASES
 from rarl.backends.base import Backend, BytesCallback, ProgressCallback
 from rarl.errors import InvalidSpec, Problem
 

@@ -12,13 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rarl.api.uri import join_uri, parse_uri
 from rarl.errors import StorageError
 from rarl.storage import (
     FileEntry,
     build_manifest,
-    join_uri,
     parse_manifest,
-    parse_uri,
     safe_join,
     safe_relpath,
 )

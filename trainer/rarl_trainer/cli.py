@@ -1,6 +1,6 @@
 """``python -m rarl_trainer --config job.yaml [--resume auto|never] [--run-dir DIR]``.
 
-Exit codes are a contract with the operator:
+Exit codes are a contract with the operator (``rarl.api.vocabulary.ExitCode``):
 0 success; 2 configuration or data error (one message on stderr and in /dev/termination-log, no
 traceback); 3 interrupted (SIGTERM/SIGINT) after a successful checkpoint; anything else a crash.
 """
@@ -12,7 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from rarl_trainer.config import EXIT_CONFIG, ConfigError, DistInfo, init_distributed, load_job, shutdown_distributed
+from rarl.api.vocabulary import ExitCode
+from rarl_trainer.config import ConfigError, DistInfo, init_distributed, load_job, shutdown_distributed
+from rarl_trainer.entrypoint import EXIT_CODE_DIR_ENV
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +31,7 @@ def config_error(message: str) -> int:
 
     print(f"rarl: configuration error: {message}", file=sys.stderr, flush=True)
     write_termination_log(message)
-    return EXIT_CONFIG
+    return ExitCode.CONFIG
 
 
 def quiet_libraries() -> None:
@@ -59,21 +61,21 @@ def quiet_libraries() -> None:
 
 def record_exit_code(code: int, dist_info: DistInfo) -> None:
     """Under ``rarl_trainer.entrypoint`` (torchrun), tell the launcher this worker's exit code."""
-    folder = os.environ.get("RARL_EXIT_CODE_DIR")
+    folder = os.environ.get(EXIT_CODE_DIR_ENV)
     if folder:
         try:
-            Path(folder, f"rank-{dist_info.local_rank}").write_text(str(code))
+            Path(folder, f"rank-{dist_info.local_rank}").write_text(str(int(code)))
         except OSError:
             pass
 
 
 def main(argv: list[str] | None = None) -> int:
     dist_info = DistInfo.from_env()
-    code = 1
+    code: int = ExitCode.CRASH
     try:
         code = _main(argv, dist_info)
     except SystemExit as e:  # argparse: a usage error is a configuration error
-        code = e.code if isinstance(e.code, int) else 1
+        code = e.code if isinstance(e.code, int) else ExitCode.CRASH
     finally:
         record_exit_code(code, dist_info)
     return code
@@ -87,7 +89,7 @@ def _main(argv: list[str] | None, dist_info: DistInfo) -> int:
         return config_error(str(e))
     run_dir = Path(args.run_dir) if args.run_dir else Path(".rarl") / "runs" / job.name
     quiet_libraries()
-    code = 1
+    code: int = ExitCode.CRASH
     try:
         init_distributed(dist_info)
         from rarl_trainer.loop import Run

@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rarl.api.vocabulary import ExitCode
+
 EXIT_CODE_DIR_ENV = "RARL_EXIT_CODE_DIR"
 # Read by torchrun since pytorch#172596 (merged 2026-03; torch 2.13 has it); older releases keep 30 s.
 SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
@@ -36,16 +38,16 @@ DEFAULT_SHUTDOWN_TIMEOUT_S = 600
 def combine(codes: dict[int, int], expected: int | None) -> int:
     """The job's exit code from each rank's recorded code (see module doc)."""
     if not codes:
-        return 1
+        return ExitCode.CRASH
     values = set(codes.values())
-    if 2 in values:
-        return 2
+    if ExitCode.CONFIG in values:
+        return ExitCode.CONFIG
     complete = expected is None or len(codes) >= expected
-    if values == {0} and complete:
-        return 0
-    if codes.get(0) == 3 and values <= {0, 3}:
-        return 3
-    return 1
+    if values == {ExitCode.OK} and complete:
+        return ExitCode.OK
+    if codes.get(0) == ExitCode.INTERRUPTED and values <= {ExitCode.OK, ExitCode.INTERRUPTED}:
+        return ExitCode.INTERRUPTED
+    return ExitCode.CRASH
 
 
 def read_codes(folder: Path) -> dict[int, int]:
@@ -84,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             torchrun.main(argv)
         except SystemExit as e:  # argparse errors and the like
             if e.code not in (0, None) and not read_codes(folder):
-                return int(e.code) if isinstance(e.code, int) else 1
+                return int(e.code) if isinstance(e.code, int) else ExitCode.CRASH
         except BaseException as e:
             if not read_codes(folder):
                 print(f"rarl: launcher: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         # Workers record under their local rank: each node reports its own workers.
-        return combine(read_codes(folder), _local_world(argv))
+        return int(combine(read_codes(folder), _local_world(argv)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -6,22 +6,24 @@ from rarl.api.types import (
     GROUP_VERSION,
     KIND,
     PLURAL,
-    TERMINAL_PHASES,
     Condition,
     RARLJob,
     RARLJobSpec,
     RARLJobStatus,
 )
 from rarl.api.validation import load_yaml_documents, parse_job, validate_document
+from rarl.api.vocabulary import PHASES, TERMINAL_PHASES, Phase
 
 __all__ = [
     "API_GROUP",
     "API_VERSION",
     "GROUP_VERSION",
     "KIND",
+    "PHASES",
     "PLURAL",
     "TERMINAL_PHASES",
     "Condition",
+    "Phase",
     "RARLJob",
     "RARLJobSpec",
     "RARLJobStatus",

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from rarl.api.types import TERMINAL_PHASES, RARLJob
+from rarl.api.types import RARLJob
+from rarl.api.vocabulary import TERMINAL_PHASES
 from rarl.errors import StorageError, WaitTimeout
 
 ProgressCallback = Callable[[RARLJob], None]

@@ -6,12 +6,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from rarl.api.types import API_GROUP, API_VERSION, PLURAL, TERMINAL_PHASES, RARLJob
+from rarl.api.types import API_GROUP, API_VERSION, PLURAL, RARLJob
+from rarl.api.vocabulary import LABEL_ATTEMPT, LABEL_JOB, TERMINAL_PHASES
 from rarl.backends.base import Backend
 from rarl.errors import BackendUnavailable, JobNotFound, RARLError
 
-LABEL_JOB = "rarl.dev/job-name"
-LABEL_ATTEMPT = "rarl.dev/attempt"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 TIMEOUT = (5, 30)  # connect, read (seconds)

@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rarl.api.types import TERMINAL_PHASES, Condition, RARLJob, RARLJobStatus
+from rarl.api.types import Condition, RARLJob, RARLJobStatus
+from rarl.api.vocabulary import ACTIVE_PHASES, TERMINAL_PHASES
 from rarl.backends.base import Backend
 from rarl.backends.local_state import (
     JobFiles,
@@ -31,8 +32,6 @@ from rarl.backends.local_state import (
 )
 from rarl.errors import BackendUnavailable, InvalidSpec, JobNotFound, Problem, RARLError
 from rarl.progress import read_progress
-
-ACTIVE_PHASES = frozenset({"Pending", "Running", "Restarting"})
 
 
 def _local_path(uri: str, base: Path) -> str:

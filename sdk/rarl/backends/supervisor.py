@@ -2,10 +2,12 @@
 
 It runs detached from the CLI (its own session), so a job started by
 ``rarlctl submit`` keeps running after the CLI exits. It starts one trainer
-process per attempt, classifies its exit code exactly as the operator does
-(0 success; 2 configuration error, fail at once; 3 interrupted after a
-checkpoint; anything else a crash, retried from the newest checkpoint while
-the restart budget lasts), and records every transition in ``state.json``.
+process per attempt, classifies its exit code with the operator's rules
+(``rarl.api.vocabulary``: ``classify_exit`` and ``after_failed_attempt``: 0
+success; 2 configuration error, fail at once; 3 interrupted after a
+checkpoint, retried for free; anything else a crash, retried from the newest
+checkpoint while the restart budget lasts), and records every transition in
+``state.json``.
 SIGTERM means suspend: it is forwarded to the trainer, which checkpoints and
 exits 3.
 """
@@ -20,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from rarl.api.vocabulary import ExitCode, Outcome, after_failed_attempt, classify_exit
 from rarl.backends.local_state import (
     JobFiles,
     add_condition,
@@ -28,8 +31,6 @@ from rarl.backends.local_state import (
     tail,
     write_state,
 )
-
-EXIT_OK, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 2, 3
 
 
 def trainer_command(files: JobFiles, gpus: int) -> list[str]:
@@ -111,24 +112,25 @@ class Supervisor:
             if self.deadline_hit.is_set():
                 return self._finish(state, "Failed", "DeadlineExceeded",
                                     f"activeDeadlineSeconds ({policy.active_deadline_seconds}) exceeded")
-            if code == EXIT_OK:
+            outcome = classify_exit(code)
+            if outcome is Outcome.SUCCEEDED:
                 state["modelURI"] = self.job.spec.output.uri
                 return self._finish(state, "Succeeded", "Succeeded", "training finished; model exported")
             if self.suspend_requested.is_set():
                 state["phase"] = "Suspended"
                 add_condition(state, "Suspended", "Suspended",
-                              "suspended after a checkpoint" if code == EXIT_INTERRUPTED
+                              "suspended after a checkpoint" if code == ExitCode.INTERRUPTED
                               else f"suspended (trainer exited {code})")
                 write_state(self.files, state)
                 return 0
-            if code == EXIT_CONFIG:
-                return self._finish(state, "Failed", "Failed", self._failure_message(code))
-            if code != EXIT_INTERRUPTED:  # a crash uses the budget; an interruption does not
-                if int(state.get("restarts", 0)) >= policy.max_restarts:
-                    return self._finish(state, "Failed", "Failed",
-                                        f"restart budget ({policy.max_restarts}) exhausted; "
-                                        + self._failure_message(code))
-                state["restarts"] = int(state.get("restarts", 0)) + 1
+            restarts = int(state.get("restarts", 0))
+            decision = after_failed_attempt(outcome, restarts, policy.max_restarts)
+            if not decision.retry:
+                message = self._failure_message(code)
+                if outcome is Outcome.CRASH:
+                    message = f"restart budget ({policy.max_restarts}) exhausted; " + message
+                return self._finish(state, "Failed", "Failed", message)
+            state["restarts"] = decision.restarts
             state["attempt"] = attempt + 1
             state["phase"] = "Restarting"
             add_condition(state, "Restarting", "Restarting",
@@ -146,7 +148,7 @@ class Supervisor:
     def _finish(self, state: dict, phase: str, reason: str, message: str) -> int:
         state["phase"] = phase
         state["completionTime"] = now_rfc3339()
-        add_condition(state, phase if phase != "Failed" else "Failed", reason, message)
+        add_condition(state, phase, reason, message)
         write_state(self.files, state)
         return 0
 

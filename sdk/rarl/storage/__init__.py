@@ -17,7 +17,6 @@ from rarl.storage.manifest import (
     safe_relpath,
 )
 from rarl.storage.transfer import cached_download, download_tree, open_store, read_manifest, upload_tree
-from rarl.api.uri import Location, join_uri, parse_uri
 
 __all__ = [
     "MANIFEST_NAME",
@@ -26,7 +25,6 @@ __all__ = [
     "CheckpointStore",
     "ChecksumMismatch",
     "FileEntry",
-    "Location",
     "Manifest",
     "Mismatch",
     "NotFound",
@@ -37,10 +35,8 @@ __all__ = [
     "build_manifest",
     "cached_download",
     "download_tree",
-    "join_uri",
     "open_store",
     "parse_manifest",
-    "parse_uri",
     "read_manifest",
     "safe_join",
     "safe_relpath",

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rarl.api.uri import parse_uri
 from rarl.storage.base import NotFound, ProgressCallback, Store, announce_total
 from rarl.storage.local import LocalStore
 from rarl.storage.manifest import (
@@ -30,7 +31,6 @@ from rarl.storage.manifest import (
     scan_tree,
     verify_tree,
 )
-from rarl.api.uri import parse_uri
 
 if TYPE_CHECKING:
     from rarl.api.types import StorageSpec
