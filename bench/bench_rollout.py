@@ -81,7 +81,7 @@ def qwen25_vl_3b_config(vocab_size: int):
     """Qwen2.5-VL-3B-Instruct's shapes (text 2048 x 36 layers, vision 1280 x 32 blocks)."""
     from transformers import Qwen2_5_VLConfig
 
-    from rarl_trainer.models import SPECIAL_TOKENS, build_tokenizer
+    from rarl_trainer.builtin_models import SPECIAL_TOKENS, build_tokenizer
 
     tok = build_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -108,13 +108,13 @@ def build_model(name: str, device: str, dtype, lora_r: int, image_size: int):
     """(peft model, processor, is_vlm, suppress token ids)."""
     from transformers import GenerationConfig
 
-    from rarl_trainer import models
+    from rarl_trainer import builtin_models, models
 
     class Lora:
         r, alpha, dropout, target_modules = lora_r, 2 * lora_r, 0.0, ["all-linear"]
 
     if name in ("tiny", "tiny-lm", "tiny-vlm"):
-        builtin = models.TINY_VLM if name == "tiny-vlm" else models.TINY_LM
+        builtin = builtin_models.TINY_VLM if name == "tiny-vlm" else builtin_models.TINY_LM
         loaded = models.load_model(_model_spec(f"builtin:{builtin}", lora_r), None, device=device)
         return loaded.model, loaded.processor, loaded.is_vlm, loaded.suppress_tokens
     if name != "3b-shaped":
@@ -122,7 +122,7 @@ def build_model(name: str, device: str, dtype, lora_r: int, image_size: int):
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    tok = models.build_tokenizer()
+    tok = builtin_models.build_tokenizer()
     config = qwen25_vl_3b_config(vocab_size=151936)
     torch.manual_seed(0)
     with torch.device(device):
@@ -137,7 +137,7 @@ def build_model(name: str, device: str, dtype, lora_r: int, image_size: int):
                                                patch_size=14, merge_size=2, temporal_patch_size=2)
     processor = models.no_video_processor_class("qwen2_5_vl")(image_processor=image_processor, tokenizer=tok,
                                                               chat_template=tok.chat_template)
-    model = models.apply_lora(model, Lora, is_vlm=True)
+    model = models.apply_lora(model, Lora)
     return model, processor, True, suppress
 
 

@@ -50,7 +50,7 @@ def padded_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from rarl_trainer.models import build_tokenizer
+    from rarl_trainer.builtin_models import build_tokenizer
 
     tok = build_tokenizer()
     data = json.loads(tok.backend_tokenizer.to_str())
@@ -81,7 +81,7 @@ def build_3b_shaped(dest: Path, device: str, image_px: int, shape: dict = SHAPE_
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from rarl_trainer.models import SPECIAL_TOKENS, VISION_TOKENS
+    from rarl_trainer.builtin_models import SPECIAL_TOKENS, VISION_TOKENS
 
     tok = padded_tokenizer(shape["vocab"])
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}

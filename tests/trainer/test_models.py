@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from rarl.api.types import LoRASpec, ModelSpec
-from rarl_trainer.models import (
-    ModelLoadError,
-    build_tiny_lm,
-    build_tiny_vlm,
-    builtin_path,
-    load_model,
-    resolve_model_path,
-)
+from rarl_trainer.builtin_models import build_tiny_lm, build_tiny_vlm, builtin_path
+from rarl_trainer.models import ModelLoadError, load_model, resolve_model_path
 
 
 def _digest(folder) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rarl_trainer import models
+from rarl_trainer import builtin_models, models
 from rarl_trainer.rollout import (
     RolloutEngine,
     RolloutEngineError,
@@ -22,13 +22,13 @@ class _Lora:
 
 def _peft(name: str, seed: int = 0):
     """A builtin tiny model with LoRA whose B is random (PEFT inits B=0, which would make merging a no-op)."""
-    path = models.builtin_path(name)
-    if name == models.TINY_VLM:
+    path = builtin_models.builtin_path(name)
+    if name == builtin_models.TINY_VLM:
         from transformers import AutoModelForImageTextToText as cls
     else:
         from transformers import AutoModelForCausalLM as cls
     base = cls.from_pretrained(path, dtype=torch.float32)
-    model = models.apply_lora(base, _Lora, is_vlm=name == models.TINY_VLM)
+    model = models.apply_lora(base, _Lora)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -38,7 +38,7 @@ def _peft(name: str, seed: int = 0):
 
 
 def _text_inputs(batch: int = 3):
-    tok = models.build_tokenizer()
+    tok = builtin_models.build_tokenizer()
     texts = ["Look at the image and estimate", "apple pear", "<answer>[1, 2"][:batch]
     enc = tok(texts, return_tensors="pt", padding=True)
     return dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
@@ -49,7 +49,7 @@ def _vlm_inputs():
 
     from rarl_trainer.models import load_processor
 
-    path = models.builtin_path(models.TINY_VLM)
+    path = builtin_models.builtin_path(builtin_models.TINY_VLM)
     from transformers import AutoConfig
 
     processor, _ = load_processor(path, AutoConfig.from_pretrained(path))
@@ -96,11 +96,11 @@ def _greedy(model, inputs, engine=None, **kw):
     return generate(model, engine, generation_config=base, **inputs)
 
 
-@pytest.mark.parametrize("name", [models.TINY_LM, models.TINY_VLM])
+@pytest.mark.parametrize("name", [builtin_models.TINY_LM, builtin_models.TINY_VLM])
 def test_greedy_tokens_match_peft_generate_before_and_after_a_step(name):
     model = _peft(name)
-    inputs = _vlm_inputs() if name == models.TINY_VLM else _text_inputs()
-    kw = {"suppress_tokens": model.generation_config.suppress_tokens} if name == models.TINY_VLM else {}
+    inputs = _vlm_inputs() if name == builtin_models.TINY_VLM else _text_inputs()
+    kw = {"suppress_tokens": model.generation_config.suppress_tokens} if name == builtin_models.TINY_VLM else {}
     engine = RolloutEngine(model)
     assert engine.merge and len(tuner_layers(model)) > 0
     for _ in range(2):  # before, then after an optimizer step (the merge follows the new adapter weights)
@@ -114,7 +114,7 @@ def test_greedy_tokens_match_peft_generate_before_and_after_a_step(name):
     assert engine.calls == 2
 
 
-@pytest.mark.parametrize("name", [models.TINY_LM, models.TINY_VLM])
+@pytest.mark.parametrize("name", [builtin_models.TINY_LM, builtin_models.TINY_VLM])
 def test_static_cache_path_gives_the_same_greedy_tokens(name):
     """The GPU path's static KV cache (bucketed size, VLM rope deltas, left padding), run on CPU without
     ``torch.compile`` (which only CUDA uses): same tokens as the PEFT model, and a static cache really was used."""
@@ -122,8 +122,8 @@ def test_static_cache_path_gives_the_same_greedy_tokens(name):
     from transformers.cache_utils import StaticCache
 
     model = _peft(name)
-    inputs = _vlm_inputs() if name == models.TINY_VLM else _text_inputs()
-    kw = {"suppress_tokens": model.generation_config.suppress_tokens} if name == models.TINY_VLM else {}
+    inputs = _vlm_inputs() if name == builtin_models.TINY_VLM else _text_inputs()
+    kw = {"suppress_tokens": model.generation_config.suppress_tokens} if name == builtin_models.TINY_VLM else {}
     engine = RolloutEngine(model)
     engine.static_cache, engine.compile = True, False  # forced: the engine only chooses it on CUDA
     before = _state(model)
@@ -138,7 +138,7 @@ def test_static_cache_path_gives_the_same_greedy_tokens(name):
 
 def test_merge_changes_outputs_and_engine_is_needed():
     """Sanity: the random adapters matter (otherwise the tests above would prove nothing)."""
-    model = _peft(models.TINY_LM)
+    model = _peft(builtin_models.TINY_LM)
     inputs = _text_inputs()
     with torch.no_grad(), model.disable_adapter():
         model.eval()
@@ -152,7 +152,7 @@ def test_merged_log_probs_equal_unmerged_and_sampling_matches_under_a_seed():
     """The exact criterion: per-token log-probs of the merged model = the PEFT model's, to 1e-5."""
     from transformers import GenerationConfig
 
-    model = _peft(models.TINY_LM, seed=3)
+    model = _peft(builtin_models.TINY_LM, seed=3)
     inputs = _text_inputs()
     cfg = GenerationConfig(**{**model.generation_config.to_dict(), "max_new_tokens": 16, "min_new_tokens": 16,
                               "do_sample": True, "temperature": 0.9, "top_p": 0.95})
@@ -250,7 +250,7 @@ def test_sampled_token_distribution_matches_the_peft_model():
     and its second tokens match ``model.generate`` on the PEFT model drawn with another seed. Seeds are fixed, so
     the p-values are the same on every run (not flaky); the negative control (adapters disabled, a distribution
     at total-variation distance ~0.8) shows the same tests reject a wrong sampler."""
-    model = _peft(models.TINY_LM, seed=5)
+    model = _peft(builtin_models.TINY_LM, seed=5)
     prompt = _text_inputs(1)
     n = 3000
     engine = RolloutEngine(model)
@@ -277,7 +277,7 @@ def test_sampled_token_distribution_matches_the_peft_model():
 
 
 def test_engine_restores_exactly_even_when_generation_fails():
-    model = _peft(models.TINY_LM)
+    model = _peft(builtin_models.TINY_LM)
     before = _state(model)
     engine = RolloutEngine(model)
     with pytest.raises(RuntimeError), engine.merged():
@@ -290,7 +290,7 @@ def test_engine_restores_exactly_even_when_generation_fails():
 def test_full_fine_tuning_generates_on_training_weights():
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(models.builtin_path(models.TINY_LM), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(builtin_models.builtin_path(builtin_models.TINY_LM), dtype=torch.float32)
     model.train()
     engine = RolloutEngine(model)
     assert not engine.merge
@@ -302,7 +302,7 @@ def test_full_fine_tuning_generates_on_training_weights():
 
 
 def test_cpu_never_uses_static_cache_or_compile():
-    model = _peft(models.TINY_LM)
+    model = _peft(builtin_models.TINY_LM)
     engine = RolloutEngine(model, static_cache=True, compile=True)
     if not torch.cuda.is_available():
         assert not engine.static_cache and not engine.compile
@@ -313,7 +313,7 @@ def test_cpu_never_uses_static_cache_or_compile():
 
 
 def test_static_cache_config_is_bucketed():
-    model = _peft(models.TINY_LM)
+    model = _peft(builtin_models.TINY_LM)
     engine = RolloutEngine(model)
     engine.static_cache = engine.compile = True  # what CUDA would choose; only the config is inspected here
     from transformers import GenerationConfig
@@ -350,8 +350,8 @@ def _trainer(engine: str, tmp_path, steps: int = 2, beta: float = 0.0, **config)
     from rarl_trainer.rewards import RewardConfig
     from rarl_trainer.rmo import RMOConfig
 
-    model = _peft(models.TINY_LM)
-    tok = models.build_tokenizer()
+    model = _peft(builtin_models.TINY_LM)
+    tok = builtin_models.build_tokenizer()
     ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": f"estimate {i}"}] for i in range(8)],
                             "targets": [[float(i % 5 + 1)] for i in range(8)]})
 
