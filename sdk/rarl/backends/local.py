@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rarl.api.types import Condition, RARLJob, RARLJobStatus
+from rarl.api.uri import builtin_name, has_scheme
 from rarl.api.vocabulary import ACTIVE_PHASES, TERMINAL_PHASES
 from rarl.backends.base import Backend
 from rarl.backends.local_state import (
@@ -36,7 +37,7 @@ from rarl.progress import read_progress
 
 def _local_path(uri: str, base: Path) -> str:
     """Relative paths in a spec are relative to where it was submitted; make them absolute."""
-    if "://" in uri or uri.startswith("builtin:") or os.path.isabs(uri):
+    if has_scheme(uri) or builtin_name(uri) is not None or os.path.isabs(uri):
         return uri
     candidate = base / uri
     # a hub id such as Qwen/Qwen2.5-VL-3B-Instruct is not a local path: keep it unless it exists here

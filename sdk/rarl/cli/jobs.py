@@ -13,28 +13,17 @@ from typing import Any
 
 import typer
 
-from rarl.cli.main import (
+from rarl.cli.app import (
     EXIT_INVALID,
     EXIT_OK,
-    OPTIONS,
-    Backend,
     CLIError,
     OutputFormat,
     app,
+    make_client,
     output_format,
     output_option,
+    read_source,
 )
-
-
-def make_client(backend: Backend | None = None):
-    """The client for the global options (--backend, --kubeconfig, --context, -n, env RARL_HOME)."""
-    from rarl.client import Client
-
-    chosen = backend or OPTIONS.backend
-    if chosen is Backend.kubernetes:
-        return Client("kubernetes", kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context,
-                      namespace=OPTIONS.namespace)
-    return Client("local")
 
 
 def _console():
@@ -118,10 +107,9 @@ def submit(
 ) -> None:
     """Validate a RARLJob and start it on the chosen backend."""
     from rarl.api.validation import parse_job
-    from rarl.cli.main import _read_source
 
     label = "<stdin>" if file == "-" else file
-    job = parse_job(_read_source(file), origin=label)
+    job = parse_job(read_source(file), origin=label)
     if dry_run:
         _print_manifests(job, output_format(output))
         return
@@ -378,10 +366,9 @@ def run(
     """Run a job here in the foreground (local backend) with a live progress bar; Ctrl-C suspends it."""
     from rarl.api.validation import parse_job
     from rarl.backends.local import LocalBackend, absolutize
-    from rarl.cli.main import _read_source
     from rarl.client import Client
 
-    job = parse_job(_read_source(file), origin=file)
+    job = parse_job(read_source(file), origin=file)
     client = Client(LocalBackend(home))
     existing = None
     try:

@@ -16,22 +16,20 @@ from pathlib import Path
 
 import typer
 
-from rarl.cli.main import CLIError
+from rarl.cli.app import CLIError, make_client, read_source
 
 
 def _source(source: str, job_file: str | None):
     """(job, model location) from a job name or an export location (+ the job file for its dataset)."""
     from rarl.api.validation import parse_job
-    from rarl.cli.main import _read_source
 
-    job = parse_job(_read_source(job_file), origin=job_file) if job_file else None
+    job = parse_job(read_source(job_file), origin=job_file) if job_file else None
     is_location = "://" in source or Path(source).exists()
     if is_location:
         if job is None:
             raise CLIError(f"{source} is a model location: give the job file with -f (its dataset section says "
                            "what the items are and how to ask)")
         return job, source
-    from rarl.cli.jobs import make_client
 
     named = make_client().get(source)  # JobNotFound -> one line, exit 1
     model_uri = named.status.model_uri if named.status else None

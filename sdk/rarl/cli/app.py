@@ -1,0 +1,117 @@
+"""The typer app of ``rarlctl`` and what every verb shares: global options, output formats, exit codes.
+
+Verb modules (``spec_verbs``, ``jobs``, ``eval_cmd``, ``predict_cmd``) import this module and
+register their commands on ``app``; ``rarl.cli.main`` imports them all and runs the app. Nothing
+here imports a verb module, so the CLI has no import cycle.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from rarl import __version__
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="rarlctl",
+    help="Train vision-language models that predict and rank ordinal quantities with RARL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+class Backend(str, Enum):
+    kubernetes = "kubernetes"
+    local = "local"
+
+
+class GlobalOptions:
+    """Options every verb sees (set by the callback)."""
+
+    backend: Backend = Backend.local
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    output: OutputFormat = OutputFormat.table
+    debug: bool = False
+
+
+OPTIONS = GlobalOptions()
+
+
+class CLIError(Exception):
+    """An error to print as one line and exit with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rarlctl {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _global(
+    backend: Backend = typer.Option(Backend.local, "--backend", help="Where jobs run: kubernetes or local processes."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="Path of the kubeconfig file."),
+    context: str | None = typer.Option(None, "--context", help="Kubeconfig context to use."),
+    namespace: str | None = typer.Option(None, "-n", "--namespace", help="Namespace of the jobs."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "-o", "--output", help="Output format."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    OPTIONS.backend, OPTIONS.kubeconfig, OPTIONS.context = backend, kubeconfig, context
+    OPTIONS.namespace, OPTIONS.output, OPTIONS.debug = namespace, output, debug
+
+
+def read_source(name: str) -> bytes:
+    """Bytes of a file or of stdin ('-'); unreadable files are an environment problem (exit 2)."""
+    if name == "-":
+        return sys.stdin.buffer.read()
+    path = Path(name)
+    if not path.exists():
+        raise CLIError("no such file")
+    if path.is_dir():
+        raise CLIError("is a directory, expected a YAML file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CLIError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def output_option() -> typing.Any:
+    """``-o`` on a verb (kubectl style, after the verb); falls back to the global ``-o``."""
+    return typer.Option(None, "-o", "--output", help="Output format: table, json or yaml.")
+
+
+def output_format(local: OutputFormat | None) -> OutputFormat:
+    return local or OPTIONS.output
+
+
+def make_client(backend: Backend | None = None):
+    """The client for the global options (--backend, --kubeconfig, --context, -n, env RARL_HOME)."""
+    from rarl.client import Client
+
+    chosen = backend or OPTIONS.backend
+    if chosen is Backend.kubernetes:
+        return Client("kubernetes", kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context,
+                      namespace=OPTIONS.namespace)
+    return Client("local")

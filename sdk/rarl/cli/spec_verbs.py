@@ -1,0 +1,114 @@
+"""``rarlctl validate``, ``crd`` and ``init``: the verbs that work on RARLJob files, no backend needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from rarl.cli.app import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    OutputFormat,
+    app,
+    output_format,
+    output_option,
+    read_source,
+)
+
+
+@app.command()
+def validate(
+    files: list[str] = typer.Option(..., "-f", "--filename", help="RARLJob YAML file; repeatable; '-' reads stdin."),
+    output: OutputFormat | None = output_option(),
+) -> None:
+    """Check RARLJob files: one OK line per valid document, one line per problem otherwise."""
+    from rarl.api.validation import load_yaml_documents, validate_document
+
+    results = []
+    worst = EXIT_OK
+    for name in files:
+        label = "<stdin>" if name == "-" else name
+        try:
+            data = read_source(name)
+        except CLIError as exc:
+            results.append({"file": label, "document": None, "name": None, "valid": False, "problems": [str(exc)]})
+            worst = EXIT_USAGE
+            continue
+        docs, problems = load_yaml_documents(data)
+        if problems:
+            results.append({"file": label, "document": None, "name": None, "valid": False,
+                            "problems": [str(p) for p in problems]})
+            worst = max(worst, EXIT_INVALID)
+            continue
+        for index, doc in enumerate(docs, start=1):
+            job, problems = validate_document(doc)
+            name_ = job.name if job else (doc.get("metadata") or {}).get("name") if isinstance(doc, dict) else None
+            results.append({"file": label, "document": index if len(docs) > 1 else None,
+                            "name": name_ if isinstance(name_, str) else None,
+                            "valid": job is not None, "problems": [str(p) for p in problems]})
+            if job is None:
+                worst = max(worst, EXIT_INVALID)
+    fmt = output_format(output)
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(results, indent=2))
+    elif fmt is OutputFormat.yaml:
+        import yaml
+
+        typer.echo(yaml.safe_dump(results, sort_keys=False), nl=False)
+    else:
+        for r in results:
+            where = r["file"] + (f" (document {r['document']})" if r["document"] else "")
+            if r["valid"]:
+                typer.echo(f"{where}: OK RARLJob/{r['name']}")
+            for problem in r["problems"]:
+                typer.echo(f"{where}: {problem}")
+    raise typer.Exit(worst)
+
+
+@app.command()
+def crd(
+    reference: bool = typer.Option(False, "--reference", help="Print the Markdown field reference instead."),
+) -> None:
+    """Print the RARLJob CustomResourceDefinition (generated from the API types)."""
+    if reference:
+        from rarl.api.docs import reference_markdown
+
+        typer.echo(reference_markdown(), nl=False)
+        return
+    from rarl.api.crd import crd_yaml
+
+    typer.echo(crd_yaml(), nl=False)
+
+
+@app.command()
+def init(
+    example: str = typer.Option("quickstart", "--example", "-e", help="Which example to write (see --list)."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Write to this file instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    list_: bool = typer.Option(False, "--list", help="List the examples and exit."),
+) -> None:
+    """Write a commented example RARLJob to start from."""
+    from rarl.examples import example_names, example_text
+
+    names = example_names()
+    if list_:
+        for name in names:
+            typer.echo(name)
+        return
+    if example not in names:
+        raise CLIError(f"--example: unknown example {example!r}; choose one of: {', '.join(names)}")
+    text = example_text(example)
+    if file is None:
+        typer.echo(text, nl=False)
+        return
+    if file.exists() and not force:
+        raise CLIError(f"{file}: already exists (use --force to overwrite)")
+    try:
+        file.write_text(text)
+    except OSError as exc:
+        raise CLIError(f"{file}: cannot write: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {file} (example {example}); check it with: rarlctl validate -f {file}", err=True)
