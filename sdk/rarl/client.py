@@ -65,14 +65,7 @@ class Client:
 
     def list(self, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[RARLJob]:
         """Jobs of the backend's namespace (or ``namespace``, Kubernetes only) carrying all ``labels``."""
-        if namespace is not None and hasattr(self.backend, "namespace"):
-            previous = self.backend.namespace
-            self.backend.namespace = namespace
-            try:
-                return self.backend.list(labels)
-            finally:
-                self.backend.namespace = previous
-        return self.backend.list(labels)
+        return self.backend.list(labels, namespace=namespace)
 
     def wait(
         self,

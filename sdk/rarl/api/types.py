@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from rarl.api.uri import parse_uri
+from rarl.api.uri import builtin_name, has_scheme, parse_uri
 from rarl.api.vocabulary import Phase
 
 API_GROUP = "rarl.dev"
@@ -87,7 +87,6 @@ StorageURI = Annotated[str, BeforeValidator(lambda v: check_uri(v) if isinstance
 # --------------------------------------------------------------------------- model
 
 
-BUILTIN_PREFIX = "builtin:"
 # Models rarl builds or ships offline (tests, the quickstart, machines without hub access).
 BUILTIN_MODELS = {
     "tiny-qwen2.5-vl": "a Qwen2.5-VL-shaped model with random weights (~0.2M parameters)",
@@ -136,13 +135,13 @@ class ModelSpec(APIModel):
     @field_validator("base")
     @classmethod
     def _base_location(cls, v: str) -> str:
-        if v.startswith(BUILTIN_PREFIX):
-            name = v[len(BUILTIN_PREFIX):]
+        name = builtin_name(v)
+        if name is not None:
             if name not in BUILTIN_MODELS:
                 raise ValueError(f"unknown builtin model {name!r}; choose one of: {', '.join(BUILTIN_MODELS)}")
-        elif "://" in v:
+        elif has_scheme(v):
             check_uri(v)
-        return v
+        return v  # a path or a hub id
 
 
 # --------------------------------------------------------------------------- dataset
@@ -188,7 +187,6 @@ TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-BUILTIN_DATASET_PREFIX = "builtin:"
 
 
 @dataclass(frozen=True)
@@ -283,8 +281,8 @@ class DatasetSpec(APIModel):
     @field_validator("train", "eval", "images")
     @classmethod
     def _location(cls, v: str | None) -> str | None:
-        if v is not None and v.startswith(BUILTIN_DATASET_PREFIX):
-            name = v[len(BUILTIN_DATASET_PREFIX):]
+        name = None if v is None else builtin_name(v)
+        if name is not None:
             if name not in BUILTIN_DATASETS:
                 raise ValueError(f"unknown builtin data set {name!r}; known: {', '.join(sorted(BUILTIN_DATASETS))}")
             return v
@@ -292,9 +290,8 @@ class DatasetSpec(APIModel):
 
     def builtin(self) -> BuiltinDataset | None:
         """The builtin data set that ``train`` names, if it names one."""
-        if self.train and self.train.startswith(BUILTIN_DATASET_PREFIX):
-            return BUILTIN_DATASETS[self.train[len(BUILTIN_DATASET_PREFIX):]]
-        return None
+        name = builtin_name(self.train) if self.train else None
+        return None if name is None else BUILTIN_DATASETS[name]
 
     @model_validator(mode="before")
     @classmethod
@@ -303,8 +300,8 @@ class DatasetSpec(APIModel):
         if not isinstance(data, dict) or data.get("target") is not None:
             return data
         train, fmt = data.get("train"), data.get("format")
-        builtin = BUILTIN_DATASETS.get(train[len(BUILTIN_DATASET_PREFIX):]) if (
-            isinstance(train, str) and train.startswith(BUILTIN_DATASET_PREFIX)) else None
+        name = builtin_name(train) if isinstance(train, str) else None
+        builtin = BUILTIN_DATASETS.get(name) if name is not None else None
         if builtin is not None:
             return {**data, "target": dict(builtin.target)}
         if isinstance(fmt, str) and fmt in TARGET_DEFAULTS:
@@ -405,11 +402,9 @@ class StageSpec(APIModel):
         return v
 
     @model_validator(mode="after")
-    def _rmo_needs_sizes(self) -> StageSpec:
-        if self.rmo.enabled and self.kind == "grpo" and not self.list_sizes:
-            raise ValueError("listSizes must not be empty when rmo is enabled")
+    def _needs_list_sizes(self) -> StageSpec:
         if not self.list_sizes:
-            raise ValueError("listSizes must name at least one list size (1..16)")
+            raise ValueError("listSizes must not be empty: name at least one list size (1..16)")
         return self
 
 

@@ -33,8 +33,8 @@ class Backend(abc.ABC):
         """The job with its current status."""
 
     @abc.abstractmethod
-    def list(self, labels: dict[str, str] | None = None) -> list[RARLJob]:
-        """All jobs (of the namespace), optionally only those carrying all ``labels``."""
+    def list(self, labels: dict[str, str] | None = None, namespace: str | None = None) -> list[RARLJob]:
+        """All jobs (of ``namespace``, default the backend's), optionally only those carrying all ``labels``."""
 
     @abc.abstractmethod
     def logs(self, name: str, follow: bool = False, node: int = 0) -> Iterator[str]:

@@ -105,11 +105,11 @@ class KubernetesBackend(Backend):
                          API_GROUP, API_VERSION, self.namespace, PLURAL, name, name=name)
         return _to_job(obj)
 
-    def list(self, labels: dict[str, str] | None = None) -> list[RARLJob]:
+    def list(self, labels: dict[str, str] | None = None, namespace: str | None = None) -> list[RARLJob]:
         selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or None
         kwargs = {"label_selector": selector} if selector else {}
         data = self._call("list RARLJobs", self.custom.list_namespaced_custom_object,
-                          API_GROUP, API_VERSION, self.namespace, PLURAL, **kwargs)
+                          API_GROUP, API_VERSION, namespace or self.namespace, PLURAL, **kwargs)
         jobs = []
         for obj in data.get("items", []):
             meta_labels = (obj.get("metadata") or {}).get("labels") or {}

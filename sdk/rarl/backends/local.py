@@ -181,7 +181,8 @@ class LocalBackend(Backend):
     def get(self, name: str) -> RARLJob:
         return self._load(self._existing(name))
 
-    def list(self, labels: dict[str, str] | None = None) -> list[RARLJob]:
+    def list(self, labels: dict[str, str] | None = None, namespace: str | None = None) -> list[RARLJob]:
+        # Local jobs have no namespaces; ``namespace`` is accepted for the common signature (as before).
         if not self.jobs_dir.is_dir():
             return []
         jobs = []
