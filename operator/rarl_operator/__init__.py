@@ -1,9 +1,6 @@
 """The RARL operator: reconciles RARLJob resources into multi-node trainer Jobs.
 
-Importing the package registers every kopf handler, so ``kopf run -m rarl_operator``
-works as is; ``python -m rarl_operator`` adds settings from the environment.
+Importing the package runs nothing: ``rarl_operator.handlers`` registers the kopf handlers
+(``kopf run -m rarl_operator.handlers``); ``python -m rarl_operator`` imports it and adds
+settings from the environment.
 """
-
-from rarl_operator import handlers
-
-__all__ = ["handlers"]

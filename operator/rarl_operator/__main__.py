@@ -12,7 +12,7 @@ import os
 
 import kopf
 
-import rarl_operator  # noqa: F401  (registers the handlers)
+import rarl_operator.handlers  # noqa: F401  (registers the handlers)
 from rarl_operator.settings import SETTINGS
 
 

@@ -33,7 +33,7 @@ class OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
         env = {**self.kube.env(), "RARL_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1",
                "RARL_RESYNC_SECONDS": "0.5", **self.extra_env}
-        cmd = [sys.executable, "-m", "kopf", "run", "-m", "rarl_operator", "--standalone", "-A",
+        cmd = [sys.executable, "-m", "kopf", "run", "-m", "rarl_operator.handlers", "--standalone", "-A",
                f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz", "--log-format=plain"]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
