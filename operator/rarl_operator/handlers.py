@@ -14,8 +14,8 @@ from typing import Any
 import kopf
 
 from rarl.api.types import API_GROUP, API_VERSION, PLURAL
+from rarl.api.vocabulary import LABEL_JOB
 from rarl_operator import metrics
-from rarl_operator.manifests import LABEL_JOB
 from rarl_operator.reconciler import Reconciler, job_view, pod_view
 from rarl_operator.settings import SETTINGS
 
@@ -32,8 +32,11 @@ def _watched(namespace: str | None, **_: Any) -> bool:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """No finalizers or annotations of ours; quiet posting; the metrics endpoint."""
-    settings.persistence.finalizer = "rarl.dev/unused-finalizer"  # never added: no handler needs one
+    """Quiet posting, watch timeouts, the worker count and the metrics endpoint.
+
+    kopf adds its finalizer only for handlers that need one (on.delete, daemons, timers); event
+    handlers and indexes do not, so none is set or added here.
+    """
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -12,6 +12,8 @@ from collections import Counter as _Counter
 
 from aiohttp import web
 
+from rarl.api.vocabulary import PHASES
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -56,7 +58,6 @@ RESTARTS = Counter("rarl_operator_restarts_total", "Attempts started after a cou
 RECONCILE_ERRORS = Counter("rarl_operator_reconcile_errors_total", "Reconciles that raised and were retried.")
 RECONCILE_SECONDS = Histogram("rarl_operator_reconcile_duration_seconds", "Time of one reconcile.")
 _phases: dict[tuple[str, str], str] = {}
-PHASES = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 
 
 def observe_reconcile(key: tuple[str, str], phase: str | None, seconds: float) -> None:
