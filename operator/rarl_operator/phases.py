@@ -18,14 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rarl.api.types import RARLJobSpec
-
-EXIT_CONFIG = 2
-EXIT_INTERRUPTED = 3
-
-# Failure classes of an attempt.
-CONFIG_ERROR = "config"
-DISRUPTION = "disruption"
-CRASH = "crash"
+from rarl.api.vocabulary import (
+    CONDITION_CREATED,
+    CONDITION_FAILED,
+    CONDITION_INVALID_SPEC,
+    CONDITION_RESTARTING,
+    CONDITION_RUNNING,
+    CONDITION_SUCCEEDED,
+    CONDITION_SUSPENDED,
+    ExitCode,
+    Outcome,
+    Phase,
+    after_failed_attempt,
+)
+from rarl.manifests import training_settings_digest
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class JobView:
     active: int = 0
     restarts: int = 0  # the restart count recorded when this attempt was created
     deleting: bool = False
+    started_with: dict[str, str] | None = None  # the training-settings digest recorded on it (None: none)
 
 
 @dataclass
@@ -76,6 +83,7 @@ class Plan:
     status: dict[str, Any]
     ensure_attempt: int | None = None  # create the children of this attempt (idempotent)
     restarts_for_attempt: int = 0
+    started_with: dict[str, str] | None = None  # the digest to record on that attempt (None: the spec's)
     delete_jobs: list[str] = field(default_factory=list)
     delete_self: bool = False
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
@@ -107,21 +115,22 @@ def set_condition(conds: list[dict], ctype: str, status: str, reason: str, messa
                   "lastTransitionTime": rfc3339(now)})
 
 
-def classify(job: JobView, pods: list[PodView]) -> tuple[str, str]:
+def classify(job: JobView, pods: list[PodView]) -> tuple[Outcome, str]:
     """Why an attempt failed: a config error fails at once, a disruption is free, a crash costs a restart."""
     for pod in pods:
-        if EXIT_CONFIG in pod.exit_codes:
-            return CONFIG_ERROR, pod.message.strip() or f"pod {pod.name} exited with code 2 (configuration error)"
+        if ExitCode.CONFIG in pod.exit_codes:
+            return (Outcome.CONFIG_ERROR,
+                    pod.message.strip() or f"pod {pod.name} exited with code 2 (configuration error)")
     for pod in pods:
         if pod.disrupted:
-            return DISRUPTION, f"pod {pod.name} was disrupted (evicted or preempted)"
+            return Outcome.DISRUPTION, f"pod {pod.name} was disrupted (evicted or preempted)"
     for pod in pods:
-        if EXIT_INTERRUPTED in pod.exit_codes:
-            return DISRUPTION, f"pod {pod.name} was interrupted after a checkpoint (exit code 3)"
+        if ExitCode.INTERRUPTED in pod.exit_codes:
+            return Outcome.DISRUPTION, f"pod {pod.name} was interrupted after a checkpoint (exit code 3)"
     codes = sorted({c for pod in pods for c in pod.exit_codes if c != 0})
     detail = next((p.message.strip() for p in pods if p.message.strip() and p.exit_codes), "")
     what = f"exit code {', '.join(map(str, codes))}" if codes else (job.failed_reason or "the Job failed")
-    return CRASH, f"trainer crashed ({what})" + (f": {detail}" if detail else "")
+    return Outcome.CRASH, f"trainer crashed ({what})" + (f": {detail}" if detail else "")
 
 
 class _Ctx:
@@ -148,17 +157,17 @@ class _Ctx:
     def cond(self, ctype: str, status: str, reason: str, message: str) -> None:
         set_condition(self.status["conditions"], ctype, status, reason, message, self.obs.now)
 
-    def transition(self, phase: str, reason: str, message: str, *, warning: bool = False) -> None:
+    def transition(self, phase: Phase, reason: str, message: str, *, warning: bool = False) -> None:
         if self.status["phase"] != phase:
             self.plan.events.append(("Warning" if warning else "Normal", reason, message))
         self.status["phase"] = phase
 
-    def finish(self, phase: str, reason: str, message: str) -> None:
+    def finish(self, phase: Phase, reason: str, message: str) -> None:
         ok = phase == "Succeeded"
         self.transition(phase, reason, message, warning=not ok)
         self.status.setdefault("completionTime", rfc3339(self.obs.now))
-        self.cond("Running", "False", reason, message)
-        self.cond(phase, "True", reason, message)
+        self.cond(CONDITION_RUNNING, "False", reason, message)
+        self.cond(CONDITION_SUCCEEDED if ok else CONDITION_FAILED, "True", reason, message)
         self.delete_live_jobs()
 
     def delete_live_jobs(self) -> None:
@@ -175,28 +184,41 @@ class _Ctx:
 
 
 def decide(obs: Observed) -> Plan:
-    """The phase switch."""
+    """The phase switch: one case per phase, each a sequence of named checks."""
     ctx = _Ctx(obs)
-    phase = ctx.status["phase"]
-    if phase in ("Succeeded", "Failed"):
-        _finished(ctx)
-    elif obs.spec is None:
-        _invalid(ctx)
-    elif phase == "Suspended":
-        _suspended(ctx)
-    else:  # None (new), Pending, Running, Restarting
-        _active(ctx)
+    ctx.plan.started_with = _started_with(obs)
+    match ctx.status["phase"]:
+        case "Succeeded" | "Failed":
+            _finished(ctx)
+        case _ if obs.spec is None:
+            _invalid(ctx)
+        case None:
+            _new(ctx)
+        case "Pending":
+            _pending(ctx)
+        case "Running":
+            _running(ctx)
+        case "Restarting":
+            _restarting(ctx)
+        case "Suspended":
+            _suspended(ctx)
+        case _:  # no other phase passes the CRD's enum; an unchecked API is treated as Pending
+            _pending(ctx)
     return ctx.plan
 
 
+# --------------------------------------------------------------------------- one function per phase
+
+
 def _invalid(ctx: _Ctx) -> None:
+    """A spec that does not validate fails the job before any child exists."""
     message = "; ".join(ctx.obs.problems) or "invalid spec"
-    ctx.cond("InvalidSpec", "True", "InvalidSpec", message)
+    ctx.cond(CONDITION_INVALID_SPEC, "True", "InvalidSpec", message)
     ctx.finish("Failed", "InvalidSpec", message)
 
 
 def _finished(ctx: _Ctx) -> None:
-    """Terminal: stop any Job still running (it may have been missing from the cache), then the TTL."""
+    """Succeeded or Failed: stop any Job still running (it may have been missing from the cache), then the TTL."""
     ctx.delete_live_jobs()
     spec = ctx.obs.spec
     ttl = spec.run_policy.ttl_seconds_after_finished if spec is not None else None
@@ -211,95 +233,248 @@ def _finished(ctx: _Ctx) -> None:
         ctx.plan.requeue_after = left
 
 
+def _new(ctx: _Ctx) -> None:
+    """No phase yet: create the first attempt, or adopt the Job a lost status forgot."""
+    job = _adopt_newest_attempt(ctx)
+    _report_immutable_changes(ctx)
+    if _suspend_requested(ctx):
+        _suspend(ctx)
+        return
+    if _deadline_exceeded(ctx):
+        _fail_deadline(ctx)
+        return
+    if _needs_first_attempt(ctx) or job is None:
+        _create_first_attempt(ctx)
+        return
+    attempt = ctx.status["attempt"]
+    if _job_missing(job):
+        _recreate_attempt(ctx)
+        ctx.transition("Pending", "Created", f"created attempt {attempt}")
+        return
+    if not _follow_attempt(ctx):
+        ctx.transition("Pending", "Created", f"attempt {attempt} waits for its pods")
+
+
+def _pending(ctx: _Ctx) -> None:
+    """The attempt's Job exists (or is being created); its pods are not running yet."""
+    _in_flight(ctx)
+
+
+def _running(ctx: _Ctx) -> None:
+    """At least one trainer pod of the attempt ran when last observed."""
+    _in_flight(ctx)
+
+
+def _restarting(ctx: _Ctx) -> None:
+    """A failed attempt was followed by the next one, whose pods are not running yet."""
+    _in_flight(ctx)
+
+
+def _in_flight(ctx: _Ctx) -> None:
+    """Pending, Running and Restarting run the same checks: each outcome of the attempt names the next phase."""
+    job = _adopt_newest_attempt(ctx)
+    _report_immutable_changes(ctx)
+    if _suspend_requested(ctx):
+        _suspend(ctx)
+        return
+    if _deadline_exceeded(ctx):
+        _fail_deadline(ctx)
+        return
+    if _needs_first_attempt(ctx):
+        _create_first_attempt(ctx)
+        return
+    if _job_missing(job):
+        _recreate_attempt(ctx)
+        return
+    _follow_attempt(ctx)
+
+
 def _suspended(ctx: _Ctx) -> None:
-    obs, spec = ctx.obs, ctx.obs.spec
-    assert spec is not None
-    if spec.run_policy.suspend:
+    """Held by runPolicy.suspend: no Job runs; lifting it resumes as a new attempt at no restart cost."""
+    obs = ctx.obs
+    _report_immutable_changes(ctx)
+    if _suspend_requested(ctx):
         ctx.delete_live_jobs()  # a Job that survived a crash mid-suspend
         return
     attempt = max(ctx.status["attempt"], max(obs.jobs, default=0)) + 1
     ctx.status["startTime"] = rfc3339(obs.now)  # like a Kubernetes Job: the deadline clock restarts on resume
     ctx.new_attempt(attempt, ctx.status["restarts"])
-    ctx.cond("Suspended", "False", "Resumed", f"resumed as attempt {attempt} from the newest checkpoint")
+    ctx.cond(CONDITION_SUSPENDED, "False", "Resumed", f"resumed as attempt {attempt} from the newest checkpoint")
     ctx.transition("Pending", "Resumed", f"resumed as attempt {attempt}")
 
 
-def _active(ctx: _Ctx) -> None:
-    obs, spec, st = ctx.obs, ctx.obs.spec, ctx.status
-    assert spec is not None
-    attempt = max(st["attempt"], max(obs.jobs, default=0))
-    job = obs.jobs.get(attempt)
-    st["attempt"] = attempt  # the newest Job wins over a stale status
+# --------------------------------------------------------------------------- checks
+
+
+def _spec(ctx: _Ctx) -> RARLJobSpec:
+    """The validated spec (every phase function but ``_finished`` runs only with one)."""
+    spec = ctx.obs.spec
+    if spec is None:
+        raise ValueError("decide() routes a job without a valid spec to _invalid")
+    return spec
+
+
+def _adopt_newest_attempt(ctx: _Ctx) -> JobView | None:
+    """The newest Job wins over a stale status.attempt, and its recorded restart count over a smaller one."""
+    st, jobs = ctx.status, ctx.obs.jobs
+    st["attempt"] = max(st["attempt"], max(jobs, default=0))
+    job = jobs.get(st["attempt"])
     if job is not None:
         st["restarts"] = max(st["restarts"], job.restarts)
+    return job
 
-    if spec.run_policy.suspend:
-        ctx.delete_live_jobs()
-        msg = f"attempt {attempt} stopped; the trainer checkpoints on SIGTERM"
-        ctx.cond("Running", "False", "Suspended", msg)
-        ctx.cond("Suspended", "True", "Suspended", msg)
-        ctx.transition("Suspended", "Suspended", msg)
-        return
 
-    deadline = spec.run_policy.active_deadline_seconds
-    started = parse_time(st.get("startTime"))
-    if deadline is not None and started is not None:
-        left = (started + dt.timedelta(seconds=deadline) - obs.now).total_seconds()
-        if left <= 0:
-            ctx.finish("Failed", "DeadlineExceeded", f"activeDeadlineSeconds={deadline} exceeded")
-            return
-        ctx.plan.requeue_after = left
+def _suspend_requested(ctx: _Ctx) -> bool:
+    return _spec(ctx).run_policy.suspend
 
-    if attempt == 0 or (job is None and st["phase"] is None):
-        attempt = max(attempt, 1)
-        ctx.new_attempt(attempt, st["restarts"])
-        ctx.cond("Created", "True", "Created", f"created attempt {attempt}")
-        ctx.transition("Pending", "Created", f"created attempt {attempt} ({spec.resources.nodes} node(s))")
-        return
-    if job is None or job.deleting:
-        ctx.plan.ensure_attempt = attempt  # write-ahead recorded it, or someone deleted it: (re)create
-        ctx.plan.restarts_for_attempt = st["restarts"]
-        st.setdefault("startTime", rfc3339(obs.now))
-        if st["phase"] is None:
-            ctx.transition("Pending", "Created", f"created attempt {attempt}")
-        return
 
-    pods = obs.pods.get(attempt, [])
-    if job.complete:
-        st["modelURI"] = spec.output.uri
-        ctx.cond("Restarting", "False", "Succeeded", "")
-        ctx.finish("Succeeded", "Succeeded", f"attempt {attempt} completed; model at {spec.output.uri}")
+def _deadline_exceeded(ctx: _Ctx) -> bool:
+    """activeDeadlineSeconds since startTime has passed; otherwise the reconcile is requeued for that moment."""
+    deadline = _spec(ctx).run_policy.active_deadline_seconds
+    started = parse_time(ctx.status.get("startTime"))
+    if deadline is None or started is None:
+        return False
+    left = (started + dt.timedelta(seconds=deadline) - ctx.obs.now).total_seconds()
+    if left <= 0:
+        return True
+    ctx.plan.requeue_after = left
+    return False
+
+
+def _needs_first_attempt(ctx: _Ctx) -> bool:
+    """No attempt was ever recorded, in the status or as a Job."""
+    return ctx.status["attempt"] == 0
+
+
+def _job_missing(job: JobView | None) -> bool:
+    """The recorded attempt has no Job: write-ahead recorded it, or someone deleted it."""
+    return job is None or job.deleting
+
+
+def _attempt_succeeded(job: JobView) -> bool:
+    return job.complete
+
+
+def _attempt_failed(job: JobView) -> bool:
+    return job.failed
+
+
+def _running_pods(pods: list[PodView]) -> int:
+    return sum(p.phase == "Running" for p in pods)
+
+
+def _started_with(obs: Observed) -> dict[str, str] | None:
+    """The training-settings digest recorded on the newest Job that has one (None: no Job recorded it)."""
+    for attempt in sorted(obs.jobs, reverse=True):
+        if obs.jobs[attempt].started_with is not None:
+            return obs.jobs[attempt].started_with
+    return None
+
+
+def _immutable_fields_changed(ctx: _Ctx) -> list[str]:
+    """The training-settings fields whose value differs from what the job was started with."""
+    started_with = ctx.plan.started_with
+    if started_with is None:
+        return []
+    now = training_settings_digest(_spec(ctx))
+    return [f"spec.{field}" for field, digest in now.items() if started_with.get(field, digest) != digest]
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def _report_immutable_changes(ctx: _Ctx) -> None:
+    """Warn once per spec generation about changed training settings; the job keeps the ones it started with.
+
+    The CRD's ``self == oldSelf`` rules make the API server reject such an update; this covers
+    an API server without them (and a field added after creation, which a transition rule lets pass).
+    """
+    if ctx.obs.generation is None or ctx.obs.generation == ctx.obs.status.get("observedGeneration"):
         return
-    if job.failed:
+    changed = _immutable_fields_changed(ctx)
+    if changed:
+        ctx.plan.events.append((
+            "Warning", "ImmutableFieldChanged",
+            f"{', '.join(changed)} changed after the job started and are immutable once the job exists: "
+            f"attempt {ctx.status['attempt']} and later attempts keep the settings the job was started with "
+            "(to train the new ones, create a job with a new name)"))
+
+
+def _suspend(ctx: _Ctx) -> None:
+    ctx.delete_live_jobs()
+    msg = f"attempt {ctx.status['attempt']} stopped; the trainer checkpoints on SIGTERM"
+    ctx.cond(CONDITION_RUNNING, "False", "Suspended", msg)
+    ctx.cond(CONDITION_SUSPENDED, "True", "Suspended", msg)
+    ctx.transition("Suspended", "Suspended", msg)
+
+
+def _fail_deadline(ctx: _Ctx) -> None:
+    deadline = _spec(ctx).run_policy.active_deadline_seconds
+    ctx.finish("Failed", "DeadlineExceeded", f"activeDeadlineSeconds={deadline} exceeded")
+
+
+def _create_first_attempt(ctx: _Ctx) -> None:
+    attempt = max(ctx.status["attempt"], 1)
+    ctx.new_attempt(attempt, ctx.status["restarts"])
+    ctx.cond(CONDITION_CREATED, "True", "Created", f"created attempt {attempt}")
+    ctx.transition("Pending", "Created", f"created attempt {attempt} ({_spec(ctx).resources.nodes} node(s))")
+
+
+def _recreate_attempt(ctx: _Ctx) -> None:
+    """(Re)create the recorded attempt's children: creating is idempotent, the status already names it."""
+    st = ctx.status
+    ctx.plan.ensure_attempt = st["attempt"]
+    ctx.plan.restarts_for_attempt = st["restarts"]
+    st.setdefault("startTime", rfc3339(ctx.obs.now))
+
+
+def _follow_attempt(ctx: _Ctx) -> bool:
+    """The attempt's Job and pods name the next phase; False when nothing moved (no pod runs yet)."""
+    attempt = ctx.status["attempt"]
+    job = ctx.obs.jobs[attempt]
+    pods = ctx.obs.pods.get(attempt, [])
+    if _attempt_succeeded(job):
+        _succeed(ctx, attempt)
+    elif _attempt_failed(job):
         _failed_attempt(ctx, attempt, job, pods)
-        return
-    if any(p.phase == "Running" for p in pods):
-        msg = f"attempt {attempt}: {sum(p.phase == 'Running' for p in pods)}/{spec.resources.nodes} pod(s) running"
-        ctx.cond("Running", "True", "Running", msg)
-        ctx.cond("Restarting", "False", "Running", msg)
-        ctx.transition("Running", "Running", msg)
-    elif st["phase"] is None:
-        ctx.transition("Pending", "Created", f"attempt {attempt} waits for its pods")
+    elif _running_pods(pods):
+        _mark_running(ctx, attempt, pods)
+    else:
+        return False
+    return True
+
+
+def _succeed(ctx: _Ctx, attempt: int) -> None:
+    uri = _spec(ctx).output.uri
+    ctx.status["modelURI"] = uri
+    ctx.cond(CONDITION_RESTARTING, "False", "Succeeded", "")
+    ctx.finish("Succeeded", "Succeeded", f"attempt {attempt} completed; model at {uri}")
+
+
+def _mark_running(ctx: _Ctx, attempt: int, pods: list[PodView]) -> None:
+    msg = f"attempt {attempt}: {_running_pods(pods)}/{_spec(ctx).resources.nodes} pod(s) running"
+    ctx.cond(CONDITION_RUNNING, "True", "Running", msg)
+    ctx.cond(CONDITION_RESTARTING, "False", "Running", msg)
+    ctx.transition("Running", "Running", msg)
 
 
 def _failed_attempt(ctx: _Ctx, attempt: int, job: JobView, pods: list[PodView]) -> None:
-    spec, st = ctx.obs.spec, ctx.status
-    assert spec is not None
-    kind, message = classify(job, pods)
+    """The retry policy of ``rarl.api.vocabulary`` decides: fail, or start the next attempt."""
+    max_restarts = _spec(ctx).run_policy.max_restarts
+    outcome, message = classify(job, pods)
     message = f"attempt {attempt}: {message}"
-    if kind == CONFIG_ERROR:
+    decision = after_failed_attempt(outcome, ctx.status["restarts"], max_restarts)
+    if not decision.retry:
+        if outcome is Outcome.CRASH:
+            message = f"{message}; restart budget exhausted (maxRestarts={max_restarts})"
         ctx.finish("Failed", "Failed", message)
         return
-    restarts = st["restarts"] + (1 if kind == CRASH else 0)
-    if kind == CRASH and restarts > spec.run_policy.max_restarts:
-        ctx.finish("Failed", "Failed",
-                   f"{message}; restart budget exhausted (maxRestarts={spec.run_policy.max_restarts})")
-        return
     nxt = attempt + 1
-    ctx.new_attempt(nxt, restarts)
-    why = "not counted (disruption)" if kind == DISRUPTION else f"restart {restarts}/{spec.run_policy.max_restarts}"
+    ctx.new_attempt(nxt, decision.restarts)
+    why = ("not counted (disruption)" if outcome is Outcome.DISRUPTION
+           else f"restart {decision.restarts}/{max_restarts}")
     msg = f"{message}; starting attempt {nxt} from the newest checkpoint, {why}"
-    ctx.cond("Running", "False", "Restarting", msg)
-    ctx.cond("Restarting", "True", "Restarting", msg)
+    ctx.cond(CONDITION_RUNNING, "False", "Restarting", msg)
+    ctx.cond(CONDITION_RESTARTING, "True", "Restarting", msg)
     ctx.plan.events.append(("Warning", "Restarting", msg))
-    st["phase"] = "Restarting"
+    ctx.status["phase"] = "Restarting"

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import copy
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -20,8 +21,10 @@ from typing import Any
 
 import kopf
 
+from rarl import manifests
 from rarl.api.validation import validate_document
-from rarl_operator import manifests, metrics
+from rarl.api.vocabulary import ANNOTATION_RESTARTS, ANNOTATION_TRAINING_SETTINGS, LABEL_ATTEMPT
+from rarl_operator import metrics
 from rarl_operator.api import Api
 from rarl_operator.phases import JobView, Observed, Plan, PodView, decide
 from rarl_operator.settings import Settings
@@ -35,7 +38,7 @@ Key = tuple[str, str]  # (namespace, name)
 
 def _attempt(labels: Mapping[str, str] | None) -> int:
     try:
-        return int((labels or {}).get(manifests.LABEL_ATTEMPT, "0"))
+        return int((labels or {}).get(LABEL_ATTEMPT, "0"))
     except ValueError:
         return 0
 
@@ -52,8 +55,9 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     conds = status.get("conditions")
     failed = _true(conds, "Failed", "FailureTarget")
     completions = spec.get("completions") or 1
+    annotations = meta.get("annotations") or {}
     try:
-        restarts = int((meta.get("annotations") or {}).get(manifests.ANNOTATION_RESTARTS, "0"))
+        restarts = int(annotations.get(ANNOTATION_RESTARTS, "0"))
     except ValueError:
         restarts = 0
     return JobView(
@@ -65,7 +69,19 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         active=status.get("active") or 0,
         restarts=restarts,
         deleting=bool(meta.get("deletionTimestamp")),
+        started_with=_digest(annotations.get(ANNOTATION_TRAINING_SETTINGS)),
     )
+
+
+def _digest(value: str | None) -> dict[str, str] | None:
+    """The training-settings annotation read back; None when absent or not a map of strings."""
+    try:
+        digest = json.loads(value) if value else None
+    except ValueError:
+        return None
+    if not isinstance(digest, dict) or not all(isinstance(v, str) for v in digest.values()):
+        return None
+    return digest
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:
@@ -111,8 +127,6 @@ def observe(body: Mapping[str, Any], jobs: Iterable[JobView], pods: Iterable[Pod
                         "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}},
            "spec": body.get("spec")}
     job, problems = validate_document(doc)
-    if job is not None and meta.get("name", "")[:1].isdigit():
-        job, problems = None, [_Problem("metadata.name", "must start with a letter (it names the headless Service)")]
     by_attempt: dict[int, JobView] = {}
     for view in jobs:
         if view.attempt > 0:
@@ -130,14 +144,6 @@ def observe(body: Mapping[str, Any], jobs: Iterable[JobView], pods: Iterable[Pod
         jobs=by_attempt,
         pods=pods_by,
     )
-
-
-class _Problem:
-    def __init__(self, path: str, message: str):
-        self.path, self.message = path, message
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
 
 
 # --------------------------------------------------------------------------- work queue
@@ -292,7 +298,7 @@ class Reconciler:
                 body["status"] = {**body.get("status", {}), **patch}
                 patch = {}
             for child in manifests.all_children(job, uid, plan.ensure_attempt, plan.restarts_for_attempt,
-                                                self.settings.defaults):
+                                                self.settings.defaults, plan.started_with):
                 created = self.api.create(child)
                 if created and child["kind"] == "Job":
                     metrics.JOBS_CREATED.inc()

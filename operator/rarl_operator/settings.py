@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from rarl_operator.manifests import Defaults
+from rarl.api.vocabulary import DEFAULT_TRAINER_IMAGE
+from rarl.manifests import Defaults
 
 
 def _float(name: str, default: float) -> float:
@@ -27,7 +28,7 @@ class Settings:
     """Why env: one image serves every install; the chart (or tests) tune it without code."""
 
     watch_namespaces: tuple[str, ...] = ()  # empty: the whole cluster
-    trainer_image: str = "ghcr.io/rarl-dev/rarl-trainer:0.1.0"
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
     s3_endpoint: str | None = None
     resync_seconds: float = 10.0  # every RARLJob is reconciled at least this often (deadlines, missed events)
     workers: int = 8  # concurrent reconciles (and API threads)

@@ -1,22 +1,36 @@
 """Pure builders: a validated RARLJob in, Kubernetes manifests (plain dicts) out.
 
-No I/O here, so every child can be unit-tested and schema-validated offline, and
+In the SDK, not the operator: ``rarlctl submit --dry-run`` prints what the operator would
+create without the operator package installed. No I/O here, so every child can be unit-tested and schema-validated offline, and
 the reconciler can rebuild the exact same object at any time (deterministic
 names make re-creation idempotent: the API answers 409 for an existing child).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from rarl.api.types import API_GROUP, GROUP_VERSION, KIND, PLURAL, RARLJob
+from rarl.api.settings import training_settings
+from rarl.api.types import API_GROUP, GROUP_VERSION, KIND, PLURAL, RARLJob, RARLJobSpec
+from rarl.api.vocabulary import (
+    ANNOTATION_RESTARTS,
+    ANNOTATION_TRAINING_SETTINGS,
+    DEFAULT_TRAINER_IMAGE,
+    ENV_ATTEMPT,
+    ENV_JOB_NAME,
+    ENV_JOB_NAMESPACE,
+    ENV_S3_ENDPOINT,
+    ENV_S3_PATH_STYLE,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+)
 
-LABEL_JOB = "rarl.dev/job-name"
-LABEL_ATTEMPT = "rarl.dev/attempt"
-ANNOTATION_RESTARTS = "rarl.dev/restarts"
 MASTER_PORT = 29500
 CONFIG_KEY = "job.yaml"
 CONFIG_DIR = "/etc/rarl"
@@ -29,9 +43,9 @@ _SKIP_PREFIXES = ("kopf.zalando.org/", "kubectl.kubernetes.io/", "rarl.dev/")
 
 @dataclass(frozen=True)
 class Defaults:
-    """Operator-wide defaults that the spec may leave open (from settings)."""
+    """Operator-wide defaults that the spec may leave open (the operator passes its settings)."""
 
-    trainer_image: str = "ghcr.io/rarl-dev/rarl-trainer:0.1.0"
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
     s3_endpoint: str | None = None
     termination_grace_seconds: int = 120
 
@@ -63,6 +77,13 @@ def master_addr(job: str, attempt: int) -> str:
 
 
 # --------------------------------------------------------------------------- metadata
+
+
+def training_settings_digest(spec: RARLJobSpec) -> dict[str, str]:
+    """A short hash per training-settings field (``spec.model``, ``spec.grpo``...): small enough for an
+    annotation, and a changed field can still be named."""
+    return {field: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+            for field, value in sorted(training_settings(spec, by_alias=True).items())}
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
@@ -185,9 +206,9 @@ def _env(job: RARLJob, attempt: int, defaults: Defaults) -> list[dict[str, Any]]
             "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
         {"name": "MASTER_ADDR", "value": master_addr(job.name, attempt)},
         {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
-        {"name": "RARL_JOB_NAME", "value": job.name},
-        {"name": "RARL_JOB_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "RARL_ATTEMPT", "value": str(attempt)},
+        {"name": ENV_JOB_NAME, "value": job.name},
+        {"name": ENV_JOB_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": ENV_ATTEMPT, "value": str(attempt)},
         {"name": "HOME", "value": "/workspace"},
         {"name": "HF_HOME", "value": "/workspace/.cache/huggingface"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -197,11 +218,11 @@ def _env(job: RARLJob, attempt: int, defaults: Defaults) -> list[dict[str, Any]]
     storage = spec.storage
     endpoint = storage.endpoint or defaults.s3_endpoint
     if endpoint:
-        env.append({"name": "RARL_S3_ENDPOINT", "value": endpoint})
+        env.append({"name": ENV_S3_ENDPOINT, "value": endpoint})
     if storage.region:
         env += [{"name": "AWS_REGION", "value": storage.region},
                 {"name": "AWS_DEFAULT_REGION", "value": storage.region}]
-    env.append({"name": "RARL_S3_PATH_STYLE", "value": "true" if storage.path_style else "false"})
+    env.append({"name": ENV_S3_PATH_STYLE, "value": "true" if storage.path_style else "false"})
     secret = storage.credentials_secret
     if secret is not None:  # references only: the values never leave the Secret
         keys = [("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
@@ -247,14 +268,21 @@ def trainer_args() -> list[str]:
     ]
 
 
-def attempt_job(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: Defaults = Defaults()) -> dict:
-    """The Indexed Job of one attempt: one pod per node, no Job-level retries (the operator owns them)."""
+def attempt_job(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: Defaults = Defaults(),
+                started_with: Mapping[str, str] | None = None) -> dict:
+    """The Indexed Job of one attempt: one pod per node, no Job-level retries (the operator owns them).
+
+    ``started_with``: the training-settings digest of the job's first attempt, carried to later ones
+    (their trainer reads the ConfigMap written for the first); None: this spec's.
+    """
     res = job.spec.resources
     name = attempt_name(job.name, attempt)
     labels = {LABEL_ATTEMPT: str(attempt)}
     meta = _meta(job, uid, name, user=True, extra=labels)
     annotations = _user_meta(job.metadata.annotations)
-    meta["annotations"] = {**annotations, ANNOTATION_RESTARTS: str(restarts)}
+    digest = started_with if started_with is not None else training_settings_digest(job.spec)
+    meta["annotations"] = {**annotations, ANNOTATION_RESTARTS: str(restarts),
+                           ANNOTATION_TRAINING_SETTINGS: json.dumps(dict(digest), sort_keys=True)}
     pod_labels = {**_user_meta(job.metadata.labels), **base_labels(job.name), **labels}
     container: dict[str, Any] = {
         "name": "trainer",
@@ -333,6 +361,7 @@ def shared_children(job: RARLJob, uid: str) -> list[dict[str, Any]]:
     return children
 
 
-def all_children(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: Defaults = Defaults()) -> list:
+def all_children(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: Defaults = Defaults(),
+                 started_with: Mapping[str, str] | None = None) -> list:
     """Everything one attempt needs, in creation order (the Job last: its pods need the rest)."""
-    return [*shared_children(job, uid), attempt_job(job, uid, attempt, restarts, defaults)]
+    return [*shared_children(job, uid), attempt_job(job, uid, attempt, restarts, defaults, started_with)]

@@ -8,8 +8,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from rarl import manifests as m
 from rarl.api.types import RARLJob
-from rarl_operator import manifests as m
+from rarl.api.vocabulary import ANNOTATION_RESTARTS, LABEL_ATTEMPT, LABEL_JOB
 
 UID = "0c1f6a7e-1111-2222-3333-444455556666"
 
@@ -60,7 +61,7 @@ def test_every_child_passes_the_official_schema(job):
         assert owner == [{"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "name": "demo", "uid": UID,
                           "controller": True, "blockOwnerDeletion": True}]
         assert child["metadata"]["namespace"] == "team-a"
-        assert child["metadata"]["labels"][m.LABEL_JOB] == "demo"
+        assert child["metadata"]["labels"][LABEL_JOB] == "demo"
 
 
 def test_indexed_job_runs_torchrun_with_the_rendezvous_env():
@@ -131,16 +132,16 @@ def test_labels_and_annotations_pass_through_but_tool_state_does_not():
     for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
         assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
         assert meta["labels"]["team"] == "vision"
-        assert meta["labels"][m.LABEL_ATTEMPT] == "1"
+        assert meta["labels"][LABEL_ATTEMPT] == "1"
         assert meta["annotations"]["owner"] == "alice"
         assert not any(k.startswith("kubectl.kubernetes.io/") for k in meta["annotations"])
-    assert job["metadata"]["annotations"][m.ANNOTATION_RESTARTS] == "0"
+    assert job["metadata"]["annotations"][ANNOTATION_RESTARTS] == "0"
 
 
 def test_service_is_headless_and_selects_every_attempt():
     svc = m.headless_service(job_with(), UID)
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
-    assert svc["spec"]["selector"] == {m.LABEL_JOB: "demo"}
+    assert svc["spec"]["selector"] == {LABEL_JOB: "demo"}
 
 
 def test_trainer_role_allows_only_its_own_status():

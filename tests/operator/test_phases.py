@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from rarl.api.types import RARLJobSpec
+from rarl.api.vocabulary import Outcome
 from rarl_operator.phases import (
-    CONFIG_ERROR,
-    CRASH,
-    DISRUPTION,
     JobView,
     Observed,
     PodView,
@@ -51,10 +49,10 @@ def test_crash_plan_is_the_same_when_repeated_on_stale_state():
 
 
 def test_budget_and_classes():
-    assert classify(JobView("j", 1, failed=True), [PodView("p", 1, exit_codes=(2,), message="bad")])[0] == CONFIG_ERROR
-    assert classify(JobView("j", 1, failed=True), [PodView("p", 1, exit_codes=(137,), disrupted=True)])[0] == DISRUPTION
-    assert classify(JobView("j", 1, failed=True), [PodView("p", 1, exit_codes=(3,))])[0] == DISRUPTION
-    assert classify(JobView("j", 1, failed=True), [])[0] == CRASH
+    assert classify(JobView("j", 1, failed=True), [PodView("p", 1, exit_codes=(2,), message="bad")])[0] is Outcome.CONFIG_ERROR
+    assert classify(JobView("j", 1, failed=True), [PodView("p", 1, exit_codes=(137,), disrupted=True)])[0] is Outcome.DISRUPTION
+    assert classify(JobView("j", 1, failed=True), [PodView("p", 1, exit_codes=(3,))])[0] is Outcome.DISRUPTION
+    assert classify(JobView("j", 1, failed=True), [])[0] is Outcome.CRASH
     status = {"phase": "Restarting", "attempt": 2, "restarts": 1}
     plan = decide(obs(status, [JobView("x-attempt-2", 2, failed=True, restarts=1)],
                       [PodView("x-attempt-2-0", 2, exit_codes=(1,))]))

@@ -49,6 +49,8 @@ LABEL_ATTEMPT = "rarl.dev/attempt"
 """On every per-attempt child: the attempt number (1, 2, ...)."""
 ANNOTATION_RESTARTS = "rarl.dev/restarts"
 """On an attempt's batch Job: the restart count when it was created (read back after an operator restart)."""
+ANNOTATION_TRAINING_SETTINGS = "rarl.dev/training-settings"
+"""On an attempt's batch Job: a digest per training-settings field the job was started with (JSON)."""
 
 # --------------------------------------------------------------------------- images
 
@@ -124,3 +126,6 @@ ENV_JOB_NAMESPACE = "RARL_JOB_NAMESPACE"
 ENV_ATTEMPT = "RARL_ATTEMPT"
 ENV_TERMINATION_LOG = "RARL_TERMINATION_LOG"
 """Where the trainer writes its last words (the kubelet's terminationMessagePath, or a local file)."""
+ENV_S3_ENDPOINT = "RARL_S3_ENDPOINT"
+ENV_S3_PATH_STYLE = "RARL_S3_PATH_STYLE"
+"""The S3 endpoint and addressing the operator passes to trainer pods (when the spec leaves them open)."""

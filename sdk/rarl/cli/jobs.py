@@ -150,7 +150,7 @@ def _earlier_run_notice(job, earlier) -> str | None:
 
 def _print_manifests(job, fmt: OutputFormat) -> None:
     try:
-        from rarl_operator.manifests import Defaults, all_children
+        from rarl.manifests import Defaults, all_children
     except ImportError:
         raise CLIError("--dry-run renders manifests with the operator package: pip install 'rarl[operator]'") from None
     docs = [job.to_dict(include_status=False), *all_children(job, uid="<uid>", attempt=0, restarts=0,
