@@ -11,6 +11,7 @@ import yaml
 
 from rarl.api import parse_job
 from rarl.api.crd import SchemaError, _structural, build_crd, crd_yaml
+from rarl.api.settings import training_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "charts" / "rarl-operator" / "crds" / "rarljobs.rarl.dev.yaml"
@@ -80,6 +81,28 @@ def test_optional_fields_are_nullable_and_required_fields_listed():
     assert node_selector["additionalProperties"] == {"type": "string"}
     status = schema()["properties"]["status"]["properties"]
     assert "modelURI" in status and status["metrics"]["additionalProperties"]["type"] == "number"
+
+
+def test_training_settings_carry_immutability_rules_and_nothing_else_does():
+    """Exactly the fields ``training_settings`` reads are ``self == oldSelf`` (rolloutEngine, resources,
+    runPolicy, checkpoint... stay mutable: a suspended job resumes with new resources)."""
+    spec = schema()["properties"]["spec"]
+    settings = training_settings(parse_job(EXAMPLES[0].read_text()).spec, by_alias=True)
+    expected = set()
+    for name, value in settings.items():
+        fields = set(spec["properties"][name].get("properties", {}))
+        if isinstance(value, dict) and fields - set(value):  # part of it may change: a rule per field
+            expected |= {f"spec.{name}.{sub}" for sub in value}
+        else:
+            expected.add(f"spec.{name}")
+    ruled = {path: node["x-kubernetes-validations"] for path, node in walk(spec, "spec")
+             if "x-kubernetes-validations" in node}
+    assert set(ruled) == expected
+    assert "spec.grpo.learningRate" in ruled and "spec.grpo.rolloutEngine" not in ruled
+    for path, rules in ruled.items():
+        assert rules == [{"rule": "self == oldSelf", "message": f"{path} is immutable once the job exists"}]
+    committed = yaml.safe_load(COMMITTED.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert committed["properties"]["spec"]["properties"]["model"]["x-kubernetes-validations"] == ruled["spec.model"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -6,12 +6,16 @@ turns it into a *structural* OpenAPI v3 schema: every node typed, references
 inlined, ``nullable: true`` for optional fields, no types inside ``anyOf``
 except the int-or-string pattern, no defaults (the trainer and operator apply
 the pydantic defaults, so one place defines them).
+
+The training settings (``rarl.api.settings``) carry ``self == oldSelf`` rules: the API
+server rejects an update that changes them once the job exists.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rarl.api.settings import TRAINING_FIELDS
 from rarl.api.types import (
     API_GROUP,
     API_VERSION,
@@ -32,6 +36,10 @@ _KEEP = {
     "maxItems", "pattern", "nullable", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
     "anyOf",
 }
+
+
+# Training-settings parts that may change on resume: ``training_settings`` leaves them out.
+_MUTABLE_TRAINING_SETTINGS = {"grpo": {"rolloutEngine"}}
 
 
 class SchemaError(ValueError):
@@ -134,6 +142,25 @@ def structural_schema(model: type) -> dict[str, Any]:
     return _structural(raw, defs, model.__name__)
 
 
+def immutable_rule(path: str) -> dict[str, str]:
+    """A CEL transition rule: the field keeps the value it had (checked only when it existed before)."""
+    return {"rule": "self == oldSelf", "message": f"{path} is immutable once the job exists"}
+
+
+def _mark_immutable(spec: dict[str, Any]) -> dict[str, Any]:
+    """The training settings are fixed for the job's life: its checkpoints belong to them."""
+    props = spec["properties"]
+    for name in sorted(RARLJobSpec.model_fields[f].alias or f for f in TRAINING_FIELDS):
+        mutable = _MUTABLE_TRAINING_SETTINGS.get(name)
+        if mutable is None:
+            props[name]["x-kubernetes-validations"] = [immutable_rule(f"spec.{name}")]
+            continue
+        for sub, node in props[name]["properties"].items():
+            if sub not in mutable:
+                node["x-kubernetes-validations"] = [immutable_rule(f"spec.{name}.{sub}")]
+    return spec
+
+
 def build_crd() -> dict[str, Any]:
     """The apiextensions.k8s.io/v1 CRD for RARLJob."""
     schema = {
@@ -143,7 +170,7 @@ def build_crd() -> dict[str, Any]:
             "apiVersion": {"type": "string", "description": "rarl.dev/v1alpha1."},
             "kind": {"type": "string", "description": "RARLJob."},
             "metadata": {"type": "object"},
-            "spec": structural_schema(RARLJobSpec),
+            "spec": _mark_immutable(structural_schema(RARLJobSpec)),
             "status": structural_schema(RARLJobStatus),
         },
         "required": ["spec"],
