@@ -164,7 +164,6 @@ class StoreCheckpointCallback(TrainerCallback):
         stop: StopFlag,
         run_state: Callable[[int, bool], dict[str, Any]],
         config_hash: str,
-        on_uploaded: Callable[[int], None] | None = None,
     ):
         self.uploader = uploader
         self.plan = plan
@@ -173,7 +172,6 @@ class StoreCheckpointCallback(TrainerCallback):
         self.stop = stop
         self.run_state = run_state
         self.config_hash = config_hash
-        self.on_uploaded = on_uploaded
         self.saved_steps: list[int] = []
         self.stopped = False
 

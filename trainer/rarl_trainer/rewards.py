@@ -5,7 +5,7 @@
 batch fidelity ranking for n = 1 queries. Pure Python (+ numpy-free hot path), never raises on
 any completion text.
 
-Decisions where DESIGN.md is silent (all documented in the docs as well):
+Decisions the RARL paper leaves open:
 
 * Values are clipped to the target range [min, max] before scoring (TargetSpec says answers are
   clipped); a value outside the range therefore scores as the nearest bound.

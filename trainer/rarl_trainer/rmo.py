@@ -4,7 +4,7 @@ When all G rollouts of a query get (nearly) the same reward, GRPO's advantages v
 replaces m rollouts by mutations: each keeps its own reasoning (the think block, byte for byte)
 and gets its answer rewritten with the reference values plus controlled noise.
 
-Decisions where DESIGN.md is silent:
+Decisions the RARL paper leaves open:
 
 * Trigger: reward spread (max - min) < epsilon -> "zero_spread"; otherwise with probability p ->
   "random". One uniform number is drawn per group whether or not it is used, so the random

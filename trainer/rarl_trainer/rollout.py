@@ -1,9 +1,9 @@
 """Fast GRPO rollouts: generate on LoRA-merged weights, train on the unmerged PEFT model.
 
 Why: with TRL's transformers path every decode step of a PEFT model runs each adapted linear
-twice (base + ``B @ (A @ x)``) plus PEFT's Python dispatch; measured on an H100 (3B VLM, bf16,
-16 x 256 tokens) that is 67 ms/step against 35 ms with the adapters merged and 16.8 ms merged
-+ static KV cache + ``torch.compile``.
+twice (base + ``B @ (A @ x)``) plus PEFT's Python dispatch. No GPU has run this code yet, so
+the GPU gain is unmeasured (``bench/bench_rollout.py`` measures it; on this project's CPU
+machine see ``bench/RESULTS.md``).
 
 Merge strategy (LoRA): **in place, around generation, restored exactly**.
 
