@@ -104,9 +104,9 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def mean_floor(recipe: dict[str, Any], seed: int) -> dict[str, float]:
     """Metrics of predicting the training mean on the same held-out queries as the jobs."""
     from rarl.api.validation import parse_job
+    from rarl.metrics import evaluate, finite_metrics
     from rarl_trainer.data import load_items
     from rarl_trainer.evaluation import eval_queries
-    from rarl_trainer.metrics import evaluate, finite_metrics
 
     spec = parse_job(job_doc(recipe, "floor", Path("/tmp"), seed, recipe["spec"]["stages"])).spec
     train = load_items(spec.dataset, "train").items
