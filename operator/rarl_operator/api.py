@@ -51,10 +51,9 @@ class Api:
                 self._client = load_config()
             return self._client
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-              query: list[tuple[str, Any]] | None = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         resp = self.client.call_api(
-            path, method, query_params=query or [], body=body,
+            path, method, query_params=[], body=body,
             header_params={"Accept": "application/json", "Content-Type": content_type},
             auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
             _request_timeout=30,

@@ -44,7 +44,6 @@ class PodView:
     exit_codes: tuple[int, ...] = ()
     message: str = ""  # the trainer's termination message (or log tail)
     disrupted: bool = False  # DisruptionTarget condition, eviction or preemption
-    deleting: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,6 @@ class JobView:
     complete: bool = False
     failed: bool = False
     failed_reason: str = ""
-    active: int = 0
     restarts: int = 0  # the restart count recorded when this attempt was created
     deleting: bool = False
     started_with: dict[str, str] | None = None  # the training-settings digest recorded on it (None: none)

@@ -66,7 +66,6 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         complete=bool(_true(conds, "Complete", "SuccessCriteriaMet")) or (status.get("succeeded") or 0) >= completions,
         failed=failed is not None,
         failed_reason=(failed or {}).get("reason") or "",
-        active=status.get("active") or 0,
         restarts=restarts,
         deleting=bool(meta.get("deletionTimestamp")),
         started_with=_digest(annotations.get(ANNOTATION_TRAINING_SETTINGS)),
@@ -102,7 +101,6 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         exit_codes=tuple(codes),
         message=message[-2000:],
         disrupted=disrupted,
-        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 

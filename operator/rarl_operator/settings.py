@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rarl.api.vocabulary import DEFAULT_TRAINER_IMAGE
 from rarl.manifests import Defaults
@@ -34,7 +34,6 @@ class Settings:
     workers: int = 8  # concurrent reconciles (and API threads)
     metrics_port: int = 8080  # 0 disables the Prometheus endpoint
     termination_grace_seconds: int = 120
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def defaults(self) -> Defaults:

@@ -25,7 +25,7 @@ def changed(**updates) -> RARLJobSpec:
 
 
 def obs(spec, status=RUNNING, generation=2, jobs=None, pods=()):
-    jobs = jobs or [JobView("x-attempt-1", 1, active=1, started_with=STARTED_WITH)]
+    jobs = jobs or [JobView("x-attempt-1", 1, started_with=STARTED_WITH)]
     o = Observed(name="x", spec=spec, problems=[], status=dict(status), generation=generation, now=NOW)
     o.jobs = {j.attempt: j for j in jobs}
     for p in pods:
@@ -59,7 +59,7 @@ def test_mutable_fields_change_without_a_warning():
 
 
 def test_a_job_without_a_recorded_digest_is_not_compared():
-    plan = decide(obs(changed(model={"base": "other"}), jobs=[JobView("x-attempt-1", 1, active=1)]))
+    plan = decide(obs(changed(model={"base": "other"}), jobs=[JobView("x-attempt-1", 1)]))
     assert warnings(plan) == [] and plan.started_with is None
 
 

@@ -43,7 +43,7 @@ def test_crash_plan_is_the_same_when_repeated_on_stale_state():
     assert first.ensure_attempt == again.ensure_attempt == 2
     assert first.status["restarts"] == again.status["restarts"] == 1
     # Once attempt 2 exists (even if the status read is stale), nothing new is planned.
-    nxt = JobView(name="x-attempt-2", attempt=2, active=1, restarts=1)
+    nxt = JobView(name="x-attempt-2", attempt=2, restarts=1)
     later = decide(obs(status, [failed, nxt], pods))
     assert later.ensure_attempt is None and later.status["attempt"] == 2 and later.status["restarts"] == 1
 
@@ -62,7 +62,7 @@ def test_budget_and_classes():
 def test_suspend_deletes_and_resume_advances_without_cost():
     status = {"phase": "Running", "attempt": 1, "restarts": 0}
     spec = SPEC.model_copy(update={"run_policy": SPEC.run_policy.model_copy(update={"suspend": True})})
-    plan = decide(obs(status, [JobView("x-attempt-1", 1, active=1)], spec=spec))
+    plan = decide(obs(status, [JobView("x-attempt-1", 1)], spec=spec))
     assert plan.status["phase"] == "Suspended" and plan.delete_jobs == ["x-attempt-1"]
     plan = decide(obs({**status, "phase": "Suspended"}))
     assert plan.ensure_attempt == 2 and plan.status["restarts"] == 0 and plan.status["phase"] == "Pending"
@@ -77,14 +77,14 @@ def test_resume_restarts_the_deadline_clock():
     assert plan.status["phase"] == "Pending" and plan.ensure_attempt == 2
     assert plan.status["startTime"] == rfc3339(NOW)
     running = {**plan.status, "phase": "Running"}
-    job = [JobView("x-attempt-2", 2, active=1)]
+    job = [JobView("x-attempt-2", 2)]
     later = decide(obs(running, job, spec=spec, now=NOW + dt.timedelta(seconds=590)))
     assert later.status["phase"] == "Running" and 9 <= later.requeue_after <= 11
     late = decide(obs(running, job, spec=spec, now=NOW + dt.timedelta(seconds=601)))
     assert late.status["phase"] == "Failed" and late.delete_jobs == ["x-attempt-2"]
     # without a resume, the first start still counts
     assert decide(obs({"phase": "Running", "attempt": 1, "restarts": 0, "startTime": long_ago},
-                      [JobView("x-attempt-1", 1, active=1)], spec=spec)).status["phase"] == "Failed"
+                      [JobView("x-attempt-1", 1)], spec=spec)).status["phase"] == "Failed"
 
 
 def test_ttl_waits_then_deletes():
