@@ -13,23 +13,31 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailable",
     "Client",
+    "InvalidArgument",
     "InvalidSpec",
     "JobNotFound",
+    "KubernetesBackendConfig",
+    "LocalBackendConfig",
     "RARLJob",
     "StorageError",
     "WaitTimeout",
     "__version__",
 ]
 
-from rarl.errors import BackendUnavailable, InvalidSpec, JobNotFound, StorageError, WaitTimeout
+from rarl.errors import BackendUnavailable, InvalidArgument, InvalidSpec, JobNotFound, StorageError, WaitTimeout
 
 if TYPE_CHECKING:
     from rarl.api.types import RARLJob
+    from rarl.backends.config import KubernetesBackendConfig, LocalBackendConfig
     from rarl.client import Client
 
 
 def __getattr__(name: str) -> Any:
-    """``rarl.Client`` and ``rarl.RARLJob`` load pydantic on first use, not at import."""
+    """``rarl.Client``, ``rarl.RARLJob`` and the backend configs load pydantic on first use, not at import."""
+    if name in ("LocalBackendConfig", "KubernetesBackendConfig"):
+        from rarl.backends import config
+
+        return getattr(config, name)
     if name == "Client":
         from rarl.client import Client
 
@@ -39,3 +47,7 @@ def __getattr__(name: str) -> Any:
 
         return RARLJob
     raise AttributeError(f"module 'rarl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,7 +9,8 @@ from typing import Any
 from rarl.api.types import RARLJob
 from rarl.api.vocabulary import TERMINAL_PHASES
 from rarl.backends.base import Backend, BytesCallback, ProgressCallback
-from rarl.errors import InvalidSpec, Problem
+from rarl.backends.config import BackendConfig, KubernetesBackendConfig, LocalBackendConfig, config_for
+from rarl.errors import InvalidArgument, InvalidSpec, Problem
 
 JobSource = RARLJob | dict[str, Any] | str | Path
 
@@ -32,29 +33,42 @@ class Client:
     """Submit, follow, control and fetch RARL jobs.
 
     >>> client = Client("local")                      # or Client("kubernetes", namespace="ml")
+    >>> client = Client(KubernetesBackendConfig(namespace="ml"))   # the same, typed
     >>> job = client.submit("examples/quickstart.yaml")
     >>> client.wait(job.name, timeout=3600)
     >>> client.fetch_model(job.name, "model/")
 
     Errors (all subclasses of ``rarl.errors.RARLError``):
+    ``InvalidArgument`` (unknown backend or backend option),
     ``InvalidSpec`` (bad job; ``.problems`` lists the fields), ``JobNotFound``,
     ``WaitTimeout``, ``BackendUnavailable`` (no cluster, CRD missing, run home
     not writable) and ``StorageError`` (model fetch).
     """
 
-    def __init__(self, backend: Backend | str = "local", **options: Any):
+    def __init__(self, backend: Backend | BackendConfig | str = "local", **options: Any):
+        """``backend``: a backend name with its options, a typed config, or a built ``Backend``."""
         if isinstance(backend, Backend):
+            if options:
+                raise InvalidArgument(f"options {', '.join(sorted(options))} are for a backend name or config, "
+                                      "not for a built backend")
             self.backend = backend
-        elif backend == "local":
+            return
+        if isinstance(backend, str):
+            backend = config_for(backend, **options)
+        elif options:
+            raise InvalidArgument(f"options {', '.join(sorted(options))}: put them in the config")
+        if isinstance(backend, LocalBackendConfig):
             from rarl.backends.local import LocalBackend
 
-            self.backend = LocalBackend(**options)
-        elif backend == "kubernetes":
+            self.backend = LocalBackend(home=backend.home)
+        elif isinstance(backend, KubernetesBackendConfig):
             from rarl.backends.kubernetes import KubernetesBackend
 
-            self.backend = KubernetesBackend(**options)
+            self.backend = KubernetesBackend(kubeconfig=backend.kubeconfig, context=backend.context,
+                                             namespace=backend.namespace)
         else:
-            raise ValueError(f"unknown backend {backend!r}: use 'local' or 'kubernetes'")
+            raise InvalidArgument(f"backend: expected 'local', 'kubernetes', a backend config or a Backend, "
+                                  f"got {type(backend).__name__}")
 
     def submit(self, job: JobSource) -> RARLJob:
         """Validate and start a job; returns it as stored (with its initial status)."""

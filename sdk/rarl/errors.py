@@ -34,6 +34,10 @@ class InvalidSpec(RARLError):
         super().__init__("\n".join(prefix + str(p) for p in self.problems) or f"{prefix}invalid spec")
 
 
+class InvalidArgument(RARLError, ValueError):
+    """A bad argument to an SDK call (an unknown backend or option, a wrong type); names the argument."""
+
+
 class JobNotFound(RARLError):
     """No job of that name exists in the backend (and namespace)."""
 

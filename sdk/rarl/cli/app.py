@@ -108,10 +108,11 @@ def output_format(local: OutputFormat | None) -> OutputFormat:
 
 def make_client(backend: Backend | None = None):
     """The client for the global options (--backend, --kubeconfig, --context, -n, env RARL_HOME)."""
+    from rarl.backends.config import KubernetesBackendConfig, LocalBackendConfig
     from rarl.client import Client
 
     chosen = backend or OPTIONS.backend
     if chosen is Backend.kubernetes:
-        return Client("kubernetes", kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context,
-                      namespace=OPTIONS.namespace)
-    return Client("local")
+        return Client(KubernetesBackendConfig(kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context,
+                                              namespace=OPTIONS.namespace))
+    return Client(LocalBackendConfig())
