@@ -8,7 +8,7 @@ operator's create->Job latency grows with the number of RARLJobs in the cluster.
    8 items per query (G = 8) and for numGenerations G = 4, 8, 16 (n = 1; batch = 2 G). Per
    configuration: min/median/max over the steps (first step dropped); with ``--rounds`` > 1 the
    configurations run interleaved (order reversed every other round) and the steps are pooled.
-2. Operator (kmock emulator + ``kopf run -m rarl_operator``, bench_operator.OperatorBench):
+2. Operator (kmock emulator + ``kopf run -m rarl_operator.handlers``, bench_operator.OperatorBench):
    RARLJobs created one at a time up to ``--jobs`` (default 500, none deleted); the create->Job
    latency of the jobs just before each milestone (10, 25, 50, 100, 250, 500 jobs in the cluster;
    window of 10 jobs, min/median/max) shows how the latency grows with cluster size.
@@ -179,7 +179,7 @@ def main() -> int:
         rows += [f"| {m} | {fmt_mmm(v, 1000, '.0f')} |" for m, v in op.items()]
         first, last = statistics.median(op[min(op)]), statistics.median(op[max(op)])
         growth = last / first
-        parts.append(f"Operator (kmock emulator, `kopf run -m rarl_operator`, 8 workers): {jobs} RARLJobs created "
+        parts.append(f"Operator (kmock emulator, `kopf run -m rarl_operator.handlers`, 8 workers): {jobs} RARLJobs created "
                      f"one at a time, none deleted. Median latency at {max(op)} jobs / at {min(op)} jobs: "
                      f"{growth:.2f}x. Plot: bench/growth_operator.png.\n\n" + "\n".join(rows))
         print(parts[-1], flush=True)

@@ -69,7 +69,7 @@ class RssSampler(threading.Thread):
 
 
 class OperatorBench:
-    """The kmock API emulator, ``kopf run -m rarl_operator`` against it, and an RSS sampler on the operator."""
+    """The kmock API emulator, ``kopf run -m rarl_operator.handlers`` against it, and an RSS sampler on the operator."""
 
     def __init__(self, workdir: Path | None = None):
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-operator-"))
@@ -159,7 +159,7 @@ def main() -> None:
     goal("operator", f"{args.burst} jobs at once reconciled", burst_s, 60, " s", fmt=".1f")
     goal("operator", "operator peak RSS", rss_mb, 200, " MB", fmt=".0f")
     record("bench_operator.py: operator on the kmock emulator",
-           "API: kmock emulator in the bench process; operator: `kopf run -m rarl_operator` subprocess, "
+           "API: kmock emulator in the bench process; operator: `kopf run -m rarl_operator.handlers` subprocess, "
            "8 workers.\n\n" + "".join(f"- {line}\n" for line in lines),
            ["kopf", "kmock", "kubernetes"], enabled=not args.no_record)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rarl.api.vocabulary import ENV_S3_ENDPOINT, ENV_S3_PATH_STYLE
 from rarl.errors import StorageError
 from rarl.storage.base import NotFound, ObjectInfo, ProgressCallback, Store, rel_key
 
@@ -53,11 +54,11 @@ def resolve_settings(spec: StorageSpec | None = None) -> S3Settings:
     (tests and flaky networks).
     """
     env = os.environ
-    endpoint = (spec.endpoint if spec else None) or env.get("RARL_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL")
+    endpoint = (spec.endpoint if spec else None) or env.get(ENV_S3_ENDPOINT) or env.get("AWS_ENDPOINT_URL")
     region = (spec.region if spec else None) or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region is None and endpoint:
         region = "us-east-1"  # self-hosted servers ignore it, but SigV4 needs one
-    path_style = bool(spec and spec.path_style) or env.get("RARL_S3_PATH_STYLE", "").lower() in _TRUE
+    path_style = bool(spec and spec.path_style) or env.get(ENV_S3_PATH_STYLE, "").lower() in _TRUE
     return S3Settings(
         endpoint=endpoint,
         region=region,
