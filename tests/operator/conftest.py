@@ -70,6 +70,23 @@ def wait_phase(kube: KubeEmulator, name: str, phase: str, timeout: float = 10) -
                     timeout=timeout, what=f"{name} phase {phase} (now {status(kube, name).get('phase')})")
 
 
+def reconciled(kube: KubeEmulator, *names: str, times: int = 2, timeout: float = 10) -> None:
+    """Wait until the operator has reconciled each RARLJob ``times`` more times: a negative check needs them.
+
+    Each round writes a canary (status.observedGeneration 0) and waits until the operator has written the
+    generation back: that reconcile read the object after the canary write, so after the test's earlier writes.
+    One key never runs twice at once, so the second round also waits out the first reconcile's writes
+    (a write-ahead status patch lands before the Job it records).
+    """
+    for _ in range(times):
+        for n in names:
+            kube.call("PATCH", f"/apis/rarl.dev/v1alpha1/namespaces/default/rarljobs/{n}/status",
+                      {"status": {"observedGeneration": 0}})
+        for n in names:
+            wait_for(lambda n=n: status(kube, n).get("observedGeneration") == rj(kube, n)["metadata"]["generation"],
+                     timeout=timeout, what=f"a reconcile of {n} after the canary")
+
+
 def condition(st: dict[str, Any], ctype: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions", []) if c["type"] == ctype), {})
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import yaml
 
 from rarl_operator.manifests import ANNOTATION_RESTARTS
-from tests.operator.conftest import REPO, apply, condition, job_doc, rj, status, wait_phase
+from tests.operator.conftest import REPO, apply, condition, job_doc, reconciled, rj, status, wait_phase
 from tests.support.kubelet import JOBS, RJ, wait_job
 from tests.support.polling import wait_for
 
@@ -90,7 +89,7 @@ def test_crash_retries_as_a_new_attempt_that_resumes(kube, operator, kubelet, na
     kubelet.start_pods(name, 2)
     st = wait_phase(kube, name, "Running")
     assert condition(st, "Restarting")["status"] == "False"
-    time.sleep(0.8)  # a few resyncs: nothing more happens
+    reconciled(kube, name)  # nothing more happens
     assert attempts(kube, name) == [1, 2] and status(kube, name)["restarts"] == 1
 
 
@@ -101,7 +100,7 @@ def test_config_error_fails_at_once_with_the_message(kube, operator, kubelet, na
     st = wait_phase(kube, name, "Failed")
     assert "dataset.train: /data/utk does not exist" in condition(st, "Failed")["message"]
     assert st["restarts"] == 0
-    time.sleep(0.8)
+    reconciled(kube, name)
     assert attempts(kube, name) == [1]
 
 
@@ -115,7 +114,7 @@ def test_restart_budget_exhausted_fails(kube, operator, kubelet, name):
     st = wait_phase(kube, name, "Failed")
     assert "restart budget exhausted (maxRestarts=1)" in condition(st, "Failed")["message"]
     assert st["restarts"] == 1
-    time.sleep(0.8)
+    reconciled(kube, name)
     assert attempts(kube, name) == [1, 2]
     assert "Failed" in kube.kubectl("get", "rj", name)
 
@@ -180,14 +179,25 @@ def test_invalid_spec_fails_and_creates_nothing(kube, operator, name):
     invalid = condition(st, "InvalidSpec")
     assert invalid["status"] == "True" and invalid["reason"] == "InvalidSpec"
     assert "spec.dataset" in invalid["message"] and "numGenerations" in invalid["message"]
-    time.sleep(0.8)
+    reconciled(kube, name)
     for plural in (JOBS, "v1/configmaps", "v1/services", "v1/serviceaccounts"):
         assert not any(n.startswith(name) for n in kube.objects(plural)), plural
 
 
-def test_metrics_endpoint(kube, operator):
+def metric(text: str, sample: str) -> float:
+    """The value of one sample (``name`` or ``name{labels}``) in the text exposition format."""
+    return float(next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.rsplit(" ", 1)[0] == sample))
+
+
+def test_metrics_endpoint(kube, operator, kubelet, name):
+    before = operator.metrics()
+    apply(kube, job_doc(name))
+    kubelet.start_pods(name, 1)
+    wait_phase(kube, name, "Running")
+    reconciled(kube, name, times=1)  # the gauge is set after the status patch: one more reconcile waits it out
     text = operator.metrics()
-    assert 'rarl_operator_jobs{phase="Running"}' in text
+    assert metric(text, 'rarl_operator_jobs{phase="Running"}') >= 1
+    assert metric(text, "rarl_operator_jobs_created_total") >= metric(before, "rarl_operator_jobs_created_total") + 1
     assert "rarl_operator_reconcile_duration_seconds_bucket" in text
-    created = next(line for line in text.splitlines() if line.startswith("rarl_operator_jobs_created_total"))
-    assert int(created.split()[1]) >= 1
+    assert (metric(text, "rarl_operator_reconcile_duration_seconds_count")
+            > metric(before, "rarl_operator_reconcile_duration_seconds_count"))

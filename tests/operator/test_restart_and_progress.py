@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-from rarl.progress import Progress
+from rarl.api.reports import Progress
 from rarl.progress_k8s import KubernetesStatusReporter
 from rarl_operator.manifests import ANNOTATION_RESTARTS
-from tests.operator.conftest import apply, job_doc, status, wait_phase
+from tests.operator.conftest import apply, job_doc, reconciled, status, wait_phase
 from tests.support.kubelet import JOBS, RJ, wait_job
 from tests.support.polling import wait_for
 
@@ -22,7 +20,8 @@ def test_killed_operator_never_duplicates_jobs(kube, operator, kubelet):
     for n in names[:6]:
         apply(kube, job_doc(n))
     operator.start(wait=False)
-    time.sleep(0.9)  # somewhere in the middle of starting and reconciling
+    # killed while it reconciles: as soon as its first Job exists
+    wait_for(lambda: any(kube.get(JOBS, f"{n}-attempt-1") for n in names[:6]), timeout=30, what="a first Job")
     operator.kill()
     for n in names[6:]:
         apply(kube, job_doc(n))
@@ -40,7 +39,7 @@ def test_killed_operator_never_duplicates_jobs(kube, operator, kubelet):
     operator.start()
     job2 = wait_job(kube, names[0], 2)
     assert job2["metadata"]["annotations"][ANNOTATION_RESTARTS] == "1"
-    time.sleep(1.0)
+    reconciled(kube, *names)
     for n in names:
         assert attempts(kube, n) == ([1, 2] if n == names[0] else [1]), n
         assert status(kube, n)["attempt"] == (2 if n == names[0] else 1)
@@ -65,7 +64,7 @@ def test_reporter_patches_status_shown_by_kubectl(kube, operator, kubelet, name)
     assert "step: 5" in out and "reward: 0.5" in out and "latestCheckpoint: s3://ckpt-bucket/jobs/step-5" in out
     row = kube.kubectl("get", "rj", name).splitlines()[1].split()
     assert row[:5] == [name, "Running", "ranking-aware", "5", "0.5"]
-    time.sleep(0.8)  # the operator's reconciles leave the trainer's fields alone
+    reconciled(kube, name)  # the operator's reconciles leave the trainer's fields alone
     assert status(kube, name)["step"] == 5 and status(kube, name)["phase"] == "Running"
     api.close()
 
