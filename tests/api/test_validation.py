@@ -194,3 +194,26 @@ def test_arbitrary_bytes_never_raise(data):
     for doc in docs:
         job, doc_problems = validate_document(doc)
         assert (job is None) == bool(doc_problems)
+
+
+def _grpo_job(grpo: dict, resources: dict | None = None) -> dict:
+    doc = with_("spec.grpo", grpo)
+    if resources is not None:
+        doc["spec"]["resources"] = resources
+    return doc
+
+
+def test_a_batch_that_is_not_whole_groups_is_refused_at_validation():
+    """The trainer's rule (global batch a multiple of numGenerations) is caught before the job starts."""
+    job, problems = validate_document(_grpo_job({"perDeviceBatchSize": 3, "numGenerations": 8}))
+    assert job is None
+    assert any("perDeviceBatchSize (3)" in p.message and "numGenerations (8)" in p.message for p in problems)
+
+
+def test_the_batch_rule_counts_every_process_of_the_job():
+    # 1 completion x 2 nodes x 4 GPUs = 8 = one group of 8
+    job, problems = validate_document(_grpo_job({"perDeviceBatchSize": 1, "numGenerations": 8},
+                                                {"nodes": 2, "gpusPerNode": 4}))
+    assert job is not None, problems
+    job, _ = validate_document(_grpo_job({"perDeviceBatchSize": 1, "numGenerations": 8}, {"nodes": 2}))
+    assert job is None  # 2 CPU processes: 2 completions

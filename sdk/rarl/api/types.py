@@ -453,6 +453,17 @@ class GRPOSpec(APIModel):
     )
     eval_queries: int = Field(64, ge=1, description="Evaluation queries per list size.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every N steps.")
+    def completions_per_step(self, world_size: int) -> int:
+        """Completions of one optimizer step; ValueError when it is not a whole number of groups."""
+        total = self.per_device_batch_size * self.gradient_accumulation_steps * world_size
+        if total % self.num_generations:
+            raise ValueError(
+                f"grpo: perDeviceBatchSize ({self.per_device_batch_size}) x gradientAccumulationSteps "
+                f"({self.gradient_accumulation_steps}) x processes ({world_size}) = {total} completions per step is "
+                f"not a multiple of numGenerations ({self.num_generations})"
+            )
+        return total
+
     rollout_engine: Literal["auto", "trl", "merged", "vllm"] = Field(
         "auto", description=(
             "How rollouts are generated. merged (auto's choice): TRL's generate on weights with the LoRA adapters "
@@ -494,6 +505,11 @@ class ResourcesSpec(APIModel):
         0, ge=0, le=64, description="GPUs per pod (nvidia.com/gpu); 0 trains on CPU with one process per pod."
     )
     image: str | None = Field(None, description="Trainer image; default: the operator's configured trainer image.")
+
+    def processes(self) -> int:
+        """Trainer processes of the job: one per GPU, or one per pod on CPU."""
+        return self.nodes * max(self.gpus_per_node, 1)
+
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="Image pull policy of trainer pods."
     )
@@ -612,6 +628,8 @@ class RARLJobSpec(APIModel):
             if stage.name in seen:
                 raise ValueError(f"duplicate stage name {stage.name!r}: stage names must be unique")
             seen.add(stage.name)
+        if any(stage.kind == "grpo" for stage in self.stages):
+            self.grpo.completions_per_step(self.resources.processes())  # the trainer's rule, caught at submit
         return self
 
     def total_steps(self) -> int:
