@@ -1,9 +1,8 @@
-"""Progress of a training run, as the trainer reports it.
+"""Where the trainer's progress goes (its schema, ``Progress``, is in ``rarl.api.reports``).
 
 The trainer (rank 0) calls a ``ProgressReporter``; the local implementation
 writes ``progress.json`` atomically (the local backend and ``rarlctl run`` read
-it), the Kubernetes one patches the RARLJob's status. Both carry the same
-fields, which mirror ``RARLJobStatus``.
+it), the Kubernetes one (``progress_k8s``) patches the RARLJob's status.
 """
 
 from __future__ import annotations
@@ -11,51 +10,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-
-@dataclass
-class Progress:
-    """One snapshot of a run's progress (fields named as in RARLJobStatus, snake_case)."""
-
-    stage: str | None = None
-    step: int = 0
-    total_steps: int = 0
-    reward: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    latest_checkpoint: str | None = None
-    eta_seconds: float | None = None
-    model_uri: str | None = None
-    message: str | None = None
-    updated_at: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Progress:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def status_patch(self) -> dict[str, Any]:
-        """The camelCase ``status`` fields this snapshot sets on a RARLJob."""
-        patch: dict[str, Any] = {"step": self.step, "totalSteps": self.total_steps}
-        if self.stage is not None:
-            patch["stage"] = self.stage
-        if self.reward is not None:
-            patch["reward"] = round(float(self.reward), 6)
-        if self.metrics:
-            patch["metrics"] = {k: float(v) for k, v in self.metrics.items()}
-        if self.latest_checkpoint:
-            patch["latestCheckpoint"] = self.latest_checkpoint
-        if self.eta_seconds is not None:
-            patch["etaSeconds"] = round(float(self.eta_seconds), 1)
-        if self.model_uri:
-            patch["modelURI"] = self.model_uri
-        return patch
+from rarl.api.reports import Progress
 
 
 class ProgressReporter(Protocol):
@@ -88,7 +46,7 @@ class FileProgressReporter:
 
     def report(self, progress: Progress) -> None:
         try:
-            write_json_atomic(self.path, progress.to_dict())
+            write_json_atomic(self.path, progress.model_dump(mode="json"))
         except OSError:
             pass  # progress is advisory; never stop training for it
 
@@ -99,6 +57,6 @@ class FileProgressReporter:
 def read_progress(path: Path) -> Progress | None:
     """The last progress written at ``path``, or None when there is none (yet)."""
     try:
-        return Progress.from_dict(json.loads(Path(path).read_text()))
+        return Progress.model_validate(json.loads(Path(path).read_text()))
     except (OSError, ValueError, TypeError):
         return None

@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Any
 
+from rarl.api.reports import Progress
 from rarl.api.types import API_GROUP, API_VERSION, PLURAL
-from rarl.progress import Progress
 
 log = logging.getLogger("rarl.progress")
 
@@ -29,6 +29,24 @@ def _load_client() -> Any:
     except config.ConfigException:
         config.load_kube_config()
     return client.ApiClient()
+
+
+def status_patch(progress: Progress) -> dict[str, Any]:
+    """The camelCase ``status`` fields a progress snapshot sets on a RARLJob (unset ones are left alone)."""
+    patch: dict[str, Any] = {"step": progress.step, "totalSteps": progress.total_steps}
+    if progress.stage is not None:
+        patch["stage"] = progress.stage
+    if progress.reward is not None:
+        patch["reward"] = round(float(progress.reward), 6)
+    if progress.metrics:
+        patch["metrics"] = {k: float(v) for k, v in progress.metrics.items()}
+    if progress.latest_checkpoint:
+        patch["latestCheckpoint"] = progress.latest_checkpoint
+    if progress.eta_seconds is not None:
+        patch["etaSeconds"] = round(float(progress.eta_seconds), 1)
+    if progress.model_uri:
+        patch["modelURI"] = progress.model_uri
+    return patch
 
 
 class KubernetesStatusReporter:
@@ -51,7 +69,7 @@ class KubernetesStatusReporter:
     def report(self, progress: Progress) -> None:
         try:
             with self._lock:
-                self._pending = progress.status_patch()
+                self._pending = status_patch(progress)
                 if time.monotonic() - self._last_sent >= self.min_interval:
                     self._flush_locked()
         except Exception as exc:  # never into training

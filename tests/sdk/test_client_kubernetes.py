@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from rarl import BackendUnavailable, Client, InvalidSpec, JobNotFound, WaitTimeout
+from rarl.api.reports import Progress
 from rarl.backends.kubernetes import KubernetesBackend
 from rarl.errors import RARLError
-from rarl.progress import Progress
 from rarl.progress_k8s import KubernetesStatusReporter
 from tests.support.emulator import KubeEmulator
 from tests.support.kubelet import JOBS, Kubelet, wait_job

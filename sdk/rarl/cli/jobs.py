@@ -453,13 +453,13 @@ def _print_before_after(console, run_dir: Path) -> None:
     """The metrics table before vs after training, from the trainer's metrics.json."""
     from rich.table import Table
 
-    path = run_dir / "metrics.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    from rarl.api.reports import read_run_metrics
+
+    metrics = read_run_metrics(run_dir / "metrics.json")
+    if metrics is None:
         return
-    before = data.get("before") or data.get("baseline") or {}
-    after = data.get("after") or data.get("final") or {}
+    before = metrics.baseline or {}
+    after = metrics.final or {}
     keys = [k for k in sorted(set(before) | set(after)) if not k.endswith("/count")]
     if not keys:
         return
