@@ -19,7 +19,7 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """``kopf run -m rarl_operator --standalone -A`` against the emulator, as a killable subprocess."""
+    """``kopf run -m rarl_operator.handlers --standalone -A`` against the emulator, as a killable subprocess."""
 
     def __init__(self, kube: KubeEmulator, log_path: Path, env: dict[str, str] | None = None):
         self.kube = kube
