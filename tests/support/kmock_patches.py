@@ -4,7 +4,7 @@ Importing this module patches kmock's path parser; ``PatchedEmulator`` carries t
 Both reach into kmock's private internals (``kmock._internal``, name-mangled methods), which is
 why pyproject.toml pins kmock.
 
-Gaps of kmock 0.8 fixed here (each found when a test against the emulator disagreed with a real API server's documented behaviour):
+Gaps of kmock 0.8 fixed here:
 - ``/api/v1/namespaces[/name]`` crashes kmock's path parser -> parse namespaces as a resource;
 - core discovery answers groupVersion "/v1" -> "v1"; subresources copy the parent's
   short names and categories -> cleared (kubectl would map ``rj`` to ``rarljobs/status``);
