@@ -16,8 +16,7 @@ silently:
 * A metric that is undefined (no valid row, constant inputs for SRCC/PLCC) is NaN; use
   ``finite_metrics`` before writing metrics where NaN is not allowed (JSON, Kubernetes status).
 
-Rows that carry a model ``completion`` instead of ``pred`` are parsed by ``rarl_trainer.answers``
-(pure Python, shipped in the same distribution), imported only when such a row comes.
+Rows that carry a model ``completion`` instead of ``pred`` are parsed by ``rarl.answers``, as the reward parses.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from rarl.answers import parse_answer
 
 __all__ = [
     "accuracy",
@@ -138,8 +139,6 @@ def _row_values(row: Mapping[str, Any]) -> tuple[list[float], list[float] | None
     target = [float(v) for v in row["target"]]
     pred = row.get("pred")
     if pred is None and "completion" in row:
-        from rarl_trainer.answers import parse_answer
-
         pred = parse_answer(str(row["completion"]), len(target)).values
     if pred is None or isinstance(pred, (str, bytes)):
         return target, None

@@ -1,4 +1,4 @@
-"""Answer parsing: every robustness and rejection rule of rarl_trainer.answers."""
+"""Answer parsing: every robustness and rejection rule of rarl.answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rarl_trainer.answers import has_valid_format, parse_answer
+from rarl.answers import has_valid_format, parse_answer
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_roundtrip_of_formatted_lists(values: list[float]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="0123456789.-+, ", max_size=20))
 def test_fast_path_agrees_with_tokenizer(body: str) -> None:
-    from rarl_trainer.answers import _parse_simple, _tokenize_numbers
+    from rarl.answers import _parse_simple, _tokenize_numbers
 
     fast = _parse_simple(body)
     if fast is not None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rarl.answers import find_answer_span, find_think_span, parse_answer
 from rarl.api.types import RMOSpec, TargetSpec
-from rarl_trainer.answers import find_answer_span, find_think_span, parse_answer
 from rarl_trainer.prompts import reference_answer
 from rarl_trainer.rewards import RewardConfig, score
 from rarl_trainer.rmo import MINIMAL_THINK, RMOConfig, apply_rmo_to_batch, mutate_group, rewrite_answer

@@ -14,8 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rarl.answers import parse_answer
 from rarl.api.validation import parse_job
-from rarl_trainer.answers import parse_answer
 from rarl_trainer.data import load_items
 from rarl_trainer.prompts import build_messages, prompt_for
 from tests.trainer.conftest import job_doc, run_trainer, write_job

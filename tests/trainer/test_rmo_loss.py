@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rarl_trainer.answers import parse_answer
+from rarl.answers import parse_answer
 from tests.trainer.conftest import first_stage_trainer, job_doc
 
 
