@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from rarl_operator.manifests import ANNOTATION_RESTARTS
+from rarl.api.vocabulary import ANNOTATION_RESTARTS
 from tests.operator.conftest import REPO, apply, condition, job_doc, reconciled, rj, status, wait_phase
 from tests.support.kubelet import JOBS, RJ, wait_job
 from tests.support.polling import wait_for

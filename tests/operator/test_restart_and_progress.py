@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from rarl.api.reports import Progress
+from rarl.api.vocabulary import ANNOTATION_RESTARTS
 from rarl.progress_k8s import KubernetesStatusReporter
-from rarl_operator.manifests import ANNOTATION_RESTARTS
 from tests.operator.conftest import apply, job_doc, reconciled, status, wait_phase
 from tests.support.kubelet import JOBS, RJ, wait_job
 from tests.support.polling import wait_for

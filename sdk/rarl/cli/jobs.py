@@ -149,10 +149,8 @@ def _earlier_run_notice(job, earlier) -> str | None:
 
 
 def _print_manifests(job, fmt: OutputFormat) -> None:
-    try:
-        from rarl.manifests import Defaults, all_children
-    except ImportError:
-        raise CLIError("--dry-run renders manifests with the operator package: pip install 'rarl[operator]'") from None
+    from rarl.manifests import Defaults, all_children
+
     docs = [job.to_dict(include_status=False), *all_children(job, uid="<uid>", attempt=0, restarts=0,
                                                                defaults=Defaults())]
     if fmt is OutputFormat.json:
