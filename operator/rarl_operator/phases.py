@@ -17,6 +17,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from rarl.api.settings import training_settings_digest
 from rarl.api.types import RARLJobSpec
 from rarl.api.vocabulary import (
     CONDITION_CREATED,
@@ -31,7 +32,6 @@ from rarl.api.vocabulary import (
     Phase,
     after_failed_attempt,
 )
-from rarl.manifests import training_settings_digest
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ names make re-creation idempotent: the API answers 409 for an existing child).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from rarl.api.settings import training_settings
-from rarl.api.types import API_GROUP, GROUP_VERSION, KIND, PLURAL, RARLJob, RARLJobSpec
+from rarl.api.settings import training_settings_digest
+from rarl.api.types import API_GROUP, GROUP_VERSION, KIND, PLURAL, RARLJob
 from rarl.api.vocabulary import (
     ANNOTATION_RESTARTS,
     ANNOTATION_TRAINING_SETTINGS,
@@ -77,13 +76,6 @@ def master_addr(job: str, attempt: int) -> str:
 
 
 # --------------------------------------------------------------------------- metadata
-
-
-def training_settings_digest(spec: RARLJobSpec) -> dict[str, str]:
-    """A short hash per training-settings field (``spec.model``, ``spec.grpo``...): small enough for an
-    annotation, and a changed field can still be named."""
-    return {field: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
-            for field, value in sorted(training_settings(spec, by_alias=True).items())}
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:

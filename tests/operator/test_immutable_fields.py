@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from rarl import manifests
+from rarl.api.settings import training_settings_digest
 from rarl.api.types import RARLJob, RARLJobSpec
 from rarl.api.vocabulary import ANNOTATION_TRAINING_SETTINGS
 from rarl_operator.phases import JobView, Observed, PodView, decide
@@ -16,7 +17,7 @@ DOC = {"model": {"base": "m"}, "dataset": {"format": "synthetic"},
        "checkpoint": {"uri": "s3://ckpt-bucket/x"}, "output": {"uri": "s3://out-bucket/x"},
        "runPolicy": {"maxRestarts": 2}}
 SPEC = RARLJobSpec.model_validate(DOC)
-STARTED_WITH = manifests.training_settings_digest(SPEC)
+STARTED_WITH = training_settings_digest(SPEC)
 RUNNING = {"phase": "Running", "attempt": 1, "restarts": 0, "observedGeneration": 1}
 
 

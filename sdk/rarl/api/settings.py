@@ -31,6 +31,13 @@ def config_hash(spec: RARLJobSpec) -> str:
     return hashlib.sha256(json.dumps(training_settings(spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def training_settings_digest(spec: RARLJobSpec) -> dict[str, str]:
+    """A short hash per training-settings field (``spec.model``, ``spec.grpo``...): small enough for an
+    annotation, and a changed field can still be named."""
+    return {field: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+            for field, value in sorted(training_settings(spec, by_alias=True).items())}
+
+
 def changed_settings(old: Any, new: Any, path: str = "") -> list[str]:
     """``path: old -> new`` for every leaf that differs between two ``training_settings(by_alias=True)``."""
     if isinstance(old, dict) and isinstance(new, dict):
