@@ -9,6 +9,7 @@ and import the pure modules in a fresh interpreter to check what they pull in.
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -125,11 +126,18 @@ def test_pure_operator_modules_import_no_kopf():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_rarlctl_eval_needs_no_numpy():
-    """``pip install rarl`` has no numpy: the evaluation metrics are pure Python."""
+def test_rarlctl_eval_works_without_numpy(tmp_path):
+    """``pip install rarl`` has no numpy: ``rarlctl eval`` scores rows (and raw completions) in pure Python."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"pred": [3, 1, 2], "target": [3, 2, 1]}\n'
+                    '{"completion": "<think>x</think><answer>4</answer>", "target": [5]}\n')
     code = (
-        "import sys, rarl.metrics, rarl.cli.eval_cmd; "
-        "print(rarl.metrics.spearman_srcc([1, 2, 3], [1, 3, 2])); "
-        "assert 'numpy' not in sys.modules, 'numpy imported'"
+        "import sys; sys.modules['numpy'] = None; "  # any numpy import now raises ImportError
+        "from rarl.cli.main import main; "
+        f"main(['eval', '-p', {str(rows)!r}, '-o', 'json'])"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert metrics["count"] == 2 and metrics["invalid_rate"] == 0  # the completion's answer was parsed
+    assert metrics["n1/mae"] == 1.0 and metrics["n3/tau"] == pytest.approx(1 / 3)
