@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from rarl.answers import has_valid_format, parse_answer
 from rarl.api.types import DatasetSpec, TargetSpec
-from rarl_trainer.answers import has_valid_format, parse_answer
 from rarl_trainer.data import Item
 from rarl_trainer.prompts import (
     QuerySampler,
@@ -127,8 +127,8 @@ def test_sft_reasoning_names_each_items_level_only_when_the_target_has_levels() 
 
 def test_sft_completions_carry_the_level_reasoning() -> None:
     """The dataset an sft stage trains on: completions differ by item (the fixed sentence did not)."""
-    from rarl_trainer.grpo import QueryTable
     from rarl_trainer.prompts import Query
+    from rarl_trainer.queries import QueryTable
     from rarl_trainer.sft import sft_dataset
 
     spec = DatasetSpec(format="jsonl", modality="text", train="x.jsonl", target=AFINN_LIKE)

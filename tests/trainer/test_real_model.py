@@ -24,8 +24,8 @@ def smollm2():
 
 def test_smollm2_template_takes_strings_and_renders_our_prompt(smollm2):
     from rarl_trainer.data import load_items
-    from rarl_trainer.grpo import QueryTable, draw_queries
     from rarl_trainer.prompts import template_takes_parts
+    from rarl_trainer.queries import QueryTable, draw_queries
 
     assert not template_takes_parts(smollm2.tokenizer) and smollm2.string_content
     spec = DatasetSpec(format="jsonl", modality="text", train=AFINN)
@@ -63,9 +63,9 @@ def test_balanced_sampling_draws_afinn_levels_equally_often_through_the_run(tmp_
     """``dataset.sampling: balanced`` reaches the queries a run draws (AFINN's words are 65 % negative)."""
     from rarl.api.validation import parse_job
     from rarl_trainer.config import DistInfo
-    from rarl_trainer.grpo import draw_queries
     from rarl_trainer.loop import Run
     from rarl_trainer.prompts import level_index
+    from rarl_trainer.queries import draw_queries
 
     def drawn(sampling: str):
         job = parse_job({"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "x"},

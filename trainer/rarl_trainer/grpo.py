@@ -28,77 +28,19 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from trl import GRPOTrainer
 
-from rarl_trainer.prompts import Query, as_string_content, build_messages, prompt_for
+from rarl_trainer.queries import QueryTable  # noqa: F401  (shim: predict.py imports it from here)
 from rarl_trainer.rewards import RewardConfig, score, score_batch
 from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
+from rarl_trainer.training_args import training_args_kwargs
 from rarl_trainer.weights import ExactCheckpointMixin
 
 REWARD_TERMS = ("regression", "ranking", "format")
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class QueryTable:
-    """Pre-drawn queries of a stage, exposed to TRL as a ``datasets.Dataset`` of indices.
-
-    Drawing every query up front from a seeded sampler makes the data position a plain index,
-    so resume continues with exactly the queries the interrupted run would have seen. Prompts
-    and images are built lazily (``with_transform``) so nothing large is materialised.
-    """
-
-    queries: list[Query]
-    dataset_spec: Any
-    modality: str
-    string_content: bool = False  # the model's chat template takes plain strings only (models.LoadedModel)
-
-    def messages(self, query: Query) -> list[dict[str, Any]]:
-        template, what = prompt_for(self.dataset_spec)
-        msgs = build_messages(query, self.dataset_spec.target, template, self.modality, what)
-        if self.string_content:
-            return as_string_content(msgs)
-        # Image parts become bare placeholders; TRL fills them from the "images" column.
-        for msg in msgs:
-            if isinstance(msg["content"], list):
-                msg["content"] = [
-                    {"type": "image"} if part.get("type") == "image" else part for part in msg["content"]
-                ]
-        return msgs
-
-    def row(self, index: int) -> dict[str, Any]:
-        from rarl_trainer.data import open_image
-
-        q = self.queries[index]
-        out = {"prompt": self.messages(q), "targets": [float(t) for t in q.targets]}
-        if self.modality == "image":
-            out["images"] = [open_image(it) for it in q.items]
-        return out
-
-    def to_dataset(self):
-        from datasets import Dataset
-
-        ds = Dataset.from_dict({"qid": list(range(len(self.queries)))})
-
-        def transform(batch: dict[str, list]) -> dict[str, list]:
-            rows = [self.row(int(i)) for i in batch["qid"]]
-            return {k: [r[k] for r in rows] for k in rows[0]}
-
-        return ds.with_transform(transform)
-
-
-def draw_queries(items, list_sizes: Sequence[int], count: int, seed: int,
-                 strata: Sequence[int] | None = None) -> list[Query]:
-    from rarl_trainer.prompts import QuerySampler
-
-    return QuerySampler(items, list_sizes, rng_seed=seed, strata=strata).sample_many(count)
 
 
 # --------------------------------------------------------------------------- rewards
@@ -174,17 +116,23 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
     """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation.
 
     Checkpoints hold the exact training tensors and restore strictly (``weights.ExactCheckpointMixin``).
+    ``reward_terms``: the scorer behind ``reward_funcs`` when they are ``RewardTerms.functions()``,
+    kept so benchmarks can read its scoring time.
     """
 
     def __init__(self, *args, reward_config: RewardConfig, rmo_config: RMOConfig, rmo_seed: int = 0,
-                 rollout_engine: str = "merged", max_prompt_length: int | None = None, **kwargs):
+                 rollout_engine: str = "merged", max_prompt_length: int | None = None,
+                 reward_terms: RewardTerms | None = None, **kwargs):
         self.rarl_reward_config = reward_config
+        self.rarl_reward_terms = reward_terms
         self.rarl_max_prompt_length = max_prompt_length
         self.rarl_rmo_config = rmo_config
         self.rmo_rng = np.random.default_rng(rmo_seed)
         self._rarl_targets: list[list[float]] | None = None
         self._rarl_step_stats: dict[str, float] = {}
         self.rarl_timing = {"reward_rmo_s": 0.0, "generate_s": 0.0, "generated_tokens": 0}
+        self._rarl_warned_vision = False  # each warning once per trainer
+        self._rarl_warned_shape = False
         super().__init__(*args, **kwargs)
         self.rarl_engine = None
         if rollout_engine in ("merged", "auto") and not self.use_vllm:
@@ -228,7 +176,7 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
         prompt_ids, fields, cut = truncate_token_lists(prompt_ids, fields, limit, self.rarl_vision_tokens)
         self._rarl_step_stats["rarl/truncated_prompts"] = cut / max(1, len(prompt_ids))
         longest = max((len(p) for p in prompt_ids), default=0)
-        if longest > limit and not getattr(self, "_rarl_warned_vision", False):
+        if longest > limit and not self._rarl_warned_vision:
             self._rarl_warned_vision = True
             print(f"rarl: warning: grpo.maxPromptLength is {limit} but a prompt's vision tokens alone take {longest} "
                   "tokens; they are kept whole (raise maxPromptLength or shrink the images)", file=sys.stderr)
@@ -267,7 +215,7 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
         self.rarl_timing["generated_tokens"] += sum(len(c) for c in completion_ids)
         if self._rarl_targets is not None and self.model.training:
             if len(completion_ids) != len(self._rarl_targets):
-                if not getattr(self, "_rarl_warned_shape", False):
+                if not self._rarl_warned_shape:
                     self._rarl_warned_shape = True
                     print(f"rarl: warning: {len(completion_ids)} completions for {len(self._rarl_targets)} prompts "
                           "(a generation backend that groups prompts differently): RMO is skipped", file=sys.stderr)
@@ -345,28 +293,6 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
             stats["rarl/spread_after_rmo"] = stats["rarl/spread_before_rmo"]
         self._rarl_step_stats.update(stats)
         return completion_ids, logprobs
-
-
-def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
-    """TrainingArguments shared by GRPO and SFT stages (optimizer, schedule, logging, devices)."""
-    g = job_spec.grpo
-    return dict(
-        per_device_train_batch_size=g.per_device_batch_size,
-        gradient_accumulation_steps=g.gradient_accumulation_steps,
-        learning_rate=stage.learning_rate or g.learning_rate,
-        warmup_steps=round(g.warmup_ratio * stage.steps),
-        max_grad_norm=g.max_grad_norm,
-        seed=g.seed,
-        logging_steps=g.logging_steps,
-        max_steps=stage.steps,
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=use_cpu,
-        bf16=bf16,
-        dataloader_num_workers=0,
-        save_strategy="no",
-        ddp_find_unused_parameters=False if world_size > 1 else None,
-    )
 
 
 def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from rarl_trainer.grpo import QueryTable, training_args_kwargs
 from rarl_trainer.prompts import reference_answer, reference_reasoning
+from rarl_trainer.queries import QueryTable
+from rarl_trainer.training_args import training_args_kwargs
 from rarl_trainer.weights import ExactCheckpointMixin
 
 

@@ -1,0 +1,27 @@
+"""The TrainingArguments every stage shares (optimizer, schedule, logging, devices), GRPO and SFT alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
+    """TrainingArguments shared by GRPO and SFT stages (optimizer, schedule, logging, devices)."""
+    g = job_spec.grpo
+    return dict(
+        per_device_train_batch_size=g.per_device_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        learning_rate=stage.learning_rate or g.learning_rate,
+        warmup_steps=round(g.warmup_ratio * stage.steps),
+        max_grad_norm=g.max_grad_norm,
+        seed=g.seed,
+        logging_steps=g.logging_steps,
+        max_steps=stage.steps,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        dataloader_num_workers=0,
+        save_strategy="no",
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+    )
