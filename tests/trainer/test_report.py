@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from rarl.api.reports import RunMetrics
 from rarl.api.validation import parse_job
 from rarl_trainer.export import RunSummary, report_markdown, write_reports
 from tests.trainer.conftest import REPO
@@ -14,12 +15,12 @@ def _summary(**kw) -> RunSummary:
     return RunSummary("quickstart", spec, [1, 2, 4], **kw)
 
 
-METRICS = {
+METRICS = RunMetrics.model_validate({
     "baseline": {"invalid_rate": 1.0, "n1/acc": 0.0},
     "during": [{"global_step": 20, "invalid_rate": 0.5, "n1/mae": 2.0, "n1/srcc": 0.1}],
     "stages": {"regression-warmup": {"end": {"invalid_rate": 0.25, "n1/mae": 1.5, "n1/srcc": 0.3, "n1/plcc": 0.2}},
                "ranking-aware": {"end": {"invalid_rate": 0.0, "n1/mae": 1.25, "n1/srcc": 0.5, "n2/tau": 0.4}}},
-}
+})
 
 
 def test_report_has_configuration_table_and_samples():

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+from rarl_trainer.weight_digest import WEIGHT_DIGEST_DIR_ENV
 from tests.trainer.conftest import REPO, job_doc, run_trainer, write_job
 
 
@@ -92,7 +93,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     digests = tmp_path / "digests"
     cmd = [sys.executable, "-m", "rarl_trainer.entrypoint", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "rarl_trainer", "--config", str(config), "--run-dir", str(tmp_path / "run")]
-    env = {**os.environ, "RARL_WEIGHT_DIGEST_DIR": str(digests), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, WEIGHT_DIGEST_DIR_ENV: str(digests), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=REPO, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rank0, rank1 = (digests / "rank-0.sha256").read_text(), (digests / "rank-1.sha256").read_text()

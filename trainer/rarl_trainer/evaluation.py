@@ -1,4 +1,4 @@
-"""Generation-based evaluation on the eval split: greedy answers, parsed and scored by ``metrics.evaluate``.
+"""Generation-based evaluation on the eval split: greedy answers, parsed and scored by ``rarl.metrics.evaluate``.
 
 The eval queries are drawn once from a fixed seed, so every evaluation of a run (baseline, end of
 each stage, resumed or not) asks the same questions and the numbers are comparable. Under
@@ -8,14 +8,16 @@ torchrun each rank answers a strided share and rank 0 gathers the rows.
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from rarl.metrics import evaluate, finite_metrics
-from rarl_trainer.grpo import QueryTable
 from rarl_trainer.prompts import Query, QuerySampler
+from rarl_trainer.queries import QueryTable
 
 EVAL_SEED_OFFSET = 7_919
 
@@ -106,9 +108,45 @@ def run_eval(loaded, table: QueryTable, max_new_tokens: int, precision: float, r
         gathered: list[Any] = [None] * world_size
         dist.all_gather_object(gathered, local)
         rows = sorted((r for part in gathered for r in part), key=lambda r: r["i"])
-    from rarl_trainer.answers import parse_answer
+    from rarl.answers import parse_answer
 
     for r in rows:
         r["pred"] = parse_answer(r["completion"], len(r["target"])).values
     metrics = finite_metrics(evaluate(rows, precision=precision))
     return metrics, rows
+
+
+# --------------------------------------------------------------------------- a run's evaluations
+
+SHOWN_KEYS = ("n1/mae", "n1/acc", "invalid_rate")
+"""The metrics an evaluation prints (with every ``nK/tau``)."""
+
+
+def run_eval_table(spec, eval_items, string_content: bool) -> QueryTable:
+    """A run's evaluation queries (``grpo.evalListSizes`` x ``grpo.evalQueries``), the same at every evaluation."""
+    g = spec.grpo
+    return QueryTable(eval_queries(eval_items, g.eval_list_sizes, g.eval_queries, g.seed), spec.dataset,
+                      spec.dataset.modality, string_content)
+
+
+def evaluate_run(loaded, table: QueryTable, spec, dist, label: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """One evaluation of a run, named ``label`` in the line rank 0 prints: (finite metrics, rows)."""
+    t0 = time.monotonic()
+    metrics, rows = run_eval(loaded, table, spec.grpo.max_completion_length, float(spec.dataset.target.precision),
+                             dist.rank, dist.world_size, max_prompt_length=spec.grpo.max_prompt_length)
+    if dist.is_main:
+        shown = {k: round(v, 3) for k, v in metrics.items() if k in SHOWN_KEYS or k.endswith("/tau")}
+        print(f"[eval {label}] {json.dumps(shown)} ({time.monotonic() - t0:.1f}s)", flush=True)
+    return metrics, rows
+
+
+def sample_rows(rows: list[dict[str, Any]], per_size: int = 2) -> list[dict[str, Any]]:
+    """The first ``per_size`` evaluation rows of every list size (the same queries at every evaluation)."""
+    seen: dict[int, int] = {}
+    out = []
+    for r in rows:
+        n = len(r["target"])
+        if seen.get(n, 0) < per_size:
+            seen[n] = seen.get(n, 0) + 1
+            out.append({k: r[k] for k in ("target", "pred", "completion") if k in r})
+    return out

@@ -4,7 +4,7 @@ Layout under ``output.uri`` (uploaded through the store, manifest last)::
 
     adapter/      the LoRA adapter (PEFT format; absent for full fine-tuning)
     model/        the merged model + processor/tokenizer (loads with plain from_pretrained)
-    metrics.json  evaluation before and after each stage
+    metrics.json  evaluation before and after each stage (rarl.api.reports.RunMetrics)
     history.json  per-step training log (reward terms, spread, mutation rate)
     plots/rewards.png, plots/eval.png, plots/pred_vs_target.png
     REPORT.md     configuration, the paper-style table, sample answers, the plots
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rarl.api.reports import RunMetrics
 from rarl_trainer.config import json_default
 
 TERM_KEYS = {
@@ -121,12 +122,12 @@ def _sample_lines(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def report_markdown(metrics: dict[str, Any], summary: RunSummary) -> str:
+def report_markdown(metrics: RunMetrics, summary: RunSummary) -> str:
     """The paper-style table (n = 1 MAE/accuracy/SRCC/PLCC, tau per list size), configuration, samples, plots."""
-    rows = [("baseline", metrics.get("baseline") or {})]
-    for name, m in (metrics.get("stages") or {}).items():
-        if m.get("end"):
-            rows.append((f"after {name}", m["end"]))
+    rows = [("baseline", metrics.baseline or {})]
+    for name, m in metrics.stages.items():
+        if m.end:
+            rows.append((f"after {name}", m.end))
     taus = [n for n in summary.list_sizes if n >= 2]
     head = ["model", "n=1 MAE", "n=1 acc", "n=1 acc±1", "SRCC", "PLCC"] + [f"tau n={n}" for n in taus] + ["invalid"]
     lines = [
@@ -195,18 +196,17 @@ def plot_rewards(history: list[dict[str, Any]], path: Path, summary: RunSummary)
     plt.close(fig)
 
 
-def plot_eval(metrics: dict[str, Any], path: Path, summary: RunSummary) -> None:
+def plot_eval(metrics: RunMetrics, path: Path, summary: RunSummary) -> None:
     """Evaluation metrics at baseline (step 0), during training (evalEverySteps) and at each stage's end."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points: list[tuple[int, dict[str, float]]] = [(0, metrics.get("baseline") or {})]
-    points += [(int(m["global_step"]), m) for m in metrics.get("during") or []]
+    points: list[tuple[int, dict[str, float]]] = [(0, metrics.baseline or {})]
+    points += [(m.global_step, m.metrics()) for m in metrics.during or []]
     ends = dict(summary.stage_ends())
-    points += [(ends[name], m["end"]) for name, m in (metrics.get("stages") or {}).items()
-               if m.get("end") and name in ends]
+    points += [(ends[name], m.end) for name, m in metrics.stages.items() if m.end and name in ends]
     points.sort(key=lambda p: p[0])
     keys = ["invalid_rate", "n1/acc", "n1/srcc"] + [f"n{n}/tau" for n in summary.list_sizes if n >= 2]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -264,11 +264,16 @@ def plot_predictions(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(dest: Path, metrics: dict[str, Any], history: list[dict[str, Any]],
+def write_metrics(path: Path, metrics: RunMetrics) -> None:
+    """``metrics.json`` (``rarl.api.reports.RunMetrics``)."""
+    path.write_text(json.dumps(metrics.to_json(), indent=2))
+
+
+def write_reports(dest: Path, metrics: RunMetrics, history: list[dict[str, Any]],
                   eval_rows: list[dict[str, Any]], summary: RunSummary) -> None:
     """metrics.json, history.json, plots and REPORT.md into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, default=json_default))
+    write_metrics(dest / "metrics.json", metrics)
     (dest / "history.json").write_text(json.dumps(history, default=json_default))
     plots = dest / "plots"
     plots.mkdir(exist_ok=True)
@@ -278,7 +283,7 @@ def write_reports(dest: Path, metrics: dict[str, Any], history: list[dict[str, A
     (dest / "REPORT.md").write_text(report_markdown(metrics, summary))
 
 
-def export_run(loaded, dest: Path, output_uri: str, storage, metrics: dict[str, Any],
+def export_run(loaded, dest: Path, output_uri: str, storage, metrics: RunMetrics,
                history: list[dict[str, Any]], eval_rows: list[dict[str, Any]], summary: RunSummary,
                merge: bool = True) -> str:
     """Write everything locally, then upload it to ``output_uri`` (files first, manifest last)."""
