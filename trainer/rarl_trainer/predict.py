@@ -59,7 +59,7 @@ def draw(items, list_sizes: Sequence[int], queries: int, seed: int, every_item: 
 def predict(loaded, dataset_spec, queries, max_new_tokens: int,
             on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Greedy answers for ``queries``: ``{"id", "pred", "target", "completion"}`` per query."""
-    from rarl_trainer.answers import parse_answer
+    from rarl.answers import parse_answer
     from rarl_trainer.evaluation import generate_answers
     from rarl_trainer.grpo import QueryTable
 

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rarl.answers import has_tag_structure, parse_answer
 from rarl.metrics import pair_counts
-from rarl_trainer.answers import has_tag_structure, parse_answer
 
 if TYPE_CHECKING:
     from rarl.api.types import RARLJobSpec, StageSpec

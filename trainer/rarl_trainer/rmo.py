@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from rarl_trainer.answers import find_answer_span, find_think_span
+from rarl.answers import find_answer_span, find_think_span
 from rarl_trainer.prompts import format_values
 from rarl_trainer.rewards import RewardConfig, score
 
