@@ -14,13 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rarl.api.types import RARLJob, RARLJobSpec, StageSpec
 
-EXIT_OK = 0
-EXIT_CONFIG = 2
-EXIT_INTERRUPTED = 3
-
 
 class ConfigError(Exception):
-    """A configuration or data problem the user must fix; the trainer exits 2 with this message."""
+    """A configuration or data problem the user must fix; the trainer exits ``ExitCode.CONFIG`` with this message."""
 
 
 def load_job(path: str | Path) -> RARLJob:
