@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_error(message: str) -> int:
-    from rarl_trainer.loop import write_termination_log
+    from rarl_trainer.reporting import write_termination_log
 
     print(f"rarl: configuration error: {message}", file=sys.stderr, flush=True)
     write_termination_log(message)
