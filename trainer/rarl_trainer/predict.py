@@ -61,7 +61,7 @@ def predict(loaded, dataset_spec, queries, max_new_tokens: int,
     """Greedy answers for ``queries``: ``{"id", "pred", "target", "completion"}`` per query."""
     from rarl.answers import parse_answer
     from rarl_trainer.evaluation import generate_answers
-    from rarl_trainer.grpo import QueryTable
+    from rarl_trainer.queries import QueryTable
 
     if dataset_spec.modality == "image" and not loaded.is_vlm:
         raise PredictError("the data has image items but the exported model is a text model")
