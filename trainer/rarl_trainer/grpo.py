@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
-from rarl_trainer.queries import QueryTable  # noqa: F401  (shim: predict.py imports it from here)
 from rarl_trainer.rewards import RewardConfig, score, score_batch
 from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
 from rarl_trainer.training_args import training_args_kwargs

@@ -28,14 +28,7 @@ from rarl_trainer.checkpointing import (
     restore_for_resume,
 )
 from rarl_trainer.config import ConfigError, DistInfo, StagePlan, stage_plan
-from rarl_trainer.reporting import (
-    RunCallback,
-    RunRecord,
-    make_reporter,
-    send_progress,
-    status_metrics,
-    write_termination_log,  # noqa: F401  (shim: cli.py imports it from here)
-)
+from rarl_trainer.reporting import RunCallback, RunRecord, make_reporter, send_progress, status_metrics
 from rarl_trainer.signals import install_stop_handlers, interrupted_exit
 from rarl_trainer.weight_digest import write_weight_digest
 
