@@ -84,10 +84,10 @@ def test_padded_batch_equals_the_token_list_rule():
 def test_vision_token_ids_of_the_tiny_models():
     from transformers import AutoConfig
 
-    from rarl_trainer import models
+    from rarl_trainer import builtin_models
 
-    assert vision_token_ids(AutoConfig.from_pretrained(models.builtin_path(models.TINY_VLM))) == VISION
-    assert vision_token_ids(AutoConfig.from_pretrained(models.builtin_path(models.TINY_LM))) == frozenset()
+    assert vision_token_ids(AutoConfig.from_pretrained(builtin_models.builtin_path(builtin_models.TINY_VLM))) == VISION
+    assert vision_token_ids(AutoConfig.from_pretrained(builtin_models.builtin_path(builtin_models.TINY_LM))) == frozenset()
 
 
 def _trainer(tmp_path, base, modality, limit):

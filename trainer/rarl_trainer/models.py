@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rarl.api.uri import InvalidURI, builtin_name, has_scheme, is_s3, local_path
-
-# TINY_LM, TINY_VLM: a shim until tests/trainer/test_truncation.py reads them from builtin_models.
-from rarl_trainer.builtin_models import TINY_LM, TINY_VLM, VISION_TOKENS, BuiltinModelError, builtin_path  # noqa: F401
+from rarl_trainer.builtin_models import VISION_TOKENS, BuiltinModelError, builtin_path
 
 if TYPE_CHECKING:
     from rarl.api.types import ModelSpec, StorageSpec
