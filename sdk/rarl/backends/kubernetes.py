@@ -31,9 +31,8 @@ class KubernetesBackend(Backend):
 
         try:
             api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
             if context:
-                contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
                 active = next((c for c in contexts if c["name"] == context), active)
             default_ns = (active or {}).get("context", {}).get("namespace") or "default"
         except (ConfigException, OSError, TypeError) as exc:
@@ -81,14 +80,13 @@ class KubernetesBackend(Backend):
 
     def _crd_installed(self) -> bool:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         try:
             self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL, limit=1,
                                                       _request_timeout=TIMEOUT)
             return True
-        except ApiException:
-            return False
-        except Exception:
+        except (ApiException, HTTPError, OSError):  # the probe failed: report the CRD as missing
             return False
 
     # ------------------------------------------------------------------ API
