@@ -164,7 +164,7 @@ def one_round(tmp: Path, spec_args: dict, order: list[str]) -> dict[str, dict]:
         if kind == "rarl":
             first = timer.times[0]
             overhead = (trainer.rarl_timing["reward_rmo_s"] + trainer.rarl_reward_terms.seconds
-                        + trainer.rarl_run_callback.seconds)
+                        + run.run_callback.seconds)
             info["overhead_share"] = overhead / (sum(times) + first)
             info["mutation_rate"] = statistics.mean(h.get("rarl/mutation_rate", 0.0)
                                                     for h in trainer.state.log_history if "reward" in h)

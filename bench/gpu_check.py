@@ -224,7 +224,7 @@ def one_run(kind: str, tmp: Path, spec_args: dict, length: int) -> dict:
     }
     if kind == "rarl":
         out["overhead_s"] = (trainer.rarl_timing["reward_rmo_s"] + trainer.rarl_reward_terms.seconds
-                             + trainer.rarl_run_callback.seconds)
+                             + run.run_callback.seconds)
         out["overhead_share"] = out["overhead_s"] / sum(timer.times)
     print(f"{kind}: load {load_s:.1f} s, steps {', '.join(f'{t:.2f}' for t in timer.times)} s, completion lengths "
           f"{sorted(set(gen.lengths))}, generate {out['gen_tokens_per_s']:.0f} tok/s, peak "

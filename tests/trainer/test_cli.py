@@ -59,3 +59,20 @@ def test_batch_not_multiple_of_group_exits_2(tmp_path):
     proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run")
     _assert_config_error(proc, "multiple of numGenerations")
     assert not Path(tmp_path / "model").exists()
+
+
+def test_the_batch_rule_is_checked_again_for_the_real_world_size(tmp_path):
+    """A local run may get fewer processes than spec.resources asks for (fewer GPUs here)."""
+    import pytest
+
+    from rarl.api.validation import parse_job
+    from rarl_trainer.config import ConfigError
+    from rarl_trainer.grpo import prompts_per_step
+
+    doc = job_doc(tmp_path, perDeviceBatchSize=2)
+    doc["spec"]["grpo"]["numGenerations"] = 4
+    doc["spec"]["resources"] = {"nodes": 1, "gpusPerNode": 2}  # 2 x 2 = 4: one group per step
+    spec = parse_job(doc).spec
+    assert prompts_per_step(spec, world_size=2) == 1
+    with pytest.raises(ConfigError, match=r"processes \(1\) = 2 completions per step is not a multiple"):
+        prompts_per_step(spec, world_size=1)

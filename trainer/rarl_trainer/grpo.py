@@ -310,15 +310,14 @@ def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16:
 
 
 def prompts_per_step(job_spec, world_size: int) -> int:
-    """Distinct queries consumed per optimizer step (global batch / G)."""
-    g = job_spec.grpo
-    total = g.per_device_batch_size * g.gradient_accumulation_steps * world_size
-    if total % g.num_generations:
-        from rarl_trainer.config import ConfigError
+    """Distinct queries consumed per optimizer step (global batch / G).
 
-        raise ConfigError(
-            f"grpo: perDeviceBatchSize ({g.per_device_batch_size}) x gradientAccumulationSteps "
-            f"({g.gradient_accumulation_steps}) x processes ({world_size}) = {total} completions per step is not a "
-            f"multiple of numGenerations ({g.num_generations})"
-        )
-    return total // g.num_generations
+    The spec checked the rule for ``spec.resources``' processes; a local run may have fewer GPUs,
+    so the real world size is checked again here.
+    """
+    from rarl_trainer.config import ConfigError
+
+    try:
+        return job_spec.grpo.completions_per_step(world_size) // job_spec.grpo.num_generations
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

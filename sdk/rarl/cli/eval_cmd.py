@@ -2,7 +2,7 @@
 
 Each line: ``{"pred": [v1, ...] | null, "target": [y1, ...]}`` or ``{"completion": "<model text>",
 "target": [...]}`` (parsed like the reward does). A bare number is accepted for one-item rows.
-numpy and rarl_trainer are imported inside the command so ``rarlctl --help`` stays fast.
+The metrics are pure Python (``rarl.metrics``): no numpy, no trainer, so a plain ``pip install rarl`` runs it.
 Exit codes: 0 ok, 1 invalid input (each bad row reported with its line number), 2 unreadable file.
 """
 
