@@ -53,7 +53,6 @@ def builtin_manifest(name: str) -> Path:
     return dest
 
 
-
 def resolve_location(uri: str, storage: StorageSpec | None = None) -> Path:
     """A local path for a dataset location; DataError when it is missing or unreachable.
 
