@@ -15,6 +15,7 @@ __all__ = [
     "Client",
     "InvalidArgument",
     "InvalidSpec",
+    "JobFinished",
     "JobNotFound",
     "KubernetesBackendConfig",
     "LocalBackendConfig",
@@ -24,7 +25,15 @@ __all__ = [
     "__version__",
 ]
 
-from rarl.errors import BackendUnavailable, InvalidArgument, InvalidSpec, JobNotFound, StorageError, WaitTimeout
+from rarl.errors import (
+    BackendUnavailable,
+    InvalidArgument,
+    InvalidSpec,
+    JobFinished,
+    JobNotFound,
+    StorageError,
+    WaitTimeout,
+)
 
 if TYPE_CHECKING:
     from rarl.api.types import RARLJob

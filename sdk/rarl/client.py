@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rarl.api.types import RARLJob
 from rarl.api.vocabulary import TERMINAL_PHASES
-from rarl.backends.base import Backend, BytesCallback, ProgressCallback
+from rarl.backends.base import Backend, BytesCallback, JobEvent, ProgressCallback
 from rarl.backends.config import BackendConfig, KubernetesBackendConfig, LocalBackendConfig, config_for
-from rarl.errors import InvalidArgument, InvalidSpec, Problem
+from rarl.errors import InvalidArgument, InvalidSpec, JobFinished, Problem
 
 JobSource = RARLJob | dict[str, Any] | str | Path
 
@@ -71,43 +72,88 @@ class Client:
                                   f"got {type(backend).__name__}")
 
     def submit(self, job: JobSource) -> RARLJob:
-        """Validate and start a job; returns it as stored (with its initial status)."""
+        """Validate and start a job; returns it as stored (with its initial status).
+
+        Raises ``InvalidSpec`` (``.problems`` names each field), ``RARLError`` when a job of that
+        name exists, ``BackendUnavailable``.
+        """
         return self.backend.submit(load_job(job))
 
     def get(self, name: str) -> RARLJob:
+        """The job with its current status. Raises ``JobNotFound``, ``BackendUnavailable``."""
         return self.backend.get(name)
 
-    def list(self, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[RARLJob]:
-        """Jobs of the backend's namespace (or ``namespace``, Kubernetes only) carrying all ``labels``."""
+    def list(self, namespace: str | None = None, labels: dict[str, str] | None = None) -> builtins.list[RARLJob]:
+        """Jobs of the backend's namespace (or ``namespace``, Kubernetes only) carrying all ``labels``.
+
+        Raises ``InvalidArgument`` when ``labels`` is not a mapping of strings, ``BackendUnavailable``.
+        """
+        if labels is not None and (not isinstance(labels, dict)
+                                   or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())):
+            raise InvalidArgument(f"labels: expected a dict of strings such as {{'team': 'vision'}}, got {labels!r}")
         return self.backend.list(labels, namespace=namespace)
 
     def wait(
         self,
         name: str,
-        until: Iterable[str] = TERMINAL_PHASES,
+        until: str | Iterable[str] = TERMINAL_PHASES,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         poll_interval: float = 2.0,
     ) -> RARLJob:
-        """Block until the job reaches one of ``until``; ``on_progress(job)`` on every change."""
+        """Block until the job's phase is one of ``until`` (a phase, ``"A,B"`` or a set of phases).
+
+        ``on_progress(job)`` is called on every change. Raises ``InvalidArgument`` for an unknown
+        phase name, ``WaitTimeout`` after ``timeout`` seconds, ``JobFinished`` when the job finished
+        in a phase not in ``until``, ``JobNotFound``.
+        """
         return self.backend.wait(name, until=until, timeout=timeout, on_progress=on_progress,
                                  poll_interval=poll_interval)
 
     def logs(self, name: str, follow: bool = False, node: int = 0) -> Iterator[str]:
+        """Lines of the trainer log of the current attempt (node ``node``); ``follow`` until it stops.
+
+        Raises ``JobNotFound``, ``BackendUnavailable``.
+        """
         return self.backend.logs(name, follow=follow, node=node)
 
     def suspend(self, name: str) -> RARLJob:
+        """Stop the trainer after a checkpoint (``resume`` continues from it); a suspended job stays so.
+
+        Raises ``JobFinished`` for a Succeeded or Failed job, ``JobNotFound``, ``BackendUnavailable``.
+        """
+        self._refuse_finished(name, "suspended", "")
         return self.backend.suspend(name)
 
     def resume(self, name: str) -> RARLJob:
+        """Start a suspended job again from its newest checkpoint.
+
+        Raises ``JobFinished`` for a Succeeded or Failed job, ``RARLError`` when it is not suspended
+        (local backend), ``JobNotFound``, ``BackendUnavailable``.
+        """
+        self._refuse_finished(name, "resumed", ", not Suspended")
         return self.backend.resume(name)
 
     def delete(self, name: str) -> None:
+        """Stop and forget the job; checkpoints and the exported model stay in storage.
+
+        Raises ``JobNotFound``, ``BackendUnavailable``.
+        """
         self.backend.delete(name)
 
-    def events(self, name: str) -> list[dict]:
+    def events(self, name: str) -> builtins.list[JobEvent]:
+        """What happened to the job, oldest first. Raises ``JobNotFound``, ``BackendUnavailable``."""
         return self.backend.events(name)
 
     def fetch_model(self, name: str, dest: str | Path, progress: BytesCallback | None = None) -> Path:
-        """Download a succeeded job's model (``status.modelURI``) into ``dest``, verified by its manifest."""
+        """Download a succeeded job's model (``status.modelURI``) into ``dest``, verified by its manifest.
+
+        Raises ``StorageError`` (no model yet, unreachable store, checksum mismatch), ``JobNotFound``.
+        """
         return self.backend.fetch_model(name, dest, progress=progress)
+
+    def _refuse_finished(self, name: str, what: str, not_phase: str) -> None:
+        phase = self.backend.get(name).status.phase
+        if phase in TERMINAL_PHASES:
+            raise JobFinished(f"job {name!r} is {phase}{not_phase}: a finished job cannot be {what} "
+                              "(delete it and submit it again to train afresh)")

@@ -42,6 +42,10 @@ class JobNotFound(RARLError):
     """No job of that name exists in the backend (and namespace)."""
 
 
+class JobFinished(RARLError):
+    """The job has finished (Succeeded or Failed): it cannot be suspended, resumed or reach another phase."""
+
+
 class WaitTimeout(RARLError):
     """``wait`` ran out of time before the job reached a wanted phase."""
 

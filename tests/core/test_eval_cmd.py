@@ -66,6 +66,21 @@ def test_unreadable_file_and_bad_output(tmp_path: Path) -> None:
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00")
     assert runner.invoke(app, ["eval", "-p", str(tmp_path / "bin.jsonl")]).exit_code == 2
     f = _write(tmp_path / "p.jsonl", [{"pred": [3], "target": [3]}])
-    assert runner.invoke(app, ["eval", "-p", str(f), "-o", "xml"]).exit_code == 1
+    assert runner.invoke(app, ["eval", "-p", str(f), "-o", "xml"]).exit_code == 2  # usage, like --precision 0
+    assert runner.invoke(app, ["eval", "-p", str(f), "--precision", "0"]).exit_code == 2
     empty = _write(tmp_path / "e.jsonl", [""])
     assert runner.invoke(app, ["eval", "-p", str(empty)]).exit_code == 1
+
+
+def test_non_finite_predictions_and_length_mismatches_are_bad_rows(tmp_path: Path) -> None:
+    """null marks an invalid answer; NaN, infinities and a wrong count are a broken file, named by line."""
+    lines = ['{"pred": [NaN], "target": [1]}', '{"pred": [1e999], "target": [1]}',
+             '{"pred": [1, 2], "target": [1]}', '{"pred": null, "target": [1]}', '{"pred": 2, "target": 2}']
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["eval", "-p", str(f)])
+    assert result.exit_code == 1
+    assert "line 1: 'pred' must contain finite numbers" in result.output
+    assert "line 2: 'pred' must contain finite numbers" in result.output
+    assert "line 3: 'pred' has 2 values for 1 targets" in result.output
+    assert "line 4" not in result.output and "line 5" not in result.output

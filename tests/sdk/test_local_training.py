@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rarl import Client, StorageError
+from rarl import Client, JobNotFound, StorageError
 from rarl.backends.local import LocalBackend
 from tests.support.polling import wait_for
 
@@ -162,3 +162,36 @@ def test_rarlctl_run_in_the_foreground(rarlctl_proc, tmp_path):
         assert (model / name).exists(), name
     assert list((model / "plots").glob("*.png")), "the report's plots"
     assert "| model |" in (model / "REPORT.md").read_text()
+
+
+def test_ctrl_c_during_run_suspends_and_exits_130(tmp_path):
+    """Ctrl-C is not a failure: the job is suspended after a checkpoint, the hint says how to go on."""
+    import subprocess
+
+    from tests.conftest import RARLCTL
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(tiny_job(tmp_path, "ctrlc", steps=50)))
+    home = tmp_path / "home"
+    proc = subprocess.Popen([str(RARLCTL), "run", "-f", str(path), "--home", str(home)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    client = Client(LocalBackend(home))
+
+    def training() -> bool:
+        try:
+            return (client.get("ctrlc").status.step or 0) >= 1
+        except JobNotFound:  # not written yet
+            return False
+
+    try:
+        wait_for(training, timeout=300, interval=0.5, what="the first training step")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 130, out + err
+        assert "suspended; continue with: rarlctl run -f" in out
+        assert client.get("ctrlc").status.phase == "Suspended"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if (home / "jobs" / "ctrlc").exists():
+            client.delete("ctrlc")

@@ -721,7 +721,17 @@ class RARLJob(APIModel):
     kind: Literal["RARLJob"] = Field(KIND, description="RARLJob.")
     metadata: ObjectMeta = Field(..., description="Name, namespace, labels and annotations.")
     spec: RARLJobSpec = Field(..., description="The desired training job.")
-    status: RARLJobStatus | None = Field(None, description="Observed state (written by the operator and trainer).")
+    # Always present (empty before the first report), so ``job.status.phase`` needs no None check.
+    status: RARLJobStatus = Field(
+        default_factory=RARLJobStatus,
+        description="Observed state (written by the operator and trainer).",
+        json_schema_extra=lambda schema: schema.update(anyOf=[{"$ref": schema.pop("$ref")}, {"type": "null"}]),
+    )
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_present(cls, v: Any) -> Any:
+        return {} if v is None else v
 
     @property
     def name(self) -> str:
@@ -730,8 +740,9 @@ class RARLJob(APIModel):
     def to_dict(self, *, include_status: bool = True) -> dict[str, Any]:
         """The camelCase document, without unset optional fields."""
         doc = self.model_dump(by_alias=True, exclude_none=True, mode="json")
-        if not include_status:
-            doc.pop("status", None)
+        if not include_status or doc.get("status") == RARLJobStatus().model_dump(by_alias=True, exclude_none=True,
+                                                                                   mode="json"):
+            doc.pop("status", None)  # an empty status is not written
         return doc
 
     def to_yaml(self, *, include_status: bool = True) -> str:

@@ -8,8 +8,11 @@ every package imports them rather than writing its own copy.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from rarl.errors import InvalidArgument
 
 # --------------------------------------------------------------------------- phases
 
@@ -23,6 +26,18 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 
 ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running", "Restarting"})
 """A trainer attempt exists or is being created."""
+
+
+
+def phase_set(value: str | Iterable[str], field: str = "until") -> frozenset[str]:
+    """Phase names from one name, a comma-separated string or an iterable; InvalidArgument names a bad one."""
+    names = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in PHASES]
+    if unknown or not names:
+        raise InvalidArgument(f"{field}: {', '.join(map(repr, unknown)) or 'nothing'} is not a phase; "
+                              f"use one or more of: {', '.join(PHASES)}")
+    return frozenset(names)
+
 
 # --------------------------------------------------------------------------- conditions
 

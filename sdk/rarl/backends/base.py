@@ -6,12 +6,23 @@ import abc
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypedDict
 
 from rarl.api.types import RARLJob
-from rarl.api.vocabulary import TERMINAL_PHASES
-from rarl.errors import StorageError, WaitTimeout
+from rarl.api.vocabulary import TERMINAL_PHASES, phase_set
+from rarl.errors import JobFinished, StorageError, WaitTimeout
 
 ProgressCallback = Callable[[RARLJob], None]
+
+
+class JobEvent(TypedDict):
+    """One thing that happened to a job (a Kubernetes Event, or a local state transition)."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+    time: str | None  # RFC 3339
+
 BytesCallback = Callable[[int], None]
 
 
@@ -52,20 +63,24 @@ class Backend(abc.ABC):
     def delete(self, name: str) -> None:
         """Stop and forget the job (checkpoints and exported models stay where they are)."""
 
-    def events(self, name: str) -> list[dict]:
+    def events(self, name: str) -> list[JobEvent]:
         """Recent events about the job (type, reason, message, time), oldest first."""
         return []
 
     def wait(
         self,
         name: str,
-        until: Iterable[str] = TERMINAL_PHASES,
+        until: str | Iterable[str] = TERMINAL_PHASES,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         poll_interval: float = 2.0,
     ) -> RARLJob:
-        """Poll until the job's phase is one of ``until``; raises ``WaitTimeout``."""
-        wanted = set(until)
+        """Poll until the job's phase is one of ``until``.
+
+        Raises ``InvalidArgument`` for an unknown phase name, ``WaitTimeout`` after ``timeout``
+        seconds and ``JobFinished`` when the job finished in a phase that is not wanted.
+        """
+        wanted = phase_set(until)
         deadline = None if timeout is None else time.monotonic() + timeout
         last_seen = None
         while True:
@@ -77,6 +92,8 @@ class Backend(abc.ABC):
             last_seen = seen
             if status is not None and status.phase in wanted:
                 return job
+            if status is not None and status.phase in TERMINAL_PHASES:
+                raise JobFinished(f"job {name!r} is {status.phase}: it will never be {' or '.join(sorted(wanted))}")
             if deadline is not None and time.monotonic() >= deadline:
                 phase = status.phase if status else None
                 raise WaitTimeout(f"job {name!r} is still {phase or 'Pending'} after {timeout:g} s "

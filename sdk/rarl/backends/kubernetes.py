@@ -8,7 +8,7 @@ from typing import Any
 
 from rarl.api.types import API_GROUP, API_VERSION, PLURAL, RARLJob
 from rarl.api.vocabulary import LABEL_ATTEMPT, LABEL_JOB, TERMINAL_PHASES
-from rarl.backends.base import Backend
+from rarl.backends.base import Backend, JobEvent
 from rarl.errors import BackendUnavailable, JobNotFound, RARLError
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
@@ -176,17 +176,17 @@ class KubernetesBackend(Backend):
         except ApiException as exc:
             raise BackendUnavailable(f"cannot stream logs of pod {pod}: HTTP {exc.status} {exc.reason}") from None
 
-    def events(self, name: str) -> list[dict]:
+    def events(self, name: str) -> list[JobEvent]:
         data = self._call("list events", self.core.list_namespaced_event, self.namespace,
                           field_selector=f"involvedObject.name={name}")
-        out = []
+        out: list[JobEvent] = []
         for ev in data.items:
             involved = ev.involved_object
             if involved is None or involved.name != name or (involved.kind and involved.kind != "RARLJob"):
                 continue
             when = ev.last_timestamp or ev.event_time or ev.first_timestamp
-            out.append({"type": ev.type, "reason": ev.reason, "message": ev.message,
-                        "time": when.isoformat() if hasattr(when, "isoformat") else when})
+            out.append(JobEvent(type=ev.type or "", reason=ev.reason or "", message=ev.message or "",
+                                time=when.isoformat() if hasattr(when, "isoformat") else when))
         return sorted(out, key=lambda e: str(e["time"] or ""))
 
 

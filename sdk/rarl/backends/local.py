@@ -21,7 +21,7 @@ from pathlib import Path
 from rarl.api.types import Condition, RARLJob, RARLJobStatus
 from rarl.api.uri import builtin_name, has_scheme
 from rarl.api.vocabulary import ACTIVE_PHASES, TERMINAL_PHASES
-from rarl.backends.base import Backend
+from rarl.backends.base import Backend, JobEvent
 from rarl.backends.local_state import (
     JobFiles,
     add_condition,
@@ -274,8 +274,8 @@ class LocalBackend(Backend):
         """The trainer's run folder of a job (metrics, report, plots while it runs)."""
         return self._existing(name).run_dir
 
-    def events(self, name: str) -> list[dict]:
+    def events(self, name: str) -> list[JobEvent]:
         files = self._existing(name)
-        return [{"type": "Normal" if c.get("type") != "Failed" else "Warning", "reason": c.get("reason"),
-                 "message": c.get("message"), "time": c.get("lastTransitionTime")}
+        return [JobEvent(type="Normal" if c.get("type") != "Failed" else "Warning", reason=c.get("reason") or "",
+                         message=c.get("message") or "", time=c.get("lastTransitionTime"))
                 for c in read_state(files).get("conditions", [])]

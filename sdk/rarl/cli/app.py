@@ -16,7 +16,15 @@ import typer
 
 from rarl import __version__
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_OK = 0
+EXIT_INVALID = 1
+"""Invalid input, an unknown job, a failed job, or a verb that makes no sense for the job's phase."""
+EXIT_USAGE = 2
+"""A usage or environment problem: bad options, no cluster, unreachable storage."""
+EXIT_TIMEOUT = 124
+"""``wait --timeout`` (and ``submit --wait --timeout``) ran out of time; as GNU timeout(1)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT); ``rarlctl run`` suspends the job cleanly first."""
 
 app = typer.Typer(
     name="rarlctl",

@@ -3,7 +3,8 @@
 Each line: ``{"pred": [v1, ...] | null, "target": [y1, ...]}`` or ``{"completion": "<model text>",
 "target": [...]}`` (parsed like the reward does). A bare number is accepted for one-item rows.
 The metrics are pure Python (``rarl.metrics``): no numpy, no trainer, so a plain ``pip install rarl`` runs it.
-Exit codes: 0 ok, 1 invalid input (each bad row reported with its line number), 2 unreadable file.
+Exit codes: 0 ok, 1 invalid input (each bad row reported with its line number: not JSON, non-finite
+numbers, as many predictions as targets), 2 usage (an unreadable file, a bad ``-o`` or ``--precision``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Any
 
 import typer
 
-EXIT_INVALID = 1
-EXIT_UNREADABLE = 2
+from rarl.cli.app import EXIT_INVALID, EXIT_USAGE
 
 
 def _is_number(v: Any) -> bool:
@@ -36,10 +36,16 @@ def _check_row(row: Any) -> str | None:
         return "'target' must contain finite numbers only"
     if "pred" in row:
         pred = row["pred"]
-        if pred is None or _is_number(pred):
+        if pred is None:
             return None
+        if _is_number(pred):
+            pred = [pred]
         if not isinstance(pred, list) or not all(_is_number(p) for p in pred):
             return "'pred' must be a list of numbers or null"
+        if not all(math.isfinite(p) for p in pred):
+            return "'pred' must contain finite numbers only (null marks an invalid answer)"
+        if len(pred) != len(target):
+            return f"'pred' has {len(pred)} values for {len(target)} targets"
         return None
     if "completion" in row:
         return None if isinstance(row["completion"], str) else "'completion' must be a string"
@@ -75,17 +81,17 @@ def eval_command(
 
     err = Console(stderr=True)
     if output not in ("table", "json", "yaml"):
-        err.print(f"[red]error:[/red] unknown output format {output!r}; use table, json or yaml")
-        raise typer.Exit(EXIT_INVALID)
+        err.print(f"[red]error:[/red] -o: unknown output format {output!r}; use table, json or yaml")
+        raise typer.Exit(EXIT_USAGE)
     if not precision > 0:
         err.print("[red]error:[/red] --precision must be > 0")
-        raise typer.Exit(EXIT_INVALID)
+        raise typer.Exit(EXIT_USAGE)
     try:
         text = predictions.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         err.print(f"[red]error:[/red] cannot read {predictions}: {reason}")
-        raise typer.Exit(EXIT_UNREADABLE) from None
+        raise typer.Exit(EXIT_USAGE) from None
 
     rows: list[dict[str, Any]] = []
     problems: list[str] = []

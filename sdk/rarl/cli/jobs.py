@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from rarl.cli.app import (
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
     CLIError,
@@ -24,6 +25,7 @@ from rarl.cli.app import (
     output_option,
     read_source,
 )
+from rarl.errors import RARLError
 
 
 def _console():
@@ -271,7 +273,8 @@ def logs(
         typer.echo(line)
 
 
-def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = False):
+def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = False,
+                        until: frozenset[str] | None = None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -289,22 +292,33 @@ def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = 
             bar.update(task, description=f"{phase}{stage}", total=total, completed=(s.step or 0) if s else 0,
                        info="  ".join(x for x in (reward, eta) if x))
 
-        return client.wait(name, timeout=timeout, on_progress=update, poll_interval=1.0)
+        from rarl.api.vocabulary import TERMINAL_PHASES
+
+        return client.wait(name, until=until or TERMINAL_PHASES, timeout=timeout, on_progress=update,
+                           poll_interval=1.0)
 
 
 @app.command()
 def wait(
     name: str = typer.Argument(..., help="Job name."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Give up after this many seconds (exit 1)."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Give up after this many seconds (exit 124)."),
     for_: str = typer.Option("Succeeded,Failed", "--for", help="Comma-separated phases to wait for."),
     output: OutputFormat | None = output_option(),
 ) -> None:
-    """Wait for a job to reach a phase (default: until it succeeds or fails; exit 1 if it failed)."""
+    """Wait for a job to reach a phase (default: until it succeeds or fails; exit 1 if it failed).
+
+    Exit 1 also when the job finished in a phase not asked for (``--for Suspended`` on a Succeeded job).
+    """
+    from rarl.api.vocabulary import phase_set
+
+    try:
+        until = phase_set(for_, field="--for")
+    except RARLError as exc:
+        raise CLIError(str(exc)) from None
     client = make_client()
     fmt = output_format(output)
-    until = {p.strip() for p in for_.split(",") if p.strip()}
     if fmt is OutputFormat.table:
-        job = _wait_with_progress(client, name, timeout)
+        job = _wait_with_progress(client, name, timeout, until=until)
         phase = job.status.phase if job.status else "Pending"
         typer.echo(f"rarljob/{name} {phase}" + (f": {_failure_text(job)}" if phase == "Failed" else ""))
     else:
@@ -399,7 +413,7 @@ def run(
         client.suspend(job.name)
         client.wait(job.name, until={"Suspended", "Succeeded", "Failed"}, timeout=300, poll_interval=0.5)
         console.print(f"suspended; continue with: rarlctl run -f {file}  (or rarlctl resume {job.name})")
-        raise typer.Exit(EXIT_INVALID) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     phase = final.status.phase if final.status else None
     if phase != "Succeeded":
         console.print(f"[red]rarljob/{job.name} {phase}[/red]: {_failure_text(final)}")

@@ -1,7 +1,8 @@
 """``rarlctl``: validate, generate, run and follow RARL jobs (the console script's entry point).
 
-Exit codes: 0 ok; 1 a failed job or invalid input; 2 a usage or environment
-problem. Errors are one clear line, never a traceback (``--debug`` shows one).
+Exit codes (``rarl.cli.app``): 0 ok; 1 a failed job, invalid input or a verb
+refused for the job's phase; 2 a usage or environment problem; 124 a wait timed
+out; 130 interrupted. Errors are one clear line, never a traceback (``--debug`` shows one).
 Heavy imports (pydantic models, kubernetes, torch) happen inside the commands
 so ``rarlctl --help`` stays fast.
 """
@@ -15,7 +16,16 @@ import typer
 # Importing a verb module registers its commands on ``app``.
 import rarl.cli.jobs
 import rarl.cli.spec_verbs  # noqa: F401
-from rarl.cli.app import EXIT_INVALID, EXIT_OK, EXIT_USAGE, OPTIONS, CLIError, app
+from rarl.cli.app import (
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    OPTIONS,
+    CLIError,
+    app,
+)
 from rarl.cli.eval_cmd import eval_command
 from rarl.cli.predict_cmd import predict_command
 
@@ -44,9 +54,12 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_USAGE)
         if debug:
             raise
-        from rarl.errors import BackendUnavailable, RARLError, StorageError
+        from rarl.errors import BackendUnavailable, InvalidArgument, RARLError, StorageError, WaitTimeout
 
-        if isinstance(exc, (BackendUnavailable, StorageError)):
+        if isinstance(exc, WaitTimeout):
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_TIMEOUT)
+        if isinstance(exc, (BackendUnavailable, StorageError, InvalidArgument)):
             typer.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
         if isinstance(exc, RARLError):
@@ -56,5 +69,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(result if isinstance(result, int) else EXIT_OK)

@@ -1,0 +1,95 @@
+"""Phase names are checked, finished jobs refuse what cannot happen, and each outcome has its exit code.
+
+Local backend, no training: a job is submitted suspended and its ``state.json`` is set to the
+phase under test, exactly as the local runner writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rarl import Client, InvalidArgument
+from rarl.api.types import RARLJob
+from rarl.backends.local import LocalBackend
+from rarl.errors import JobFinished, WaitTimeout
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+
+
+def _doc(name: str = "idle") -> dict:
+    doc = yaml.safe_load(QUICKSTART.read_text())
+    doc["metadata"] = {"name": name}
+    doc["spec"]["runPolicy"] = {"suspend": True}
+    return doc
+
+
+def _set_phase(home: Path, name: str, phase: str) -> None:
+    path = home / "jobs" / name / "state.json"
+    state = json.loads(path.read_text())
+    state["phase"] = phase
+    path.write_text(json.dumps(state))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def client(home) -> Client:
+    return Client(LocalBackend(home))
+
+
+def test_wait_takes_a_phase_name_a_comma_list_or_a_set(client):
+    client.submit(_doc())
+    assert client.wait("idle", until="Suspended", timeout=5).status.phase == "Suspended"
+    assert client.wait("idle", until="Running,Suspended", timeout=5).status.phase == "Suspended"
+    assert client.wait("idle", until={"Suspended"}, timeout=5).status.phase == "Suspended"
+
+
+@pytest.mark.parametrize("until", ["Done", {"Done"}, "Succeeded,done", ""])
+def test_unknown_phase_names_are_refused_before_waiting(client, until):
+    client.submit(_doc())
+    with pytest.raises(InvalidArgument, match=r"until: .* is not a phase; use one or more of: Pending"):
+        client.wait("idle", until=until, timeout=60)
+
+
+def test_waiting_for_a_phase_a_finished_job_cannot_reach_fails_at_once(client, home):
+    client.submit(_doc())
+    _set_phase(home, "idle", "Succeeded")
+    with pytest.raises(JobFinished, match="'idle' is Succeeded: it will never be Suspended"):
+        client.wait("idle", until="Suspended", timeout=30)  # not a WaitTimeout after 30 s
+    with pytest.raises(WaitTimeout):
+        _set_phase(home, "idle", "Suspended")
+        client.wait("idle", until="Succeeded", timeout=0.3, poll_interval=0.1)
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_a_finished_job_cannot_be_suspended_or_resumed(client, home, phase):
+    client.submit(_doc())
+    _set_phase(home, "idle", phase)
+    with pytest.raises(JobFinished, match=f"is {phase}: a finished job cannot be suspended"):
+        client.suspend("idle")
+    with pytest.raises(JobFinished, match=f"is {phase}, not Suspended: a finished job cannot be resumed"):
+        client.resume("idle")
+
+
+def test_status_is_always_present_and_events_are_typed(client):
+    job = RARLJob.model_validate(_doc())
+    assert job.status.phase is None and job.status.conditions == []  # no None check needed
+    assert "status" not in job.to_dict()  # an empty status is not written
+    client.submit(_doc())
+    events = client.events("idle")
+    assert events and all(set(e) == {"type", "reason", "message", "time"} for e in events)
+    assert [e["reason"] for e in events] == ["Created", "Suspended"]
+
+
+def test_labels_must_be_a_mapping(client):
+    with pytest.raises(InvalidArgument, match="labels: expected a dict of strings"):
+        client.list(labels="team=vision")  # type: ignore[arg-type]

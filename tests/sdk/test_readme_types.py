@@ -1,0 +1,47 @@
+"""The README's SDK example type-checks with mypy (``job.status.phase`` needs no None check).
+
+mypy reads ``rarl``'s sources (``MYPYPATH``: an editable install is invisible to mypy) with the
+annotations users get; the second test shows the check can fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sdk_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### The Python SDK"):]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's SDK section has no python block"
+    return match.group(1)
+
+
+def mypy(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary", "--follow-imports", "silent",
+         "--cache-dir", str(path.parent / "mypy-cache"), str(path)],
+        check=False, capture_output=True, text=True, cwd=path.parent,
+        env={**os.environ, "MYPYPATH": str(ROOT / "sdk")},
+    )
+
+
+def test_the_readme_sdk_example_type_checks(tmp_path):
+    example = tmp_path / "example.py"
+    example.write_text(sdk_example())
+    proc = mypy(example)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_sees_the_sdks_types(tmp_path):
+    """The check can fail: a wrong use of the same API is an error."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("import rarl\nclient = rarl.Client('local')\nphase: int = client.get('x').status.phase\n")
+    proc = mypy(bad)
+    assert proc.returncode == 1 and "Incompatible types in assignment" in proc.stdout, proc.stdout + proc.stderr
