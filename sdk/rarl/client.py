@@ -110,12 +110,13 @@ class Client:
         return self.backend.wait(name, until=until, timeout=timeout, on_progress=on_progress,
                                  poll_interval=poll_interval)
 
-    def logs(self, name: str, follow: bool = False, node: int = 0) -> Iterator[str]:
-        """Lines of the trainer log of the current attempt (node ``node``); ``follow`` until it stops.
+    def logs(self, name: str, follow: bool = False, node: int = 0, attempt: int | None = None) -> Iterator[str]:
+        """Lines of the trainer log of the current attempt (or an earlier ``attempt``), node ``node``.
 
-        Raises ``JobNotFound``, ``BackendUnavailable``.
+        ``follow`` keeps reading until the job stops (the current attempt only). Raises
+        ``InvalidArgument`` for an attempt that does not exist, ``JobNotFound``, ``BackendUnavailable``.
         """
-        return self.backend.logs(name, follow=follow, node=node)
+        return self.backend.logs(name, follow=follow, node=node, attempt=attempt)
 
     def suspend(self, name: str) -> RARLJob:
         """Stop the trainer after a checkpoint (``resume`` continues from it); a suspended job stays so.

@@ -9,7 +9,7 @@ from typing import Any
 from rarl.api.types import API_GROUP, API_VERSION, PLURAL, RARLJob
 from rarl.api.vocabulary import LABEL_ATTEMPT, LABEL_JOB, TERMINAL_PHASES
 from rarl.backends.base import Backend, JobEvent
-from rarl.errors import BackendUnavailable, JobNotFound, RARLError
+from rarl.errors import BackendUnavailable, InvalidArgument, JobNotFound, RARLError
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
@@ -148,11 +148,22 @@ class KubernetesBackend(Backend):
                 return meta.name
         return None
 
-    def logs(self, name: str, follow: bool = False, node: int = 0, poll_interval: float = 2.0) -> Iterator[str]:
+    def logs(self, name: str, follow: bool = False, node: int = 0, attempt: int | None = None,
+             poll_interval: float = 2.0) -> Iterator[str]:
         job = self.get(name)
         if node < 0 or node >= job.spec.resources.nodes:
             raise RARLError(f"--node must be in 0..{job.spec.resources.nodes - 1} for job {name!r}")
-        attempt = job.status.attempt if job.status else 0
+        current = job.status.attempt or 0
+        if attempt is not None:
+            if not 1 <= attempt <= max(current, 1):
+                raise InvalidArgument(f"attempt: job {name!r} has attempts 1..{current}; got {attempt}")
+            pod = self._pod(name, attempt, node)
+            if pod is None:
+                raise RARLError(f"job {name!r}: the pod of attempt {attempt} (node {node}) is gone")
+            text = self._call("read pod logs", self.core.read_namespaced_pod_log, pod, self.namespace)
+            yield from str(text).splitlines()  # an earlier attempt's log is complete: no --follow
+            return
+        attempt = current
         pod = self._pod(name, attempt, node)
         while pod is None and follow:
             if job.status and job.status.phase in TERMINAL_PHASES:

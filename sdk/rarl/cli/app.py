@@ -30,7 +30,7 @@ app = typer.Typer(
     name="rarlctl",
     help="Train vision-language models that predict and rank ordinal quantities with RARL.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # rarlctl --install-completion [bash|zsh|fish|powershell]
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -55,7 +55,9 @@ class GlobalOptions:
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str | None = None
+    home: Path | None = None
     output: OutputFormat = OutputFormat.table
+    output_given: bool = False  # -o was written (a verb that prints no data refuses it)
     debug: bool = False
 
 
@@ -81,13 +83,65 @@ def _global(
     backend: Backend = typer.Option(Backend.local, "--backend", help="Where jobs run: kubernetes or local processes."),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="Path of the kubeconfig file."),
     context: str | None = typer.Option(None, "--context", help="Kubeconfig context to use."),
-    namespace: str | None = typer.Option(None, "-n", "--namespace", help="Namespace of the jobs."),
-    output: OutputFormat = typer.Option(OutputFormat.table, "-o", "--output", help="Output format."),
+    namespace: str | None = typer.Option(None, "-n", "--namespace", help="Namespace of the jobs (kubernetes)."),
+    home: Path | None = typer.Option(
+        None, "--home", metavar="DIR", help="Where local jobs keep their state (default $RARL_HOME or .rarl; local)."
+    ),
+    output: OutputFormat | None = typer.Option(None, "-o", "--output", help="Output format: table, json or yaml."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    """Global options may come before or after the verb (as kubectl's do)."""
     OPTIONS.backend, OPTIONS.kubeconfig, OPTIONS.context = backend, kubeconfig, context
-    OPTIONS.namespace, OPTIONS.output, OPTIONS.debug = namespace, output, debug
+    OPTIONS.namespace, OPTIONS.home, OPTIONS.debug = namespace, home, debug
+    OPTIONS.output, OPTIONS.output_given = output or OutputFormat.table, output is not None
+
+
+# Global options that take a value, and flags; ``hoist_global_options`` moves them before the verb.
+GLOBAL_VALUE_OPTIONS = ("--backend", "--kubeconfig", "--context", "-n", "--namespace", "--home", "-o", "--output")
+GLOBAL_FLAGS = ("--debug",)
+
+
+def hoist_global_options(argv: list[str], verb_options: typing.Callable[[str], set[str]]) -> list[str]:
+    """``rarlctl get NAME -n ml`` -> ``rarlctl -n ml get NAME``: global options after the verb move before it.
+
+    An option the verb defines itself (``predict -o FILE``, a verb's own ``-o``) stays with the verb.
+    ``verb_options(verb)`` gives the option names of a verb; ``--`` ends the scan.
+    """
+    head: list[str] = []
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):  # options before the verb (with their values)
+        name = argv[i].split("=", 1)[0]
+        takes_value = name in GLOBAL_VALUE_OPTIONS and "=" not in argv[i]
+        head.extend(argv[i:i + 1 + takes_value])
+        i += 1 + takes_value
+    if i >= len(argv):
+        return argv
+    verb, rest = argv[i], argv[i + 1:]
+    own = verb_options(verb)
+    moved: list[str] = []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            kept.extend(rest[j:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in own or name not in GLOBAL_VALUE_OPTIONS + GLOBAL_FLAGS:
+            kept.append(arg)
+            j += 1
+            continue
+        takes_value = name in GLOBAL_VALUE_OPTIONS and "=" not in arg
+        moved.extend(rest[j:j + 1 + takes_value])
+        j += 1 + takes_value
+    return [*head, *moved, verb, *kept]
+
+
+def refuse_output_option(verb: str) -> None:
+    """A verb that prints no data refuses ``-o`` instead of ignoring it."""
+    if OPTIONS.output_given:
+        raise CLIError(f"-o/--output: `rarlctl {verb}` prints no data; drop -o")
 
 
 def read_source(name: str) -> bytes:
@@ -115,12 +169,23 @@ def output_format(local: OutputFormat | None) -> OutputFormat:
 
 
 def make_client(backend: Backend | None = None):
-    """The client for the global options (--backend, --kubeconfig, --context, -n, env RARL_HOME)."""
+    """The client for the global options (--backend, --kubeconfig, --context, -n, --home, env RARL_HOME).
+
+    An option that has no meaning for the chosen backend is a usage error, never ignored.
+    """
     from rarl.backends.config import KubernetesBackendConfig, LocalBackendConfig
     from rarl.client import Client
 
     chosen = backend or OPTIONS.backend
     if chosen is Backend.kubernetes:
+        if OPTIONS.home is not None:
+            raise CLIError("--home: only the local backend keeps jobs in a home folder (drop --home, or use "
+                           "--backend local)")
         return Client(KubernetesBackendConfig(kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context,
                                               namespace=OPTIONS.namespace))
-    return Client(LocalBackendConfig())
+    for flag, value in (("-n/--namespace", OPTIONS.namespace), ("--kubeconfig", OPTIONS.kubeconfig),
+                        ("--context", OPTIONS.context)):
+        if value is not None:
+            raise CLIError(f"{flag}: only applies to --backend kubernetes (local jobs have no cluster; "
+                           "add --backend kubernetes)")
+    return Client(LocalBackendConfig(home=OPTIONS.home))

@@ -25,6 +25,7 @@ from rarl.cli.app import (
     OPTIONS,
     CLIError,
     app,
+    hoist_global_options,
 )
 from rarl.cli.eval_cmd import eval_command
 from rarl.cli.predict_cmd import predict_command
@@ -35,11 +36,21 @@ app.command("predict", help="Run an exported model on items: JSONL rows that rar
 __all__ = ["OPTIONS", "app", "main"]
 
 
+def _verb_options(group, verb: str) -> set[str]:
+    command = getattr(group, "commands", {}).get(verb)
+    if command is None:
+        return set()
+    return {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``rarlctl``: turns every error into a clear line and an exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     try:
-        result = app(args=argv, prog_name="rarlctl", standalone_mode=False)
+        group = typer.main.get_command(app)
+        result = group.main(args=hoist_global_options(argv, lambda verb: _verb_options(group, verb)),
+                            prog_name="rarlctl", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except CLIError as exc:
