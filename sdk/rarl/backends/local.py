@@ -275,7 +275,12 @@ class LocalBackend(Backend):
         return self._existing(name).run_dir
 
     def events(self, name: str) -> list[JobEvent]:
-        files = self._existing(name)
+        """Every transition of the job at the time it happened, oldest first (``state.json``'s append-only list)."""
+        state = read_state(self._existing(name))
+        if "events" in state:
+            return [JobEvent(type=e.get("type") or "Normal", reason=e.get("reason") or "",
+                             message=e.get("message") or "", time=e.get("time")) for e in state["events"]]
+        # a job recorded before the event list: only its conditions are left
         return [JobEvent(type="Normal" if c.get("type") != "Failed" else "Warning", reason=c.get("reason") or "",
                          message=c.get("message") or "", time=c.get("lastTransitionTime"))
-                for c in read_state(files).get("conditions", [])]
+                for c in state.get("conditions", [])]

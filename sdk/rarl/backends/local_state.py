@@ -63,7 +63,13 @@ def write_state(files: JobFiles, state: dict[str, Any]) -> None:
 
 
 def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Record a transition: the condition of that type becomes True, the other phase conditions False."""
+    """Record a transition: the condition of that type becomes True, the other phase conditions False.
+
+    Each condition's ``lastTransitionTime`` is when its status last changed (Kubernetes' meaning);
+    the transition itself is also appended to ``state["events"]``, which is never rewritten, so the
+    history (``events()``) keeps every transition at the time it happened, across attempts and
+    suspend/resume.
+    """
     now = now_rfc3339()
     conditions = [c for c in state.get("conditions", []) if c.get("type") != type_]
     for c in conditions:
@@ -72,6 +78,13 @@ def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) 
     conditions.append({"type": type_, "status": "True", "reason": reason, "message": message,
                        "lastTransitionTime": now})
     state["conditions"] = conditions
+    add_event(state, "Warning" if type_ == "Failed" else "Normal", reason, message, now)
+
+
+def add_event(state: dict[str, Any], type_: str, reason: str, message: str, time: str | None = None) -> None:
+    """Append one event (type, reason, message, time) to the job's append-only history."""
+    state.setdefault("events", []).append(
+        {"type": type_, "reason": reason, "message": message, "time": time or now_rfc3339()})
 
 
 def tail(path: Path, lines: int) -> list[str]:

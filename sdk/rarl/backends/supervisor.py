@@ -57,6 +57,23 @@ def local_gpu_count(wanted: int) -> int:
     return min(wanted, have)
 
 
+def exit_text(code: int) -> str:
+    """How an exit code reads: a negative one is the signal that killed the process (``SIGTERM``)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited {code}"
+
+
+def suspend_message(code: int) -> str:
+    """The Suspended condition's message for the trainer's exit code."""
+    if code == ExitCode.INTERRUPTED:
+        return "suspended after a checkpoint"
+    return f"suspended (trainer {exit_text(code)})"
+
+
 class Supervisor:
     """Runs the attempts of one job and keeps ``state.json`` true."""
 
@@ -118,23 +135,23 @@ class Supervisor:
                 return self._finish(state, "Succeeded", "Succeeded", "training finished; model exported")
             if self.suspend_requested.is_set():
                 state["phase"] = "Suspended"
-                add_condition(state, "Suspended", "Suspended",
-                              "suspended after a checkpoint" if code == ExitCode.INTERRUPTED
-                              else f"suspended (trainer exited {code})")
+                add_condition(state, "Suspended", "Suspended", suspend_message(code))
                 write_state(self.files, state)
                 return 0
             restarts = int(state.get("restarts", 0))
             decision = after_failed_attempt(outcome, restarts, policy.max_restarts)
             if not decision.retry:
                 message = self._failure_message(code)
+                reason = "ConfigurationError"
                 if outcome is Outcome.CRASH:
                     message = f"restart budget ({policy.max_restarts}) exhausted; " + message
-                return self._finish(state, "Failed", "Failed", message)
+                    reason = "RestartBudgetExhausted"
+                return self._finish(state, "Failed", reason, message)
             state["restarts"] = decision.restarts
             state["attempt"] = attempt + 1
             state["phase"] = "Restarting"
             add_condition(state, "Restarting", "Restarting",
-                          f"attempt {attempt} exited {code}; resuming from the newest checkpoint")
+                          f"attempt {attempt} {exit_text(code)}; resuming from the newest checkpoint")
             write_state(self.files, state)
 
     def _failure_message(self, code: int) -> str:
@@ -143,7 +160,7 @@ class Supervisor:
             if text:
                 return text
         lines = tail(self.files.log(int(read_state(self.files).get("attempt", 1))), 5)
-        return f"trainer exited {code}" + (": " + " | ".join(lines) if lines else "")
+        return f"trainer {exit_text(code)}" + (": " + " | ".join(lines) if lines else "")
 
     def _finish(self, state: dict, phase: str, reason: str, message: str) -> int:
         state["phase"] = phase

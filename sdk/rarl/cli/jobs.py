@@ -7,6 +7,7 @@ Each verb is a thin layer over ``rarl.Client``; what is printed depends on
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -348,26 +349,74 @@ def delete(name: str = typer.Argument(..., help="Job name.")) -> None:
     typer.echo(f"rarljob/{name} deleted")
 
 
+def _fetch_dest(dest: str) -> Path:
+    """``--dest`` checked before anything is fetched: a folder (existing or to create) that can be written."""
+    if not dest.strip():
+        raise CLIError("--dest is empty: give the folder to download the model into")
+    path = Path(dest).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--dest {dest}: exists and is not a folder")
+    existing = path
+    while not existing.exists():  # the nearest existing ancestor must be a writable folder
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"--dest {dest}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"--dest {dest}: permission denied" + ("" if existing == path else f" (in {existing})"))
+    return path
+
+
+class _FetchBar:
+    """The download's progress bar: drawn only once the storage layer announces the total (``set_total``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.bar = None
+        self.task = None
+
+    def set_total(self, total: int) -> None:
+        if self.bar is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), console=_console())
+            self.bar.start()
+            self.task = self.bar.add_task(f"fetching {self.name}", total=total)
+        else:
+            self.bar.update(self.task, total=total)
+
+    def __call__(self, delta: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, delta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 @app.command()
 def fetch(
-    name: str = typer.Argument(..., help="Job name."),
-    dest: Path = typer.Option(..., "--dest", "-d", help="Folder to download the model into."),
+    name: str = typer.Argument(..., metavar="NAME", help="Job name."),
+    dest: str = typer.Option(..., "--dest", "-d", metavar="DIR", help="Folder to download the model into."),
 ) -> None:
     """Download a succeeded job's exported model and verify it against its manifest."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
+    path = _fetch_dest(dest)
     client = make_client()
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=_console()) as bar:
-        task = bar.add_task(f"fetching {name}", total=None)
-
-        def progress(delta: int, total: int | None = None) -> None:
-            if total is not None:
-                bar.update(task, total=total)
-            bar.advance(task, delta)
-
-        path = client.fetch_model(name, dest, progress=progress)
-    typer.echo(f"model of rarljob/{name} verified and saved in {path}")
+    job = client.get(name)
+    if not (job.status and job.status.model_uri):
+        phase = job.status.phase if job.status else "Pending"
+        raise CLIError(f"job {name!r} has no exported model yet (phase {phase}); "
+                       "models are exported when the last stage ends", EXIT_INVALID)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"--dest {dest}: {exc.strerror or exc}") from None
+    bar = _FetchBar(name)
+    try:
+        saved = client.fetch_model(name, path, progress=bar)
+    finally:
+        bar.close()
+    typer.echo(f"model of rarljob/{name} verified and saved in {saved}")
 
 
 @app.command()

@@ -1,0 +1,189 @@
+"""A local job's history is true (issue 15, item 7): every transition is recorded at the time it happened,
+in an append-only event list that survives suspend and resume; messages carry no doubled prefix and a
+suspend names the signal that stopped the trainer.
+
+The real supervisor runs in-process here with a stand-in trainer (a short Python command), so each
+transition happens for real and the test stays fast; one slow test runs the real trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rarl import Client
+from rarl.backends import supervisor as supervisor_mod
+from rarl.backends.local import LocalBackend
+from rarl.backends.local_state import JobFiles, add_condition, read_state
+from tests.sdk.test_phase_rules import _doc
+from tests.support.polling import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _t(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch) -> Client:
+    monkeypatch.chdir(tmp_path)
+    backend = LocalBackend(tmp_path / "home")
+    monkeypatch.setattr(LocalBackend, "_start_runner", lambda self, files: 0)  # the test runs the supervisor
+    return Client(backend)
+
+
+def _submit(client: Client, name: str = "hist") -> JobFiles:
+    doc = _doc(name)
+    doc["spec"]["runPolicy"] = {"maxRestarts": 0}
+    client.submit(doc)
+    return JobFiles(client.backend.jobs_dir / name)
+
+
+def _supervise(files: JobFiles, monkeypatch, code: str, sigterm_after: float | None = None) -> None:
+    """Run the real supervisor in-process over a stand-in trainer (``python -c code``)."""
+    monkeypatch.setattr(supervisor_mod, "trainer_command", lambda f, gpus: [sys.executable, "-c", code])
+    sup = supervisor_mod.Supervisor(files.root)
+    previous = signal.getsignal(signal.SIGTERM)
+    timer = None
+    if sigterm_after is not None:  # what `suspend` does: SIGTERM to the runner (here: its handler)
+        timer = threading.Timer(sigterm_after, sup._on_sigterm, args=(signal.SIGTERM, None))
+        timer.start()
+    try:
+        assert sup.run() == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if timer:
+            timer.cancel()
+
+
+def test_add_condition_appends_events_and_never_rewrites_them():
+    state: dict = {}
+    add_condition(state, "Running", "Running", "attempt 1 started")
+    first = dict(state["events"][0])
+    time.sleep(1.1)
+    add_condition(state, "Suspended", "Suspended", "suspended after a checkpoint")
+    add_condition(state, "Running", "Running", "attempt 2 started")
+    assert [e["message"] for e in state["events"]] == [
+        "attempt 1 started", "suspended after a checkpoint", "attempt 2 started"]
+    assert state["events"][0] == first  # the first transition keeps its own time
+    assert _t(state["events"][1]["time"]) > _t(first["time"])
+    # the conditions keep Kubernetes' meaning: one per type, lastTransitionTime = its last status change
+    assert [c["type"] for c in state["conditions"]] == ["Suspended", "Running"]
+
+
+def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch):
+    files = _submit(client)
+    # attempt 1: the trainer checkpoints on SIGTERM and exits 3 (suspended after a checkpoint)
+    trap = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+            "time.sleep(30)")
+    _supervise(files, monkeypatch, trap, sigterm_after=1.5)
+    assert client.get("hist").status.phase == "Suspended"
+    client.resume("hist")
+    # attempt 2 runs a while, then succeeds
+    _supervise(files, monkeypatch, "import time; time.sleep(1.5)")
+    assert client.get("hist").status.phase == "Succeeded"
+
+    events = client.events("hist")
+    assert [(e["reason"], e["message"]) for e in events] == [
+        ("Created", "job accepted by the local backend"),
+        ("Running", "attempt 1 started"),
+        ("Suspended", "suspended after a checkpoint"),
+        ("Resumed", "resuming from the newest checkpoint"),
+        ("Running", "attempt 2 started"),
+        ("Succeeded", "training finished; model exported"),
+    ]
+    times = [_t(e["time"]) for e in events]
+    assert times == sorted(times)
+    started1, suspended, started2, succeeded = times[1], times[2], times[4], times[5]
+    assert started1 < suspended and started2 < succeeded  # not the end's time: each when it happened
+    assert all(e["type"] == "Normal" for e in events)
+    # the state file holds the same list, so a later reader (another rarlctl) sees it too
+    assert [e["message"] for e in read_state(files)["events"]] == [e["message"] for e in events]
+
+
+def test_suspend_of_a_trainer_killed_by_sigterm_names_the_signal(client, monkeypatch):
+    files = _submit(client)
+    _supervise(files, monkeypatch, "import time; time.sleep(30)", sigterm_after=1.0)  # default action: killed
+    job = client.get("hist")
+    assert job.status.phase == "Suspended"
+    message = next(c.message for c in job.status.conditions if c.type == "Suspended")
+    assert message == "suspended (trainer killed by SIGTERM)"
+    assert "-15" not in message
+
+
+def test_a_configuration_error_reads_once(client, monkeypatch, rarlctl_proc):
+    files = _submit(client)
+    code = ("import os, sys\n"
+            "open(os.environ['RARL_TERMINATION_LOG'], 'w').write('dataset: spec.dataset.train: no such file')\n"
+            "sys.exit(2)")
+    _supervise(files, monkeypatch, code)
+    job = client.get("hist")
+    assert job.status.phase == "Failed"
+    failed = next(c for c in job.status.conditions if c.type == "Failed")
+    assert failed.reason == "ConfigurationError" and failed.message == "dataset: spec.dataset.train: no such file"
+    assert [e["type"] for e in client.events("hist")][-1] == "Warning"
+    r = rarlctl_proc("wait", "hist", env={"RARL_HOME": str(client.backend.home)})
+    assert r.code == 1
+    assert "rarljob/hist Failed: ConfigurationError: dataset: spec.dataset.train: no such file" in r.out
+    assert "Failed: Failed" not in r.out + r.err
+
+
+def test_a_crash_names_the_signal_and_the_budget(client, monkeypatch):
+    files = _submit(client)
+    _supervise(files, monkeypatch, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    failed = next(c for c in client.get("hist").status.conditions if c.type == "Failed")
+    assert failed.reason == "RestartBudgetExhausted"
+    assert failed.message.startswith("restart budget (0) exhausted; trainer killed by SIGKILL")
+
+
+# --------------------------------------------------------------------------- the real trainer
+
+def tiny_job(tmp_path: Path, name: str, steps: int = 4) -> dict:
+    """tests/sdk/test_local_training.py's tiny quickstart (copied): two stages, a checkpoint every 2 steps."""
+    doc = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    doc["metadata"]["name"] = name
+    for stage in doc["spec"]["stages"]:
+        stage["steps"] = steps
+    doc["spec"]["dataset"]["synthetic"].update(trainSize=32, evalSize=8)
+    doc["spec"]["grpo"].update(evalQueries=2, evalListSizes=[1])
+    doc["spec"]["checkpoint"] = {"uri": str(tmp_path / name / "ckpt"), "everySteps": 2, "keep": 2}
+    doc["spec"]["output"] = {"uri": str(tmp_path / name / "model")}
+    doc["spec"]["runPolicy"] = {"maxRestarts": 1}
+    return doc
+
+
+@pytest.mark.slow
+def test_real_run_suspend_resume_keeps_its_history(tmp_path):
+    client = Client(LocalBackend(tmp_path / "home"))
+    client.submit(tiny_job(tmp_path, "real"))
+    log1 = client.backend.jobs_dir / "real" / "logs" / "attempt-1.log"
+    wait_for(lambda: log1.exists() and "] step " in log1.read_text(), timeout=240, interval=0.5, what="training")
+    client.suspend("real")
+    job = client.wait("real", until={"Suspended", "Failed", "Succeeded"}, timeout=180, poll_interval=0.5)
+    assert job.status.phase == "Suspended", job.status.conditions
+    suspended_msg = next(c.message for c in job.status.conditions if c.type == "Suspended")
+    assert suspended_msg == "suspended after a checkpoint"
+    client.resume("real")
+    job = client.wait("real", timeout=600, poll_interval=1.0)
+    assert job.status.phase == "Succeeded", job.status.conditions
+
+    events = client.events("real")
+    messages = [e["message"] for e in events]
+    assert messages[:3] == ["job accepted by the local backend", "attempt 1 started", "suspended after a checkpoint"]
+    assert "attempt 2 started" in messages and messages[-1] == "training finished; model exported"
+    times = [_t(e["time"]) for e in events]
+    assert times == sorted(times)
+    end = times[-1]
+    assert times[1] < end and times[messages.index("attempt 2 started")] < end
+    assert job.status.completion_time and _t(job.status.completion_time) == end
+    json.dumps(events)  # plain data
