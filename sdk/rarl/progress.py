@@ -38,13 +38,25 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def _reward_in(path: Path) -> float | None:
+    try:
+        return Progress.model_validate(json.loads(path.read_text())).reward
+    except (OSError, ValueError):
+        return None
+
+
 class FileProgressReporter:
     """Writes ``progress.json`` in the run folder (atomically) on every report."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._last_reward: float | None = _reward_in(self.path)  # a resumed run keeps showing it
 
     def report(self, progress: Progress) -> None:
+        # A report without a reward (a message, the export) keeps the last one, as the status patch does.
+        if progress.reward is None and self._last_reward is not None:
+            progress = progress.model_copy(update={"reward": self._last_reward})
+        self._last_reward = progress.reward
         try:
             write_json_atomic(self.path, progress.model_dump(mode="json"))
         except OSError:

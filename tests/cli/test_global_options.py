@@ -89,9 +89,10 @@ def test_list_watch_prints_a_row_per_change_until_ctrl_c(rarlctl, home, job_file
     rarlctl("--home", str(home), "submit", "-f", str(job_file))
     proc = subprocess.Popen([str(RARLCTL), "list", "-w", "--interval", "0.2", "--home", str(home)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
     try:
-        time.sleep(2.0)  # the first table is printed and one poll found no change
+        first = [proc.stdout.readline(), proc.stdout.readline()]  # the table: header and the job's row
+        time.sleep(1.0)  # some polls that find no change
         _set_phase(home, "idle", "Failed")
         time.sleep(2.0)
         proc.send_signal(signal.SIGINT)
@@ -99,7 +100,7 @@ def test_list_watch_prints_a_row_per_change_until_ctrl_c(rarlctl, home, job_file
     finally:
         if proc.poll() is None:
             proc.kill()
-    lines = [line.split() for line in out.splitlines() if line.strip()]
+    lines = [line.split() for line in [*first, *out.splitlines()] if line.strip()]
     assert lines[0][:2] == ["NAME", "PHASE"] and lines[1][:2] == ["idle", "Suspended"]
     assert [line[:2] for line in lines[2:]] == [["idle", "Failed"]], out  # one row for the one change
     assert proc.returncode == 130, err

@@ -82,7 +82,7 @@ def test_bad_selector_is_a_usage_error(rarlctl, home):
 def test_fetch_before_success_says_why(rarlctl, home, suspended_file, tmp_path):
     rarlctl("submit", "-f", str(suspended_file))
     r = rarlctl("fetch", "quickstart", "--dest", str(tmp_path / "m"))
-    assert r.code == 2 and "has no exported model yet (phase Suspended)" in r.err
+    assert r.code == 1 and "has no exported model yet (phase Suspended)" in r.err  # 1 as the README says
 
 
 def test_kubernetes_backend_without_cluster_exits_2(rarlctl, home, tmp_path, monkeypatch):

@@ -187,3 +187,22 @@ def test_real_run_suspend_resume_keeps_its_history(tmp_path):
     assert times[1] < end and times[messages.index("attempt 2 started")] < end
     assert job.status.completion_time and _t(job.status.completion_time) == end
     json.dumps(events)  # plain data
+
+
+def test_the_last_reward_stays_after_a_message_and_across_a_resume(tmp_path):
+    """REWARD showed '-' after success and after suspend: reports without a reward overwrote it."""
+    import json as _json
+
+    from rarl.api.reports import Progress
+    from rarl.progress import FileProgressReporter
+
+    path = tmp_path / "run" / "progress.json"
+    first = FileProgressReporter(path)
+    first.report(Progress(stage="s", step=3, total_steps=4, reward=0.625))
+    first.report(Progress(stage="s", step=4, total_steps=4, message="exported"))
+    assert _json.loads(path.read_text())["reward"] == 0.625
+    resumed = FileProgressReporter(path)  # the next attempt's trainer
+    resumed.report(Progress(stage="s", step=3, total_steps=4, message="resuming"))
+    assert _json.loads(path.read_text())["reward"] == 0.625
+    resumed.report(Progress(stage="s", step=4, total_steps=4, reward=0.75))
+    assert _json.loads(path.read_text())["reward"] == 0.75

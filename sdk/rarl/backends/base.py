@@ -48,8 +48,8 @@ class Backend(abc.ABC):
         """All jobs (of ``namespace``, default the backend's), optionally only those carrying all ``labels``."""
 
     @abc.abstractmethod
-    def logs(self, name: str, follow: bool = False, node: int = 0) -> Iterator[str]:
-        """Lines of the trainer's log of the current attempt (node ``node``)."""
+    def logs(self, name: str, follow: bool = False, node: int = 0, attempt: int | None = None) -> Iterator[str]:
+        """Lines of the trainer's log of the current attempt (or ``attempt``), node ``node``."""
 
     @abc.abstractmethod
     def suspend(self, name: str) -> RARLJob:

@@ -31,7 +31,7 @@ from rarl.backends.local_state import (
     tail,
     write_state,
 )
-from rarl.errors import BackendUnavailable, InvalidSpec, JobNotFound, Problem, RARLError
+from rarl.errors import BackendUnavailable, InvalidArgument, InvalidSpec, JobNotFound, Problem, RARLError
 from rarl.progress import read_progress
 
 
@@ -199,11 +199,16 @@ class LocalBackend(Backend):
             jobs.append(job)
         return jobs
 
-    def logs(self, name: str, follow: bool = False, node: int = 0, poll_interval: float = 0.5) -> Iterator[str]:
+    def logs(self, name: str, follow: bool = False, node: int = 0, attempt: int | None = None,
+             poll_interval: float = 0.5) -> Iterator[str]:
         files = self._existing(name)
         if node != 0:
             raise InvalidSpec([Problem("node", f"the local backend runs one node (0); got {node}")])
-        attempt = int(read_state(files).get("attempt", 1))
+        current = int(read_state(files).get("attempt", 1))
+        if attempt is not None and not 1 <= attempt <= current:
+            raise InvalidArgument(f"attempt: job {name!r} has attempts 1..{current}; got {attempt}")
+        pinned = attempt is not None and attempt != current  # an earlier attempt's log is complete
+        attempt = current if attempt is None else attempt
         path = files.log(attempt)
         position = 0
         while True:
@@ -213,7 +218,7 @@ class LocalBackend(Backend):
                     chunk = fh.read()
                     position = fh.tell()
                 yield from chunk.splitlines()
-            if not follow:
+            if not follow or pinned:
                 return
             job = self.get(name)
             current = job.status.attempt if job.status else attempt

@@ -18,6 +18,8 @@ from rarl.cli.app import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
+    OPTIONS,
+    Backend,
     CLIError,
     OutputFormat,
     app,
@@ -25,6 +27,7 @@ from rarl.cli.app import (
     output_format,
     output_option,
     read_source,
+    refuse_output_option,
 )
 from rarl.errors import RARLError
 
@@ -93,7 +96,7 @@ def _job_exit(job) -> int:
 def _failure_text(job) -> str:
     for c in reversed(job.status.conditions if job.status else []):
         if c.status == "True" and c.type in ("Failed", "InvalidSpec", "DeadlineExceeded"):
-            return f"{c.reason}: {c.message}"
+            return c.message or "" if c.reason in (None, c.type) else f"{c.reason}: {c.message}"
     return "job failed"
 
 
@@ -102,9 +105,9 @@ def _failure_text(job) -> str:
 
 @app.command()
 def submit(
-    file: str = typer.Option(..., "-f", "--filename", help="RARLJob YAML file ('-' reads stdin)."),
+    file: str = typer.Option(..., "-f", "--filename", metavar="FILE", help="RARLJob YAML file ('-' reads stdin)."),
     wait: bool = typer.Option(False, "--wait", help="Wait until the job succeeds or fails (exit 1 on failure)."),
-    timeout: float | None = typer.Option(None, "--timeout", help="With --wait: give up after this many seconds."),
+    timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", help="With --wait: give up after this many seconds."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the Kubernetes manifests the operator would create."),
     output: OutputFormat | None = output_option(),
 ) -> None:
@@ -165,15 +168,18 @@ def _print_manifests(job, fmt: OutputFormat) -> None:
 
 
 @app.command()
-def get(name: str = typer.Argument(..., help="Job name."), output: OutputFormat | None = output_option()) -> None:
+def get(name: str = typer.Argument(..., metavar="NAME", help="Job name."), output: OutputFormat | None = output_option()) -> None:
     """Show one job: phase, stage, step, reward."""
     _print_jobs([make_client().get(name)], output_format(output), single=True)
 
 
 @app.command("list")
 def list_(
-    label: list[str] = typer.Option([], "-l", "--selector", help="Only jobs with this label (key=value); repeatable."),
+    label: list[str] = typer.Option([], "-l", "--selector", metavar="KEY=VALUE", help="Only jobs with this label (key=value); repeatable."),
     output: OutputFormat | None = output_option(),
+    watch: bool = typer.Option(False, "-w", "--watch", help="After the list, print a row whenever a job changes "
+                               "(Ctrl-C stops)."),
+    interval: float = typer.Option(2.0, "--interval", min=0.1, metavar="SECONDS", help="Seconds between polls with --watch."),
 ) -> None:
     """List jobs."""
     labels = {}
@@ -182,11 +188,33 @@ def list_(
         if not sep or not key:
             raise CLIError(f"--selector {item!r}: expected key=value")
         labels[key] = value
-    _print_jobs(make_client().list(labels=labels or None), output_format(output))
+    client = make_client()
+    jobs = client.list(labels=labels or None)
+    fmt = output_format(output)
+    _print_jobs(jobs, fmt)
+    if watch:
+        _watch(client, labels or None, fmt, jobs, interval)
+
+
+def _watch(client, labels: dict[str, str] | None, fmt: OutputFormat, jobs: list, interval: float) -> None:
+    """kubectl get -w: one line (table row, or a JSON/YAML document) per job whose state changed."""
+    def key(job) -> tuple:
+        return _row(job)[:-1]  # everything but AGE, which changes on every poll
+
+    seen = {job.name: key(job) for job in jobs}
+    while True:
+        time.sleep(interval)
+        for job in client.list(labels=labels):
+            if seen.get(job.name) != key(job):
+                seen[job.name] = key(job)
+                if fmt is OutputFormat.table:
+                    typer.echo("  ".join(_row(job)))
+                else:
+                    _print_jobs([job], fmt, single=True)
 
 
 @app.command()
-def describe(name: str = typer.Argument(..., help="Job name."), output: OutputFormat | None = output_option()) -> None:
+def describe(name: str = typer.Argument(..., metavar="NAME", help="Job name."), output: OutputFormat | None = output_option()) -> None:
     """Everything about a job: progress, conditions, metrics, checkpoints and events."""
     client = make_client()
     job = client.get(name)
@@ -265,12 +293,14 @@ def _checkpoints(job) -> list[dict]:
 
 @app.command()
 def logs(
-    name: str = typer.Argument(..., help="Job name."),
+    name: str = typer.Argument(..., metavar="NAME", help="Job name."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines until the job stops."),
-    node: int = typer.Option(0, "--node", help="Which node's trainer (0 = rank 0)."),
+    node: int = typer.Option(0, "--node", metavar="INDEX", help="Which node's trainer (0 = rank 0)."),
+    attempt: int | None = typer.Option(None, "--attempt", min=1, metavar="K", help="An earlier attempt's log (default: the current one)."),
 ) -> None:
-    """Print the trainer's log of the current attempt."""
-    for line in make_client().logs(name, follow=follow, node=node):
+    """Print the trainer's log of the current attempt (or of ``--attempt K``)."""
+    refuse_output_option("logs")
+    for line in make_client().logs(name, follow=follow, node=node, attempt=attempt):
         typer.echo(line)
 
 
@@ -301,9 +331,9 @@ def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = 
 
 @app.command()
 def wait(
-    name: str = typer.Argument(..., help="Job name."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Give up after this many seconds (exit 124)."),
-    for_: str = typer.Option("Succeeded,Failed", "--for", help="Comma-separated phases to wait for."),
+    name: str = typer.Argument(..., metavar="NAME", help="Job name."),
+    timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", help="Give up after this many seconds (exit 124)."),
+    for_: str = typer.Option("Succeeded,Failed", "--for", metavar="PHASES", help="Comma-separated phases to wait for."),
     output: OutputFormat | None = output_option(),
 ) -> None:
     """Wait for a job to reach a phase (default: until it succeeds or fails; exit 1 if it failed).
@@ -329,22 +359,25 @@ def wait(
 
 
 @app.command()
-def suspend(name: str = typer.Argument(..., help="Job name.")) -> None:
+def suspend(name: str = typer.Argument(..., metavar="NAME", help="Job name.")) -> None:
     """Stop a job after a checkpoint (resume continues from it)."""
+    refuse_output_option("suspend")
     make_client().suspend(name)
     typer.echo(f"rarljob/{name} suspending (the trainer checkpoints, then stops)")
 
 
 @app.command()
-def resume(name: str = typer.Argument(..., help="Job name.")) -> None:
+def resume(name: str = typer.Argument(..., metavar="NAME", help="Job name.")) -> None:
     """Start a suspended job again from its newest checkpoint."""
+    refuse_output_option("resume")
     make_client().resume(name)
     typer.echo(f"rarljob/{name} resumed")
 
 
 @app.command()
-def delete(name: str = typer.Argument(..., help="Job name.")) -> None:
+def delete(name: str = typer.Argument(..., metavar="NAME", help="Job name.")) -> None:
     """Stop and remove a job (its checkpoints and exported model stay in storage)."""
+    refuse_output_option("delete")
     make_client().delete(name)
     typer.echo(f"rarljob/{name} deleted")
 
@@ -421,16 +454,17 @@ def fetch(
 
 @app.command()
 def run(
-    file: str = typer.Option(..., "-f", "--filename", help="RARLJob YAML file."),
-    home: Path | None = typer.Option(None, "--home", help="Where local jobs keep their state (default .rarl)."),
+    file: str = typer.Option(..., "-f", "--filename", metavar="FILE", help="RARLJob YAML file."),
 ) -> None:
     """Run a job here in the foreground (local backend) with a live progress bar; Ctrl-C suspends it."""
     from rarl.api.validation import parse_job
-    from rarl.backends.local import LocalBackend, absolutize
-    from rarl.client import Client
+    from rarl.backends.local import absolutize
 
+    refuse_output_option("run")
+    if OPTIONS.backend is Backend.kubernetes:
+        raise CLIError("--backend kubernetes: `rarlctl run` trains on this machine; use `rarlctl submit` for a cluster")
     job = parse_job(read_source(file), origin=file)
-    client = Client(LocalBackend(home))
+    client = make_client()
     existing = None
     try:
         existing = client.get(job.name)
@@ -453,7 +487,8 @@ def run(
             console.print(say)
         client.submit(job)
     console.print(f"running rarljob/{job.name} locally: {len(job.spec.stages)} stages, "
-                  f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f")
+                  f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f"
+                  + (f" --home {OPTIONS.home}" if OPTIONS.home is not None else ""))
     started = time.time()
     try:
         final = _wait_with_progress(client, job.name, None)
