@@ -22,3 +22,26 @@ def test_reference_lists_every_top_level_field():
         key = info.alias or name
         assert f"| `spec.{key}` |" in md or f"| `spec.{key}[]` |" in md
     assert "| `spec.stages[].rmo.probability` |" in md
+
+
+def _type_column(md: str) -> list[str]:
+    return [line.split(" | ")[1] for line in md.splitlines()[2:]]
+
+
+def test_types_are_written_as_in_yaml_never_python_reprs():
+    md = reference_markdown()
+    for bad in ("Optional[", "<class", "NoneType", "typing."):
+        assert bad not in md, bad
+    for kind in _type_column(md):
+        assert kind.count("[") == kind.count("]") and kind.count("(") == kind.count(")"), kind
+        assert not any(bad in kind for bad in ("[", "Literal", "Annotated", "Spec")), kind
+        assert not set(kind.replace("(", " ").replace(")", " ").split()) & {"str", "int", "dict", "list[str]"}, kind
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ")[1] for line in md.splitlines()[2:]}
+    assert rows["spec.stages[].listSizes"] == "list of integer"
+    assert rows["spec.dataset.train"] == "string or null"
+    assert rows["spec.dataset.maxItems"] == "integer or null"
+    assert rows["spec.dataset.modality"] == "image \\| text"
+    assert rows["spec.resources.tolerations[].operator"] == "Exists \\| Equal \\| null"
+    assert rows["spec.resources.shmSize"].startswith("quantity")
+    assert rows["spec.model"] == "object"
+    assert rows["spec.resources.nodeSelector"] == "map of string to string"

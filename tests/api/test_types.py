@@ -124,16 +124,19 @@ def jobs(draw):
         for n in names
     ]
     lo = draw(st.floats(-1e6, 1e6))
+    base = draw(st.sampled_from(["org/model", "/models/x", "s3://bucket/m", "builtin:tiny-lm"]))
+    # a text builtin model cannot read images (a rule of the spec since issue 15)
+    modality = "text" if base == "builtin:tiny-lm" else draw(st.sampled_from(["image", "text"]))
     return {
         "apiVersion": "rarl.dev/v1alpha1",
         "kind": "RARLJob",
         "metadata": {"name": draw(stage_names), "labels": {"team": "vision"}},
         "spec": {
-            "model": {"base": draw(st.sampled_from(["org/model", "/models/x", "s3://bucket/m", "builtin:tiny-lm"]))},
+            "model": {"base": base},
             "dataset": {
                 "format": "jsonl",
                 "train": "data/train.jsonl",
-                "modality": draw(st.sampled_from(["image", "text"])),
+                "modality": modality,
                 "target": {"min": lo, "max": lo + draw(st.floats(1e-3, 1e6)), "precision": 0.5},
             },
             "reward": {"delta": draw(st.floats(1e-6, 1e6)), "rankingAlpha": draw(st.floats(0, 1))},

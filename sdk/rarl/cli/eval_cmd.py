@@ -71,10 +71,13 @@ def _fmt(value: float) -> str:
 
 def eval_command(
     predictions: Path = typer.Option(
-        ..., "--predictions", "-p", help="JSONL file: one {\"pred\": [...], \"target\": [...]} row per query."
+        ..., "--predictions", "-p", metavar="FILE",
+        help='JSONL file: one row per query with a "pred" and a "target" list of numbers.',
     ),
-    output: str = typer.Option("table", "-o", "--output", help="Output format: table, json or yaml."),
-    precision: float = typer.Option(1.0, "--precision", help="Rounding step for exact / within-k accuracy."),
+    output: str = typer.Option("table", "-o", "--output", metavar="table|json|yaml",
+                               help="Output format: table, json or yaml."),
+    precision: float = typer.Option(1.0, "--precision", metavar="STEP",
+                                    help="Rounding step for exact / within-k accuracy."),
 ) -> None:
     """Compute RARL metrics (MAE, accuracy, SRCC, PLCC, Kendall tau per list size) from predictions."""
     from rich.console import Console

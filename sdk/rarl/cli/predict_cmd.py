@@ -55,20 +55,20 @@ def _local_export(uri: str, storage) -> Path:
 
 
 def predict_command(
-    source: str = typer.Argument(..., help="Job name, or an export location (folder, file:// or s3://) with -f."),
-    file: str | None = typer.Option(None, "-f", "--filename", help="RARLJob YAML whose dataset spec to use."),
-    data: str | None = typer.Option(None, "--data", help="Other items in the job's dataset format (a JSONL "
+    source: str = typer.Argument(..., metavar="SOURCE", help="Job name, or an export location (folder, file:// or s3://) with -f."),
+    file: str | None = typer.Option(None, "-f", "--filename", metavar="FILE", help="RARLJob YAML whose dataset spec to use."),
+    data: str | None = typer.Option(None, "--data", metavar="LOCATION", help="Other items in the job's dataset format (a JSONL "
                                                          "manifest for synthetic jobs): all of them are used."),
-    split: str = typer.Option("eval", "--split", help="eval or train split of the job's data (without --data)."),
-    list_size: list[int] = typer.Option([], "--list-size", "-n", help="Items per query (repeatable); default: the "
+    split: str = typer.Option("eval", "--split", metavar="eval|train", help="eval or train split of the job's data (without --data)."),
+    list_size: list[int] = typer.Option([], "--list-size", "-n", metavar="N", help="Items per query (repeatable); default: the "
                                                                       "job's grpo.evalListSizes."),
-    queries: int | None = typer.Option(None, "--queries", min=1, help="Queries per list size, drawn as the "
+    queries: int | None = typer.Option(None, "--queries", min=1, metavar="N", help="Queries per list size, drawn as the "
                                                                       "trainer's evaluation draws them; default: "
                                                                       "the job's grpo.evalQueries."),
     every_item: bool = typer.Option(False, "--every-item", help="Ask about every item once (lists of one)."),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1,
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, metavar="N",
                                               help="Default: the job's grpo.maxCompletionLength."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows here (default: standard output)."),
+    out: Path | None = typer.Option(None, "--out", "-o", metavar="FILE", help="Write the rows here (default: standard output)."),
 ) -> None:
     """Run an exported model on items and write {"id", "pred", "target", "completion"} rows (JSONL)."""
     if split not in ("eval", "train"):

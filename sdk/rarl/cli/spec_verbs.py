@@ -20,9 +20,41 @@ from rarl.cli.app import (
 )
 
 
+def _is_local_path(value: str) -> bool:
+    """A plain path or file:// URI (not s3://, not builtin:)."""
+    from rarl.api.uri import builtin_name, has_scheme
+
+    return builtin_name(value) is None and (not has_scheme(value) or value.startswith("file://"))
+
+
+def _missing_paths(job, folder: Path | None) -> list[str]:
+    """Warnings for local locations that do not exist here (relative ones are read from the file's folder).
+
+    They may exist where the job runs, so they are warnings, not problems. ``model.base`` counts as a path
+    only when it names one explicitly (``.``, ``/``, ``~`` or file://), as the trainer reads it; else it is a hub id.
+    """
+    from rarl.api.uri import local_path
+
+    spec = job.spec
+    candidates = [(f"spec.dataset.{field}", getattr(spec.dataset, field)) for field in ("train", "eval", "images")]
+    base = spec.model.base
+    if base.startswith((".", "/", "~", "file://")):
+        candidates.append(("spec.model.base", base))
+    warnings = []
+    for path, value in candidates:
+        if not value or not _is_local_path(value):
+            continue
+        local = local_path(value)
+        where = local if local.is_absolute() or folder is None else folder / local
+        if not where.exists():
+            warnings.append(f"{path}: {value} does not exist here (it must exist where the job runs)")
+    return warnings
+
+
 @app.command()
 def validate(
-    files: list[str] = typer.Option(..., "-f", "--filename", help="RARLJob YAML file; repeatable; '-' reads stdin."),
+    files: list[str] = typer.Option(..., "-f", "--filename", metavar="FILE",
+                              help="RARLJob YAML file; repeatable; '-' reads stdin."),
     output: OutputFormat | None = output_option(),
 ) -> None:
     """Check RARLJob files: one OK line per valid document, one line per problem otherwise."""
@@ -35,13 +67,15 @@ def validate(
         try:
             data = read_source(name)
         except CLIError as exc:
-            results.append({"file": label, "document": None, "name": None, "valid": False, "problems": [str(exc)]})
+            results.append({"file": label, "document": None, "name": None, "valid": False, "problems": [str(exc)],
+                            "warnings": []})
             worst = EXIT_USAGE
             continue
+        folder = None if name == "-" else Path(name).parent
         docs, problems = load_yaml_documents(data)
         if problems:
             results.append({"file": label, "document": None, "name": None, "valid": False,
-                            "problems": [str(p) for p in problems]})
+                            "problems": [str(p) for p in problems], "warnings": []})
             worst = max(worst, EXIT_INVALID)
             continue
         for index, doc in enumerate(docs, start=1):
@@ -49,7 +83,8 @@ def validate(
             name_ = job.name if job else (doc.get("metadata") or {}).get("name") if isinstance(doc, dict) else None
             results.append({"file": label, "document": index if len(docs) > 1 else None,
                             "name": name_ if isinstance(name_, str) else None,
-                            "valid": job is not None, "problems": [str(p) for p in problems]})
+                            "valid": job is not None, "problems": [str(p) for p in problems],
+                            "warnings": _missing_paths(job, folder) if job is not None else []})
             if job is None:
                 worst = max(worst, EXIT_INVALID)
     fmt = output_format(output)
@@ -66,6 +101,8 @@ def validate(
                 typer.echo(f"{where}: OK RARLJob/{r['name']}")
             for problem in r["problems"]:
                 typer.echo(f"{where}: {problem}")
+            for warning in r["warnings"]:
+                typer.echo(f"{where}: warning: {warning}")
     raise typer.Exit(worst)
 
 
@@ -86,8 +123,8 @@ def crd(
 
 @app.command()
 def init(
-    example: str = typer.Option("quickstart", "--example", "-e", help="Which example to write (see --list)."),
-    file: Path | None = typer.Option(None, "--file", "-f", help="Write to this file instead of stdout."),
+    example: str = typer.Option("quickstart", "--example", "-e", metavar="NAME", help="Which example to write (see --list)."),
+    file: Path | None = typer.Option(None, "--file", "-f", metavar="FILE", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     list_: bool = typer.Option(False, "--list", help="List the examples and exit."),
 ) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rarl.api.types import modality_format_error
 from rarl_trainer.data.ava import read_ava
 from rarl_trainer.data.coco_rem import read_coco_rem
 from rarl_trainer.data.images import VerifyMode, check_images
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 def read_location(spec: DatasetSpec, uri: str, storage: StorageSpec | None = None) -> Dataset:
     """Every item at ``uri`` (and ``spec.images``), read by the reader of ``spec.format``."""
     target = spec.target
-    if spec.format != "jsonl" and spec.modality == "text":
-        raise DataError(f"format {spec.format!r} has image items only; use modality 'image'")
+    error = modality_format_error(spec.format, spec.modality)  # the spec's own rule (a constructed spec may skip it)
+    if error is not None:
+        raise DataError(error)
     location = resolve_location(uri, storage)
     images = resolve_location(spec.images, storage) if spec.images else None
     if spec.format == "utkface":

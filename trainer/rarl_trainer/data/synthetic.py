@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rarl.api.types import synthetic_target_error
 from rarl_trainer.data.items import DataError, Dataset, Item, Split
 
 if TYPE_CHECKING:
@@ -92,9 +93,10 @@ def generate_synthetic(
 
     Same arguments, same items and same image bytes; existing files are reused.
     """
+    error = synthetic_target_error(target.min, target.max)
+    if error is not None:
+        raise DataError(error)
     lo, hi = math.ceil(target.min), math.floor(target.max)
-    if hi < lo:
-        raise DataError(f"synthetic targets need an integer in [{target.min}, {target.max}]")
     rng = np.random.default_rng(seed)
     ks = rng.integers(lo, hi + 1, size=count)
     items: list[Item] = []

@@ -1,0 +1,86 @@
+"""``rarlctl validate`` warns about local paths that do not exist (they may exist where the job runs).
+
+Also: the rules the trainer used to apply only at start are refused by validate (issue 15, item 5).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import yaml
+
+from tests.api.test_types import MINIMAL
+
+
+def _write(tmp_path, **spec_changes):
+    doc = copy.deepcopy(MINIMAL)
+    for key, value in spec_changes.items():
+        doc["spec"][key] = value
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_missing_local_dataset_is_a_warning_and_exit_0(tmp_path, rarlctl):
+    path = _write(tmp_path, dataset={"format": "utkface", "train": "no-such-folder", "eval": "/nowhere/eval"})
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 0, res
+    lines = res.out.splitlines()
+    assert f"{path}: OK RARLJob/minimal" in lines
+    assert any(line.startswith(f"{path}: warning: spec.dataset.train: no-such-folder does not exist") for line in lines)
+    assert any("warning: spec.dataset.eval: /nowhere/eval does not exist" in line for line in lines)
+
+
+def test_relative_paths_are_read_from_the_file_folder(tmp_path, rarlctl, monkeypatch):
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the working directory has no faces/
+    path = _write(tmp_path, dataset={"format": "utkface", "train": "faces", "images": "file://" + str(tmp_path)})
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 0 and "warning" not in res.out, res
+
+
+def test_s3_builtin_and_hub_ids_are_not_paths(tmp_path, rarlctl):
+    path = _write(tmp_path, model={"base": "Qwen/Qwen2.5-VL-3B-Instruct"},
+                  dataset={"format": "jsonl", "train": "builtin:afinn-en-165", "eval": "s3://data/eval.jsonl",
+                           "modality": "text"})
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["model"]["base"] = "builtin:tiny-lm"
+    path.write_text(yaml.safe_dump(doc))
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 0 and "warning" not in res.out, res
+    hub = _write(tmp_path, model={"base": "Qwen/Qwen2.5-VL-3B-Instruct"})
+    res = rarlctl("validate", "-f", str(hub))
+    assert res.code == 0 and "warning" not in res.out, res
+
+
+def test_a_model_folder_that_does_not_exist_is_a_warning(tmp_path, rarlctl):
+    path = _write(tmp_path, model={"base": "./models/mine"})
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 0, res
+    assert "warning: spec.model.base: ./models/mine does not exist" in res.out
+
+
+def test_json_output_lists_warnings(tmp_path, rarlctl):
+    path = _write(tmp_path, dataset={"format": "utkface", "train": "missing"})
+    res = rarlctl("validate", "-f", str(path), "-o", "json")
+    assert res.code == 0, res
+    [result] = json.loads(res.out)
+    assert result["valid"] is True and result["problems"] == []
+    assert len(result["warnings"]) == 1 and result["warnings"][0].startswith("spec.dataset.train: missing")
+
+
+def test_text_items_from_an_image_reader_fail_validate(tmp_path, rarlctl):
+    path = _write(tmp_path, dataset={"format": "ava", "train": "s3://data/ava", "modality": "text"})
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 1, res
+    assert f"{path}: spec.dataset.modality: modality 'text' needs format 'jsonl' or 'synthetic'" in res.out
+    assert "OK" not in res.out
+
+
+def test_duplicate_stage_names_name_the_stage(tmp_path, rarlctl):
+    path = _write(tmp_path, stages=[{"name": "a", "steps": 1}, {"name": "a", "steps": 2}])
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 1, res
+    assert f"{path}: spec.stages[1].name: duplicate stage name 'a'" in res.out
