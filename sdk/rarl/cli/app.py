@@ -81,9 +81,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     backend: Backend = typer.Option(Backend.local, "--backend", help="Where jobs run: kubernetes or local processes."),
-    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="Path of the kubeconfig file."),
-    context: str | None = typer.Option(None, "--context", help="Kubeconfig context to use."),
-    namespace: str | None = typer.Option(None, "-n", "--namespace", help="Namespace of the jobs (kubernetes)."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help="Path of the kubeconfig file."),
+    context: str | None = typer.Option(None, "--context", metavar="NAME", help="Kubeconfig context to use."),
+    namespace: str | None = typer.Option(
+        None, "-n", "--namespace", metavar="NAMESPACE", help="Namespace of the jobs (kubernetes)."
+    ),
     home: Path | None = typer.Option(
         None, "--home", metavar="DIR", help="Where local jobs keep their state (default $RARL_HOME or .rarl; local)."
     ),
