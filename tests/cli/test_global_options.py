@@ -110,3 +110,15 @@ def test_shell_completion_completes_verbs(tmp_path):
     env = {**os.environ, "_RARLCTL_COMPLETE": "complete_bash", "COMP_WORDS": "rarlctl su", "COMP_CWORD": "1"}
     proc = subprocess.run([str(RARLCTL)], capture_output=True, text=True, env=env, check=False, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.split() == ["submit", "suspend"]
+
+
+def test_one_rule_for_o_on_every_verb(rarlctl, home, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"pred": [3], "target": [3]}\n')
+    r = rarlctl("-o", "json", "eval", "-p", str(rows))  # the global -o reaches eval (it was ignored)
+    assert r.code == 0 and json.loads(r.out)["n1/mae"] == 0.0
+    assert json.loads(rarlctl("-o", "json", "crd").out)["kind"] == "CustomResourceDefinition"
+    assert rarlctl("crd").out.startswith("# Generated")
+    for args in (["-o", "json", "init"], ["fetch", "x", "--dest", "m", "-o", "json"], ["crd", "--reference", "-o", "yaml"]):
+        r = rarlctl(*args)
+        assert r.code == 2 and "-o/--output" in r.err, (args, r.err)

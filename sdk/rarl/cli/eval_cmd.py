@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from rarl.cli.app import EXIT_INVALID, EXIT_USAGE
+from rarl.cli.app import EXIT_INVALID, EXIT_USAGE, OPTIONS
 
 
 def _is_number(v: Any) -> bool:
@@ -74,8 +74,8 @@ def eval_command(
         ..., "--predictions", "-p", metavar="FILE",
         help='JSONL file: one row per query with a "pred" and a "target" list of numbers.',
     ),
-    output: str = typer.Option("table", "-o", "--output", metavar="table|json|yaml",
-                               help="Output format: table, json or yaml."),
+    output: str | None = typer.Option(None, "-o", "--output", metavar="table|json|yaml",
+                                      help="Output format: table, json or yaml (default: the global -o, table)."),
     precision: float = typer.Option(1.0, "--precision", metavar="STEP",
                                     help="Rounding step for exact / within-k accuracy."),
 ) -> None:
@@ -83,6 +83,7 @@ def eval_command(
     from rich.console import Console
 
     err = Console(stderr=True)
+    output = output or OPTIONS.output.value  # one rule for -o on every verb that prints data
     if output not in ("table", "json", "yaml"):
         err.print(f"[red]error:[/red] -o: unknown output format {output!r}; use table, json or yaml")
         raise typer.Exit(EXIT_USAGE)

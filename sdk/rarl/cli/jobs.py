@@ -433,6 +433,7 @@ def fetch(
     dest: str = typer.Option(..., "--dest", "-d", metavar="DIR", help="Folder to download the model into."),
 ) -> None:
     """Download a succeeded job's exported model and verify it against its manifest."""
+    refuse_output_option("fetch")
     path = _fetch_dest(dest)
     client = make_client()
     job = client.get(name)

@@ -11,12 +11,14 @@ from rarl.cli.app import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_USAGE,
+    OPTIONS,
     CLIError,
     OutputFormat,
     app,
     output_format,
     output_option,
     read_source,
+    refuse_output_option,
 )
 
 
@@ -110,11 +112,18 @@ def validate(
 def crd(
     reference: bool = typer.Option(False, "--reference", help="Print the Markdown field reference instead."),
 ) -> None:
-    """Print the RARLJob CustomResourceDefinition (generated from the API types)."""
+    """Print the RARLJob CustomResourceDefinition (generated from the API types): YAML, or JSON with -o json."""
     if reference:
+        if OPTIONS.output_given:
+            raise CLIError("-o/--output: the --reference is Markdown; drop -o")
         from rarl.api.docs import reference_markdown
 
         typer.echo(reference_markdown(), nl=False)
+        return
+    if OPTIONS.output is OutputFormat.json:
+        from rarl.api.crd import build_crd
+
+        typer.echo(json.dumps(build_crd(), indent=2))
         return
     from rarl.api.crd import crd_yaml
 
@@ -130,6 +139,8 @@ def init(
 ) -> None:
     """Write a commented example RARLJob to start from."""
     from rarl.examples import example_names, example_text
+
+    refuse_output_option("init")  # the example is commented YAML, in one format
 
     names = example_names()
     if list_:
