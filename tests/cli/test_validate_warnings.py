@@ -32,13 +32,17 @@ def test_missing_local_dataset_is_a_warning_and_exit_0(tmp_path, rarlctl):
     assert any("warning: spec.dataset.eval: /nowhere/eval does not exist" in line for line in lines)
 
 
-def test_relative_paths_are_read_from_the_file_folder(tmp_path, rarlctl, monkeypatch):
-    (tmp_path / "faces").mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")  # the working directory has no faces/
-    path = _write(tmp_path, dataset={"format": "utkface", "train": "faces", "images": "file://" + str(tmp_path)})
+def test_relative_paths_are_read_from_the_current_directory_as_submit_does(tmp_path, rarlctl, monkeypatch):
+    (tmp_path / "here" / "faces").mkdir(parents=True)
+    (tmp_path / "files").mkdir()
+    monkeypatch.chdir(tmp_path / "here")  # submit and run resolve relative locations here, not in files/
+    path = _write(tmp_path / "files", dataset={"format": "utkface", "train": "faces",
+                                               "images": "file://" + str(tmp_path)})
     res = rarlctl("validate", "-f", str(path))
     assert res.code == 0 and "warning" not in res.out, res
+    monkeypatch.chdir(tmp_path / "files")
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 0 and "warning: spec.dataset.train: faces does not exist here" in res.out, res
 
 
 def test_s3_builtin_and_hub_ids_are_not_paths(tmp_path, rarlctl):

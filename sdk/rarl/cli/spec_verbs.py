@@ -29,8 +29,11 @@ def _is_local_path(value: str) -> bool:
     return builtin_name(value) is None and (not has_scheme(value) or value.startswith("file://"))
 
 
-def _missing_paths(job, folder: Path | None) -> list[str]:
-    """Warnings for local locations that do not exist here (relative ones are read from the file's folder).
+def _missing_paths(job) -> list[str]:
+    """Warnings for local locations that do not exist here.
+
+    Relative ones are read from the current directory, as ``submit`` and ``run`` resolve them (a local
+    job's relative locations are relative to where it is submitted from).
 
     They may exist where the job runs, so they are warnings, not problems. ``model.base`` counts as a path
     only when it names one explicitly (``.``, ``/``, ``~`` or file://), as the trainer reads it; else it is a hub id.
@@ -46,9 +49,7 @@ def _missing_paths(job, folder: Path | None) -> list[str]:
     for path, value in candidates:
         if not value or not _is_local_path(value):
             continue
-        local = local_path(value)
-        where = local if local.is_absolute() or folder is None else folder / local
-        if not where.exists():
+        if not local_path(value).exists():
             warnings.append(f"{path}: {value} does not exist here (it must exist where the job runs)")
     return warnings
 
@@ -73,7 +74,6 @@ def validate(
                             "warnings": []})
             worst = EXIT_USAGE
             continue
-        folder = None if name == "-" else Path(name).parent
         docs, problems = load_yaml_documents(data)
         if problems:
             results.append({"file": label, "document": None, "name": None, "valid": False,
@@ -86,7 +86,7 @@ def validate(
             results.append({"file": label, "document": index if len(docs) > 1 else None,
                             "name": name_ if isinstance(name_, str) else None,
                             "valid": job is not None, "problems": [str(p) for p in problems],
-                            "warnings": _missing_paths(job, folder) if job is not None else []})
+                            "warnings": _missing_paths(job) if job is not None else []})
             if job is None:
                 worst = max(worst, EXIT_INVALID)
     fmt = output_format(output)
