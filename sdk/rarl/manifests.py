@@ -299,6 +299,9 @@ def attempt_job(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: D
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    if job.spec.logging.credentials_secret:
+        # Tracker credentials (W&B, MLflow) by reference only; the explicit env above wins over a same-named key.
+        container["envFrom"] = [{"secretRef": {"name": job.spec.logging.credentials_secret}}]
     resources = _resources(job)
     if resources:
         container["resources"] = resources

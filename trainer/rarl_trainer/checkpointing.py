@@ -164,6 +164,7 @@ class StoreCheckpointCallback(TrainerCallback):
         stop: StopFlag,
         run_state: Callable[[int, bool], dict[str, Any]],
         config_hash: str,
+        after_save: Callable[[], None] | None = None,
     ):
         self.uploader = uploader
         self.plan = plan
@@ -172,6 +173,7 @@ class StoreCheckpointCallback(TrainerCallback):
         self.stop = stop
         self.run_state = run_state
         self.config_hash = config_hash
+        self.after_save = after_save  # rank 0, after each checkpoint is handed to the uploader (dashboards)
         self.saved_steps: list[int] = []
         self.stopped = False
 
@@ -203,7 +205,24 @@ class StoreCheckpointCallback(TrainerCallback):
                        "training_settings": run_state["training_settings"]},
             )
             self.saved_steps.append(global_step)
+            if self.after_save is not None:
+                self.after_save()
         return control
+
+
+def upload_tensorboard(ckpt_store, folder: Path) -> None:
+    """``folder`` (the run's TensorBoard event files) to ``<checkpoint.uri>/tensorboard/``, next to the steps.
+
+    Event-file names are unique per writer (time, host, pid), so a resumed attempt adds its files beside
+    the earlier ones. Not part of any checkpoint: restores never read it. A failed upload is a warning.
+    """
+    if not folder.is_dir():
+        return
+    try:
+        ckpt_store.store.upload_tree(folder, "tensorboard")
+    except Exception as e:
+        print(f"rarl: warning: uploading the TensorBoard logs to {ckpt_store.uri}/tensorboard failed: {e}",
+              file=sys.stderr, flush=True)
 
 
 def finish_uploads(uploader, timeout: float | None = None) -> bool:

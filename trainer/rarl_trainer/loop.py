@@ -26,9 +26,20 @@ from rarl_trainer.checkpointing import (
     finish_uploads,
     load_stage_start_weights,
     restore_for_resume,
+    upload_tensorboard,
 )
 from rarl_trainer.config import ConfigError, DistInfo, StagePlan, stage_plan
-from rarl_trainer.reporting import RunCallback, RunRecord, make_reporter, send_progress, status_metrics
+from rarl_trainer.reporting import (
+    TENSORBOARD_DIR,
+    EvalWriter,
+    RunCallback,
+    RunRecord,
+    check_trackers,
+    make_reporter,
+    point_tensorboard,
+    send_progress,
+    status_metrics,
+)
 from rarl_trainer.signals import install_stop_handlers, interrupted_exit
 from rarl_trainer.weight_digest import write_weight_digest
 
@@ -79,6 +90,9 @@ class Run:
         self.bf16 = False
         self.run_callback: RunCallback | None = None  # the current stage's (benchmarks read its time)
         self._eval_table = None  # queries.QueryTable, built on first use
+        self.tensorboard = "tensorboard" in self.spec.logging.report_to
+        self.tensorboard_dir = self.run_dir / TENSORBOARD_DIR
+        self._eval_writer: EvalWriter | None = None  # rank 0's eval/ scalars (tensorboard)
 
     # ------------------------------------------------------------------ helpers
     def barrier(self) -> None:
@@ -167,11 +181,20 @@ class Run:
 
         metrics, rows = evaluate_run(self.loaded, self.eval_table(), self.spec, self.dist, label)
         self.record.eval_rows = rows
+        if self.tensorboard and self.dist.is_main:
+            if self._eval_writer is None:
+                self._eval_writer = EvalWriter(self.tensorboard_dir / "eval")
+            self._eval_writer.write(metrics, self.current_step)
         if label == "baseline" or label.startswith("end of"):
             self.record.samples[label] = sample_rows(rows)
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
+    def upload_tensorboard(self) -> None:
+        """Rank 0: the TensorBoard event files to ``<checkpoint.uri>/tensorboard/`` (with each checkpoint, at the end)."""
+        if self.tensorboard and self.dist.is_main and self.ckpt_store is not None:
+            upload_tensorboard(self.ckpt_store, self.tensorboard_dir)
+
     def open_checkpoints(self) -> None:
         from rarl.storage import AsyncCheckpointUploader, CheckpointStore
 
@@ -330,11 +353,13 @@ class Run:
             )
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
+        point_tensorboard(trainer, self.tensorboard_dir / stage.name)
         self.run_callback = RunCallback(plan, spec.total_steps(), self.record, self.report, self.dist.is_main)
         trainer.add_callback(self.run_callback)
         trainer.add_callback(StageCallback(self, plan))
         ckpt_cb = StoreCheckpointCallback(self.uploader, plan, self.spec.checkpoint.every_steps, self.dist,
-                                          self.stop, self.run_state(trainer, plan), self.config_hash)
+                                          self.stop, self.run_state(trainer, plan), self.config_hash,
+                                          after_save=self.upload_tensorboard)
         trainer.add_callback(ckpt_cb)
         return trainer, ckpt_cb
 
@@ -413,6 +438,7 @@ class Run:
         if self.reporter is None and self.dist.is_main:
             self.reporter = make_reporter(self.run_dir)
         self.check_rollout_engine()  # an engine that cannot run here fails before anything loads
+        check_trackers(self.spec)  # so does a tracker of spec.logging.reportTo that is not installed
         self.load_data()
         self.load_model()
         self.open_checkpoints()
@@ -425,7 +451,11 @@ class Run:
         ok = finish_uploads(self.uploader, None) if self.dist.is_main else True
         if not ok:
             print("rarl: warning: the last checkpoint upload failed", file=sys.stderr)
+        if self._eval_writer is not None:
+            self._eval_writer.close()
+            self._eval_writer = None
         self.export()
+        self.upload_tensorboard()  # the end-of-run evaluation included
         if self.reporter is not None:
             self.reporter.close()
         return ExitCode.OK

@@ -153,3 +153,57 @@ def write_termination_log(message: str, path: str | None = None) -> None:
                 fh.write(message[:4000])
     except OSError:
         pass
+
+
+# --------------------------------------------------------------------------- training dashboards
+
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+"""``spec.logging.reportTo`` names -> the module that must import for transformers' integration."""
+
+TENSORBOARD_DIR = "tensorboard"
+"""``<run dir>/tensorboard/``: one folder per stage (HF's per-step logs) and ``eval/`` (every evaluation)."""
+
+
+def trackers(spec) -> list[str]:
+    """The trackers of ``spec.logging.reportTo`` ([] for [none])."""
+    return [t for t in spec.logging.report_to if t != "none"]
+
+
+def check_trackers(spec) -> None:
+    """Every tracker in ``spec.logging.reportTo`` importable here, else a ConfigError (exit 2): no silent fallback."""
+    import importlib.util
+
+    from rarl_trainer.config import ConfigError
+
+    missing = [t for t in trackers(spec) if importlib.util.find_spec(TRACKER_MODULES[t]) is None]
+    if missing:
+        raise ConfigError(
+            f"spec.logging.reportTo: {', '.join(missing)} is not installed in the trainer's environment "
+            f"(pip install {' '.join(TRACKER_MODULES[t] for t in missing)}, or remove it from reportTo)"
+        )
+
+
+def point_tensorboard(trainer, folder: Path) -> None:
+    """The trainer's TensorBoard callback writes into ``folder`` (transformers would pick ``output_dir/runs``)."""
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback):
+            cb.logging_dir = str(folder)
+
+
+class EvalWriter:
+    """Every evaluation's metrics as TensorBoard scalars ``eval/<metric>`` at the run's global step (rank 0)."""
+
+    def __init__(self, folder: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def write(self, metrics: Metrics, global_step: int) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"eval/{key}", float(value), global_step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

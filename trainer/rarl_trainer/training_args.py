@@ -17,7 +17,7 @@ def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf1
         seed=g.seed,
         logging_steps=g.logging_steps,
         max_steps=stage.steps,
-        report_to="none",
+        report_to=[t for t in job_spec.logging.report_to if t != "none"] or "none",  # spec.logging
         disable_tqdm=True,
         use_cpu=use_cpu,
         bf16=bf16,

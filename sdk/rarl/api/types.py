@@ -637,6 +637,42 @@ class RunPolicy(APIModel):
     suspend: bool = Field(False, description="true stops the trainer (checkpoint first); false resumes it.")
 
 
+class LoggingSpec(APIModel):
+    """Training dashboards: the trackers the trainer reports its per-step figures to (TRL's report_to)."""
+
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        min_length=1,
+        description=(
+            "Trackers the trainer logs to: tensorboard (event files under <run dir>/tensorboard, uploaded to "
+            "<checkpoint.uri>/tensorboard/ with every checkpoint), wandb, mlflow, or [none]. A tracker that is "
+            "not installed in the trainer image makes the trainer exit 2."
+        ),
+    )
+    credentials_secret: str | None = Field(
+        None,
+        description=(
+            "Name of a Kubernetes Secret in the job's namespace whose keys become environment variables of the "
+            "trainer pods (WANDB_API_KEY, MLFLOW_TRACKING_URI...). Only the name is stored; values never enter "
+            "the manifests."
+        ),
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _none_alone(cls, v: list[str]) -> list[str]:
+        if "none" in v and len(v) > 1:
+            raise ValueError("'none' cannot be combined with a tracker: use [none] alone or name the trackers")
+        return list(dict.fromkeys(v))
+
+    @field_validator("credentials_secret")
+    @classmethod
+    def _secret_name(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", v)):
+            raise ValueError(f"{v!r} is not a Secret name (lowercase letters, digits, '-' and '.', at most 253)")
+        return v
+
+
 class RARLJobSpec(APIModel):
     """What to train, on what, with which reward and stages, and where it runs and stores."""
 
@@ -654,6 +690,9 @@ class RARLJobSpec(APIModel):
     output: OutputSpec = Field(..., description="Export location of the final model.")
     storage: StorageSpec = Field(default_factory=StorageSpec, description="S3 connection for s3:// locations.")
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadline, TTL and suspension.")
+    logging: LoggingSpec = Field(
+        default_factory=LoggingSpec, description="Training dashboards (TensorBoard, W&B, MLflow) and their credentials."
+    )
 
     @model_validator(mode="after")
     def _semantics(self) -> RARLJobSpec:
