@@ -223,7 +223,8 @@ def test_a_batch_that_is_not_whole_groups_is_refused_at_validation():
     """The trainer's rule (global batch a multiple of numGenerations) is caught before the job starts."""
     job, problems = validate_document(_grpo_job({"perDeviceBatchSize": 3, "numGenerations": 8}))
     assert job is None
-    assert any("perDeviceBatchSize (3)" in p.message and "numGenerations (8)" in p.message for p in problems)
+    assert [p.path for p in problems] == ["spec.grpo.perDeviceBatchSize"]
+    assert "perDeviceBatchSize (3)" in problems[0].message and "numGenerations (8)" in problems[0].message
 
 
 def test_the_batch_rule_counts_every_process_of_the_job():

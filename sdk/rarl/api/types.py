@@ -713,7 +713,10 @@ class RARLJobSpec(APIModel):
                 "use a vision-language model (builtin:tiny-qwen2.5-vl) or dataset.modality 'text'"
             ))
         if any(stage.kind == "grpo" for stage in self.stages):
-            self.grpo.completions_per_step(self.resources.processes())  # the trainer's rule, caught at submit
+            try:  # the trainer's rule, caught at submit
+                self.grpo.completions_per_step(self.resources.processes())
+            except ValueError as exc:
+                raise field_rule_error("grpo.perDeviceBatchSize", str(exc)) from None
         return self
 
     def total_steps(self) -> int:
