@@ -17,12 +17,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rarl import Client
 from rarl.backends import supervisor as supervisor_mod
 from rarl.backends.local import LocalBackend
 from rarl.backends.local_state import JobFiles, add_condition, read_state
+from tests.sdk.test_local_training import tiny_job
 from tests.sdk.test_phase_rules import _doc
 from tests.support.polling import wait_for
 
@@ -147,20 +147,6 @@ def test_a_crash_names_the_signal_and_the_budget(client, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the real trainer
-
-def tiny_job(tmp_path: Path, name: str, steps: int = 4) -> dict:
-    """tests/sdk/test_local_training.py's tiny quickstart (copied): two stages, a checkpoint every 2 steps."""
-    doc = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
-    doc["metadata"]["name"] = name
-    for stage in doc["spec"]["stages"]:
-        stage["steps"] = steps
-    doc["spec"]["dataset"]["synthetic"].update(trainSize=32, evalSize=8)
-    doc["spec"]["grpo"].update(evalQueries=2, evalListSizes=[1])
-    doc["spec"]["checkpoint"] = {"uri": str(tmp_path / name / "ckpt"), "everySteps": 2, "keep": 2}
-    doc["spec"]["output"] = {"uri": str(tmp_path / name / "model")}
-    doc["spec"]["runPolicy"] = {"maxRestarts": 1}
-    return doc
-
 
 @pytest.mark.slow
 def test_real_run_suspend_resume_keeps_its_history(tmp_path):
