@@ -235,11 +235,7 @@ def _new(ctx: _Ctx) -> None:
     """No phase yet: create the first attempt, or adopt the Job a lost status forgot."""
     job = _adopt_newest_attempt(ctx)
     _report_immutable_changes(ctx)
-    if _suspend_requested(ctx):
-        _suspend(ctx)
-        return
-    if _deadline_exceeded(ctx):
-        _fail_deadline(ctx)
+    if _run_policy_stops(ctx):
         return
     if _needs_first_attempt(ctx) or job is None:
         _create_first_attempt(ctx)
@@ -251,6 +247,17 @@ def _new(ctx: _Ctx) -> None:
         return
     if not _follow_attempt(ctx):
         ctx.transition("Pending", "Created", f"attempt {attempt} waits for its pods")
+
+
+def _run_policy_stops(ctx: _Ctx) -> bool:
+    """runPolicy decides before the attempt does: a suspend request, or an exceeded deadline."""
+    if _suspend_requested(ctx):
+        _suspend(ctx)
+        return True
+    if _deadline_exceeded(ctx):
+        _fail_deadline(ctx)
+        return True
+    return False
 
 
 def _pending(ctx: _Ctx) -> None:
@@ -272,11 +279,7 @@ def _in_flight(ctx: _Ctx) -> None:
     """Pending, Running and Restarting run the same checks: each outcome of the attempt names the next phase."""
     job = _adopt_newest_attempt(ctx)
     _report_immutable_changes(ctx)
-    if _suspend_requested(ctx):
-        _suspend(ctx)
-        return
-    if _deadline_exceeded(ctx):
-        _fail_deadline(ctx)
+    if _run_policy_stops(ctx):
         return
     if _needs_first_attempt(ctx):
         _create_first_attempt(ctx)
