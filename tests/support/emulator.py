@@ -138,13 +138,20 @@ class KubeEmulator:
 
     def objects(self, plural: str, namespace: str = "default") -> dict[str, dict[str, Any]]:
         """Live objects of a resource ("batch/v1/jobs", "v1/pods", ...) by name, read in memory."""
-        assert self.emulator is not None
+        assert self.emulator is not None and self._loop is not None
         res = kmock.resource(plural)
-        out = {}
-        for (r, ns, name), obj in list(self.emulator.objects.items()):
-            if r == res and ns == namespace and not obj.deleted:
-                out[name] = copy.deepcopy(dict(obj.raw))
-        return out
+        emulator = self.emulator
+
+        async def snapshot() -> dict[str, dict[str, Any]]:
+            # Runs on the emulator's loop: its server mutates the object store there, so iterating
+            # from the test thread raced with it ("dictionary changed size during iteration").
+            out = {}
+            for (r, ns, name), obj in emulator.objects.items():
+                if r == res and ns == namespace and not obj.deleted:
+                    out[name] = copy.deepcopy(dict(obj.raw))
+            return out
+
+        return asyncio.run_coroutine_threadsafe(snapshot(), self._loop).result(timeout=30)
 
     def get(self, plural: str, name: str, namespace: str = "default") -> dict[str, Any] | None:
         return self.objects(plural, namespace).get(name)
