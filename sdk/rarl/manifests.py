@@ -34,6 +34,9 @@ MASTER_PORT = 29500
 CONFIG_KEY = "job.yaml"
 CONFIG_DIR = "/etc/rarl"
 RUN_DIR = "/workspace/run"
+# Caches under /workspace/.cache: the optional resources.cacheVolumeClaim mounts there, so with it the hub
+# downloads and the torch.compile / Triton caches outlive the pod (inductor's default is /tmp, lost on restart).
+CACHE_DIR = "/workspace/.cache"
 TRAINER_UID = 1000
 
 # Metadata we never copy from the RARLJob to children: tooling state, not user intent.
@@ -202,7 +205,9 @@ def _env(job: RARLJob, attempt: int, defaults: Defaults) -> list[dict[str, Any]]
         {"name": ENV_JOB_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": ENV_ATTEMPT, "value": str(attempt)},
         {"name": "HOME", "value": "/workspace"},
-        {"name": "HF_HOME", "value": "/workspace/.cache/huggingface"},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{CACHE_DIR}/torchinductor"},
+        {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_DIR}/triton"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         # torchrun's wait for its workers after SIGTERM (they checkpoint), inside the pod's grace period
         {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(worker_shutdown_seconds(defaults.termination_grace_seconds))},
@@ -225,13 +230,23 @@ def _env(job: RARLJob, attempt: int, defaults: Defaults) -> list[dict[str, Any]]
     return env
 
 
+def _native(side: Any) -> dict[str, str]:
+    named = (("cpu", side.cpu), ("memory", side.memory), ("ephemeral-storage", side.ephemeral_storage))
+    return {k: v for k, v in named if v is not None}
+
+
 def _resources(job: RARLJob) -> dict[str, Any]:
     res = job.spec.resources
-    requests = {k: v for k, v in (("cpu", res.requests.cpu), ("memory", res.requests.memory)) if v is not None}
-    limits = {k: v for k, v in (("cpu", res.limits.cpu), ("memory", res.limits.memory)) if v is not None}
-    if res.gpus_per_node > 0:  # extended resources: requests must equal limits
-        limits["nvidia.com/gpu"] = str(res.gpus_per_node)
-        requests["nvidia.com/gpu"] = str(res.gpus_per_node)
+    requests, limits = _native(res.requests), _native(res.limits)
+    # The workspace's disk is requested, so the scheduler places the pod where it fits and the kubelet, under
+    # disk pressure, evicts pods that exceed their request first (a pod without one is first in line).
+    requests.setdefault("ephemeral-storage", res.workspace_size)
+    # extended resources (GPUs, RDMA devices, hugepages) cannot be overcommitted: requests equal limits
+    extended = {**res.requests.extra, **res.limits.extra}
+    if res.gpus_per_node > 0:
+        extended["nvidia.com/gpu"] = str(res.gpus_per_node)
+    requests.update(extended)
+    limits.update(extended)
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests
@@ -321,10 +336,13 @@ def attempt_job(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: D
         "volumes": [
             {"name": "config", "configMap": {"name": config_name(job.name)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
-            {"name": "workspace", "emptyDir": {}},
+            {"name": "workspace", "emptyDir": {"sizeLimit": res.workspace_size}},
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if res.cache_volume_claim:
+        pod_spec["volumes"].append({"name": "cache", "persistentVolumeClaim": {"claimName": res.cache_volume_claim}})
+        container["volumeMounts"].append({"name": "cache", "mountPath": CACHE_DIR})
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)
     if res.tolerations:

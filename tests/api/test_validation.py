@@ -116,6 +116,16 @@ CASES = [
      "spec.dataset.modality", "is a text model"),
     ("image items for smollm2", with_("spec.model.base", "builtin:smollm2-135m-instruct"),
      "spec.dataset.modality", "is a text model"),
+    # issue 17: image budget, collectives
+    ("image sizes for text items", with_("spec", {**MINIMAL["spec"], "model": {"base": "builtin:tiny-lm",
+                                                                                "vision": {"maxPixels": 50176}},
+                                                  "dataset": {"format": "synthetic", "modality": "text"}}),
+     "spec.model.vision", "remove model.vision"),
+    ("min pixels above max", with_("spec.model.vision", {"minPixels": 200000, "maxPixels": 100000}),
+     "spec.model.vision.minPixels", "above maxPixels"),
+    ("zero max pixels", with_("spec.model.vision", {"maxPixels": 0}), "spec.model.vision.maxPixels", "greater than"),
+    ("collective timeout of seconds", with_("spec.runPolicy", {"collectiveTimeoutSeconds": 5}),
+     "spec.runPolicy.collectiveTimeoutSeconds", "greater than"),
 ]
 
 

@@ -51,7 +51,14 @@ def env_of(job: dict) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
-@pytest.mark.parametrize("job", [job_with(), GPU], ids=["cpu-minimal", "gpu-multinode"])
+RDMA = job_with(
+    resources={"nodes": 2, "gpusPerNode": 8, "workspaceSize": "800Gi", "cacheVolumeClaim": "rarl-cache",
+               "requests": {"ephemeralStorage": "500Gi", "extra": {"rdma/hca_shared_devices_a": 1}},
+               "limits": {"ephemeralStorage": "1Ti", "extra": {"hugepages-2Mi": "1Gi"}}},
+)
+
+
+@pytest.mark.parametrize("job", [job_with(), GPU, RDMA], ids=["cpu-minimal", "gpu-multinode", "rdma-cache"])
 def test_every_child_passes_the_official_schema(job):
     children = m.all_children(job, UID, attempt=2, restarts=1)
     assert [c["kind"] for c in children] == ["ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "Job"]
@@ -91,7 +98,8 @@ def test_indexed_job_runs_torchrun_with_the_rendezvous_env():
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-creds", "key": "id"}}
     assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-creds", "key": "secret"}}
     assert env["AWS_SESSION_TOKEN"] == {"secretKeyRef": {"name": "s3-creds", "key": "token"}}
-    assert c["resources"] == {"requests": {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"},
+    assert c["resources"] == {"requests": {"cpu": "16", "memory": "128Gi", "ephemeral-storage": "100Gi",
+                                           "nvidia.com/gpu": "8"},
                               "limits": {"memory": "160Gi", "nvidia.com/gpu": "8"}}
     assert c["image"] == "registry.example/rarl-trainer:1.2.3"
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -124,7 +132,7 @@ def test_cpu_job_uses_one_process_and_the_default_image():
     assert env["RARL_S3_ENDPOINT"] == "http://minio:9000" and env["RARL_S3_PATH_STYLE"] == "false"
     assert "AWS_ACCESS_KEY_ID" not in env
     c = job["spec"]["template"]["spec"]["containers"][0]
-    assert c["image"] == "img:cpu" and "resources" not in c
+    assert c["image"] == "img:cpu" and c["resources"] == {"requests": {"ephemeral-storage": "100Gi"}}
 
 
 def test_labels_and_annotations_pass_through_but_tool_state_does_not():
@@ -176,3 +184,58 @@ def test_own_service_account_skips_the_per_job_rbac():
 def test_no_secret_value_can_reach_a_child():
     text = yaml.safe_dump(m.all_children(GPU, UID, 1, 0))
     assert "secretKeyRef" in text and "AWS_SECRET_ACCESS_KEY: " not in text
+
+
+def test_workspace_disk_is_requested_and_capped():
+    """/workspace holds model, data, checkpoints and export: without an ephemeral-storage request the kubelet
+    evicts the pod first under disk pressure, without a sizeLimit it can fill the node."""
+    pod = m.attempt_job(GPU, UID, attempt=1, restarts=0)["spec"]["template"]["spec"]
+    workspace = next(v for v in pod["volumes"] if v["name"] == "workspace")
+    assert workspace["emptyDir"] == {"sizeLimit": "100Gi"}
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "100Gi"
+    pod = m.attempt_job(RDMA, UID, attempt=1, restarts=0)["spec"]["template"]["spec"]
+    assert next(v for v in pod["volumes"] if v["name"] == "workspace")["emptyDir"] == {"sizeLimit": "800Gi"}
+    res = pod["containers"][0]["resources"]
+    assert res["requests"]["ephemeral-storage"] == "500Gi" and res["limits"]["ephemeral-storage"] == "1Ti"
+
+
+def test_extra_resources_reach_requests_and_limits_alike():
+    """Extended resources (RDMA devices for NCCL, hugepages) cannot be overcommitted: one set on either side
+    is requested and limited alike, next to the GPUs."""
+    res = m.attempt_job(RDMA, UID, attempt=1, restarts=0)["spec"]["template"]["spec"]["containers"][0]["resources"]
+    for side in ("requests", "limits"):
+        assert res[side]["rdma/hca_shared_devices_a"] == "1" and res[side]["hugepages-2Mi"] == "1Gi"
+        assert res[side]["nvidia.com/gpu"] == "8"
+
+
+@pytest.mark.parametrize("resources,field", [
+    ({"requests": {"extra": {"rdma/x": 1}}, "limits": {"extra": {"rdma/x": 2}}}, "spec.resources.limits.extra.rdma/x"),
+    ({"limits": {"extra": {"nvidia.com/gpu": 8}}}, "spec.resources.limits.extra"),
+    ({"requests": {"extra": {"Not A Name": 1}}}, "spec.resources.requests.extra"),
+    ({"cacheVolumeClaim": "Bad_Name"}, "spec.resources.cacheVolumeClaim"),
+])
+def test_bad_resources_are_refused_at_the_field(resources, field):
+    from rarl.api.validation import validate_document
+
+    doc = copy.deepcopy(MINIMAL)
+    doc["spec"]["resources"] = resources
+    job, problems = validate_document(doc)
+    assert job is None and [p.path for p in problems] == [field], problems
+
+
+def test_compile_and_download_caches_survive_restarts_on_a_cache_claim():
+    """torch.compile and Triton caches default to /tmp (an emptyDir): every attempt recompiled. They live under
+    /workspace/.cache, where resources.cacheVolumeClaim mounts a PersistentVolumeClaim."""
+    for job, claim in ((GPU, None), (RDMA, "rarl-cache")):
+        built = m.attempt_job(job, UID, attempt=1, restarts=0)
+        pod = built["spec"]["template"]["spec"]
+        env = env_of(built)
+        assert env["TORCHINDUCTOR_CACHE_DIR"] == "/workspace/.cache/torchinductor"
+        assert env["TRITON_CACHE_DIR"] == "/workspace/.cache/triton"
+        assert env["HF_HOME"] == "/workspace/.cache/huggingface"
+        mounts = {v["mountPath"]: v["name"] for v in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        if claim is None:
+            assert "/workspace/.cache" not in mounts and "cache" not in volumes
+        else:
+            assert volumes[mounts["/workspace/.cache"]]["persistentVolumeClaim"] == {"claimName": claim}

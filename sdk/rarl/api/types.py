@@ -138,6 +138,34 @@ class LoRASpec(APIModel):
     )
 
 
+# Qwen2-VL's model card suggests max_pixels = 1280 * 28 * 28 (at most 1280 visual tokens an image);
+# its processor's own default is 12845056 (16384 * 28 * 28).
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+
+
+class VisionSpec(APIModel):
+    """How images reach a vision-language model: the processor's pixel budget per image."""
+
+    min_pixels: int | None = Field(
+        None, ge=1, description="Smallest image area in pixels (processor min_pixels); default: the processor's own."
+    )
+    max_pixels: int | None = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description=(
+            "Largest image area in pixels (processor max_pixels): larger images are scaled down to fit, which "
+            "bounds the image tokens of every prompt. Default 1003520 (1280 x 28 x 28, Qwen2-VL's suggestion: "
+            "at most 1280 visual tokens an image); null: the processor's own (12845056 for Qwen2.5-VL)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> VisionSpec:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise field_rule_error("minPixels", f"minPixels ({self.min_pixels}) is above maxPixels ({self.max_pixels})")
+        return self
+
+
 class ModelSpec(APIModel):
     """The base model and how it is trained."""
 
@@ -157,6 +185,10 @@ class ModelSpec(APIModel):
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model folder or hub.")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="Attention kernel; auto lets transformers choose."
+    )
+    vision: VisionSpec = Field(
+        default_factory=VisionSpec,
+        description="Image settings of vision-language models (jobs with dataset.modality text leave it unset).",
     )
 
     @field_validator("base")
@@ -524,11 +556,37 @@ class Toleration(APIModel):
     toleration_seconds: int | None = Field(None, description="For NoExecute: how long the pod stays bound.")
 
 
+# Resource names the spec sets through their own fields (or that rarl sets itself), never through ``extra``.
+MANAGED_RESOURCE_NAMES = frozenset({"cpu", "memory", "ephemeral-storage", "nvidia.com/gpu"})
+_RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
 class ResourceList(APIModel):
-    """CPU and memory quantities."""
+    """Quantities per pod: CPU, memory, local disk and any extended resource (RDMA devices, hugepages)."""
 
     cpu: Quantity | None = Field(None, description="CPU quantity, e.g. 8 or 500m.")
     memory: Quantity | None = Field(None, description="Memory quantity, e.g. 64Gi.")
+    ephemeral_storage: Quantity | None = Field(
+        None, description="Local disk (ephemeral-storage); default request: resources.workspaceSize."
+    )
+    extra: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description=(
+            "Other resources by their Kubernetes name, e.g. rdma/hca_shared_devices_a: 1 or hugepages-2Mi: 1Gi "
+            "(extended resources need the same value in requests and limits). GPUs: resources.gpusPerNode."
+        ),
+    )
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if name in MANAGED_RESOURCE_NAMES:
+                raise ValueError(f"{name!r} has its own field (cpu, memory, ephemeralStorage, "
+                                 "resources.gpusPerNode); do not set it in extra")
+            if not _RESOURCE_NAME.match(name) or len(name) > 253:
+                raise ValueError(f"{name!r} is not a Kubernetes resource name (e.g. rdma/hca_shared_devices_a)")
+        return v
 
 
 class ResourcesSpec(APIModel):
@@ -544,6 +602,24 @@ class ResourcesSpec(APIModel):
         """Trainer processes of the job: one per GPU, or one per pod on CPU."""
         return self.nodes * max(self.gpus_per_node, 1)
 
+    @field_validator("cache_volume_claim")
+    @classmethod
+    def _claim_name(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > 253 or not all(_DNS1123.match(part) for part in v.split("."))):
+            raise ValueError(f"{v!r} is not a PersistentVolumeClaim name (lower-case letters, digits, '-' and '.')")
+        return v
+
+    @model_validator(mode="after")
+    def _extended_resources_match(self) -> ResourcesSpec:
+        # Kubernetes cannot overcommit extended resources: a request must equal its limit. The manifest copies
+        # one set on one side only to the other; two different values are an error here, not at pod creation.
+        for name in sorted(set(self.requests.extra) & set(self.limits.extra)):
+            if self.requests.extra[name] != self.limits.extra[name]:
+                raise field_rule_error(f"limits.extra.{name}", (
+                    f"{name}: requests ({self.requests.extra[name]}) and limits ({self.limits.extra[name]}) differ; "
+                    "an extended resource's request must equal its limit (set it on one side only)"))
+        return self
+
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="Image pull policy of trainer pods."
     )
@@ -553,6 +629,21 @@ class ResourcesSpec(APIModel):
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of trainer pods.")
     priority_class_name: str | None = Field(None, description="PriorityClass of trainer pods.")
     shm_size: Quantity = Field("8Gi", description="Size of the in-memory /dev/shm volume (NCCL needs more than 64Mi).")
+    workspace_size: Quantity = Field(
+        "100Gi",
+        description=(
+            "Local disk of /workspace (model, data, checkpoints and export before upload): the emptyDir's "
+            "sizeLimit and, unless requests.ephemeralStorage says otherwise, the pod's ephemeral-storage request, "
+            "so the scheduler picks a node with that much disk and the kubelet does not evict the pod first."
+        ),
+    )
+    cache_volume_claim: str | None = Field(
+        None,
+        description=(
+            "A PersistentVolumeClaim mounted at /workspace/.cache: the hub download cache and the torch.compile "
+            "and Triton caches then survive restarts (no recompile). Several nodes need a ReadWriteMany claim."
+        ),
+    )
     service_account_name: str | None = Field(
         None, description="Use this ServiceAccount instead of the per-job one the operator creates."
     )
@@ -635,6 +726,15 @@ class RunPolicy(APIModel):
         None, ge=0, description="Delete the RARLJob this long after it succeeded or failed."
     )
     suspend: bool = Field(False, description="true stops the trainer (checkpoint first); false resumes it.")
+    collective_timeout_seconds: int = Field(
+        7200,
+        ge=10,
+        le=7 * 24 * 3600,
+        description=(
+            "How long a rank waits in a collective (NCCL or gloo process-group timeout) before the attempt fails. "
+            "torch's NCCL default is 10 minutes, which a slow rank (a large upload, a cold cache) can exceed."
+        ),
+    )
 
 
 class LoggingSpec(APIModel):
@@ -712,6 +812,10 @@ class RARLJobSpec(APIModel):
                 f"dataset.modality is 'image' but model.base {self.model.base!r} is a text model; "
                 "use a vision-language model (builtin:tiny-qwen2.5-vl) or dataset.modality 'text'"
             ))
+        # (the defaults pass: a spec dumped with its defaults, as the trainer's config is, must validate again)
+        if self.dataset.modality == "text" and self.model.vision != VisionSpec():
+            raise field_rule_error("model.vision", "model.vision sets image sizes, but dataset.modality is 'text' "
+                                   "(no images reach the model); remove model.vision")
         if any(stage.kind == "grpo" for stage in self.stages):
             try:  # the trainer's rule, caught at submit
                 self.grpo.completions_per_step(self.resources.processes())
