@@ -52,7 +52,7 @@ def measure(doc: dict[str, Any], work: Path, trainer_kind: str) -> dict[str, Any
     run.reporter = FileProgressReporter(work / "run" / "progress.json")
     table = run.eval_table()
     words = [i for i, q in enumerate(table.queries) if q.n == 1][:32]
-    tok = run.loaded.tokenizer
+    tok, processor = run.loaded.tokenizer, run.loaded.processor
     neg, pos = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" negative", " positive"))
 
     @torch.no_grad()
@@ -61,8 +61,8 @@ def measure(doc: dict[str, Any], work: Path, trainer_kind: str) -> dict[str, Any
         model.eval()
         out = []
         for i in words:
-            text = run.loaded.processor.apply_chat_template(table.row(i)["prompt"], add_generation_prompt=True,
-                                                            tokenize=False) + "<think>Item 1 is"
+            text = processor.apply_chat_template(table.row(i)["prompt"], add_generation_prompt=True,
+                                                 tokenize=False) + "<think>Item 1 is"
             ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
             logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)
             out.append(float(logp[neg] - logp[pos]))
@@ -71,11 +71,12 @@ def measure(doc: dict[str, Any], work: Path, trainer_kind: str) -> dict[str, Any
 
     before = margins(run.loaded.model)
     plan = stage_plan(job.spec)[0]
-    trainer, _ = run.make_trainer(plan)
     if trainer_kind == "vanilla":
-        from bench_trainer import build_vanilla
+        from bench_trainer import build_vanilla, rarl_args_and_data
 
-        trainer = build_vanilla(run, plan, trainer)
+        trainer = build_vanilla(run, plan, *rarl_args_and_data(run, plan))
+    else:
+        trainer, _ = run.make_trainer(plan)
     torch.manual_seed(0)
     trainer.train()
     after = margins(trainer.model)

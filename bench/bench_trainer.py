@@ -110,8 +110,30 @@ def build_rarl(run, plan):
     return trainer
 
 
-def build_vanilla(run, plan, rarl_trainer):
-    """Plain GRPOTrainer: same args, data and a fresh copy of the same model; one total-reward function."""
+def rarl_args_and_data(run, plan):
+    """The RARL trainer's arguments and query dataset, with that trainer and its model freed: vanilla TRL
+    trains on the same inputs, and its peak GPU memory is its own (no RARL model left on the device)."""
+    import gc
+    import weakref
+
+    import torch
+
+    trainer = build_rarl(run, plan)
+    args, data = trainer.args, trainer.train_dataset
+    model = weakref.ref(run.loaded.model)
+    del trainer
+    run.loaded = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if model() is not None:
+        raise RuntimeError("the RARL model is still referenced after its trainer was dropped: the vanilla run "
+                           "would measure its memory too")
+    return args, data
+
+
+def build_vanilla(run, plan, args, train_dataset):
+    """Plain GRPOTrainer: the RARL run's args and data, a fresh copy of the same model, one total-reward function."""
     from trl import GRPOTrainer
 
     from rarl_trainer.grpo import completion_text
@@ -124,10 +146,9 @@ def build_vanilla(run, plan, rarl_trainer):
         return [score(completion_text(c), t, cfg).total for c, t in zip(completions, targets, strict=True)]
 
     loaded = load_model(run.spec.model, run.spec.storage)
-    args = rarl_trainer.args
     args.reward_weights = None
     trainer = GRPOTrainer(model=loaded.model, reward_funcs=[total], args=args,
-                          train_dataset=rarl_trainer.train_dataset, processing_class=loaded.processor)
+                          train_dataset=train_dataset, processing_class=loaded.processor)
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     return trainer
@@ -148,9 +169,7 @@ def one_round(tmp: Path, spec_args: dict, order: list[str]) -> dict[str, dict]:
 
         run.reporter = FileProgressReporter(tmp / kind / "run" / "progress.json")
         plan = stage_plan(rjob.spec)[0]
-        trainer = build_rarl(run, plan)
-        if kind == "vanilla":
-            trainer = build_vanilla(run, plan, trainer)
+        trainer = build_vanilla(run, plan, *rarl_args_and_data(run, plan)) if kind == "vanilla" else build_rarl(run, plan)
         timer = StepTimer()
         trainer.add_callback(timer)
         phases = PhaseTimer(trainer)

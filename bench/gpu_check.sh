@@ -15,7 +15,7 @@
 #     bash bench/gpu_check.sh --tiny
 #
 # Phases and their time limits on the device: wheel install (~10 s), gpu_check.py (build the 3B-shaped
-# model on the GPU and save it, ~40 s; then RARL, vanilla, vanilla, RARL runs of 3 steps each while
+# model on the GPU and save it, ~40 s; then vanilla, RARL, RARL, vanilla runs of 3 steps each while
 # under its --budget-s; killed at 330 s), bench_rollout.py (reduced: 1 round of 3 steps; whatever is
 # left of the 470 s, skipped under 60 s). The device image 'cuda': python3 3.12, torch 2.11+cu130,
 # transformers 5.17, peft, accelerate; no trl/datasets/pydantic (they come as wheels, see
