@@ -3,7 +3,8 @@
 Layout under ``output.uri`` (uploaded through the store, manifest last)::
 
     adapter/      the LoRA adapter (PEFT format; absent for full fine-tuning)
-    model/        the merged model + processor/tokenizer (loads with plain from_pretrained)
+    model/        the merged model + processor/tokenizer: the model loads with plain from_pretrained; a
+                  Qwen-VL processor with models.load_exported_processor (AutoProcessor needs torchvision)
     metrics.json  evaluation before and after each stage (rarl.api.reports.RunMetrics)
     history.json  per-step training log (reward terms, spread, mutation rate)
     plots/rewards.png, plots/eval.png, plots/pred_vs_target.png

@@ -46,8 +46,11 @@ def _no_video_processor_class(base):
                 return None
             return super().check_argument_for_proper_class(argument_name, argument)
 
-        def save_pretrained(self, save_directory, **kwargs):
+        def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
             """Image processor + tokenizer (+ chat template): the stock save fails without a video processor."""
+            if push_to_hub:
+                raise NotImplementedError(f"{type(self).__name__} saves to a folder only; upload the folder "
+                                          "with huggingface_hub")
             os.makedirs(save_directory, exist_ok=True)
             self.image_processor.save_pretrained(save_directory)
             self.tokenizer.save_pretrained(save_directory)
@@ -148,6 +151,25 @@ def load_processor(path: Path | str, config, trust_remote_code: bool = False):
 
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return processor, processor.tokenizer
+
+
+def load_exported_processor(path: Path | str, trust_remote_code: bool = False):
+    """The processor of an exported model folder (``<output.uri>/model``), with or without torchvision.
+
+    ``AutoProcessor.from_pretrained(folder)`` needs torchvision for a Qwen2/2.5-VL export:
+    transformers builds the processor's video processor unconditionally, and every video
+    processor requires torchvision. This loads the export as training did: the PIL image
+    processor, the tokenizer and the chat template, in a processor without the video part
+    (image prompts only); a text LM's export gives its tokenizer.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read the model config of {path}: {e} (an export's model/ folder, "
+                             "not adapter/, holds one)") from e
+    return load_processor(path, config, trust_remote_code)[0]
 
 
 def resolve_dtype(name: str):
