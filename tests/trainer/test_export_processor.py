@@ -61,15 +61,10 @@ def test_auto_processor_needs_torchvision_for_the_export(exported):
     """Why load_exported_processor exists; the day transformers loads it without torchvision, this says so."""
     from transformers import AutoProcessor
 
-    folder = exported[0] / "model"
-    if importlib.util.find_spec("torchvision") is None:
-        with pytest.raises(ImportError, match="[Tt]orchvision"):
-            AutoProcessor.from_pretrained(folder)
-    else:
-        got = AutoProcessor.from_pretrained(folder)(text=["x <|vision_start|><|image_pad|><|vision_end|>"],
-                                                    images=[[__import__("PIL.Image").Image.new("RGB", (32, 32))]],
-                                                    return_tensors="pt")
-        assert "pixel_values" in got
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here: the failure this documents cannot happen")
+    with pytest.raises(ImportError, match="Torchvision"):
+        AutoProcessor.from_pretrained(exported[0] / "model")
 
 
 def test_exported_text_model_gives_its_tokenizer(tmp_path):
