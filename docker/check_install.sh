@@ -1,7 +1,7 @@
 #!/bin/sh
 # Checks a trainer install: the image build runs it (docker/trainer.Dockerfile, with --image), and it
 # is how the Dockerfile's install commands were tried without docker, in a fresh venv with the CPU
-# torch wheel (README "Trainer image"):
+# torch wheel:
 #   python3 -m venv /tmp/imgvenv
 #   /tmp/imgvenv/bin/pip install -c constraints-trainer.txt -c constraints-cpu.txt torch
 #   /tmp/imgvenv/bin/pip install -c constraints-trainer.txt ".[trainer]"

@@ -22,7 +22,7 @@
 # * Base python:3.11.10-slim-bookworm, the operator image's base (docker/operator.Dockerfile): the
 #   tests run CPython 3.11. Neither that tag nor this Dockerfile could be pulled or built where it
 #   was written (no docker daemon); the install commands below were run in a fresh venv with the CPU
-#   torch wheel instead (docker/check_install.sh; see README "Trainer image").
+#   torch wheel instead: the commands are in docker/check_install.sh, which the build runs too.
 # * A cluster whose driver predates CUDA 13: build with another torch index, e.g.
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 #   (not tested: whether that index carries torch 2.13.0 was not checked).
