@@ -95,6 +95,7 @@ class LoadedModel:
     path: Path
     suppress_tokens: list[int] = field(default_factory=list)
     string_content: bool = False  # its chat template renders string content only (prompts.template_takes_parts)
+    pixels: Any = None  # data.PixelBudget its image processor resizes into (Qwen-VL processors), else None
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra generate() kwargs: never sample vision placeholders (the next forward would fail)."""
@@ -172,6 +173,69 @@ def load_exported_processor(path: Path | str, trust_remote_code: bool = False):
     return load_processor(path, config, trust_remote_code)[0]
 
 
+# --------------------------------------------------------------------------- image sizes
+
+# Image processors that resize with Qwen2-VL's smart_resize into size.shortest_edge..longest_edge pixels.
+_PIXEL_PROCESSORS = ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil")
+
+
+def _pixel_image_processor(processor):
+    """The processor's image processor when it resizes into a pixel range (Qwen2/2.5-VL), else None."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None or not any(c.__name__ in _PIXEL_PROCESSORS for c in type(image_processor).__mro__):
+        return None
+    return image_processor
+
+
+def pixel_budget(processor):
+    """The ``data.PixelBudget`` of a processor (its current size range and grid), or None."""
+    from rarl_trainer.data import PixelBudget
+
+    ip = _pixel_image_processor(processor)
+    if ip is None:
+        return None
+    return PixelBudget(int(ip.size["shortest_edge"]), int(ip.size["longest_edge"]),
+                       int(ip.patch_size) * int(ip.merge_size))
+
+
+def apply_vision(processor, vision, base: str = "the model"):
+    """Set ``spec.model.vision``'s pixel range on the processor; the ``data.PixelBudget`` it now resizes into.
+
+    transformers 5 keeps the range in ``image_processor.size`` (``shortest_edge`` = min pixels,
+    ``longest_edge`` = max pixels); ``save_pretrained`` writes it, so an export keeps the limit.
+    None keeps the processor's own value. A processor without a pixel range (other VLMs, a text
+    LM's tokenizer) is an error when the spec sets a range other than the default; a VLM's with the
+    default is told on stderr and left as it is.
+    """
+    import sys
+
+    from rarl.api.types import VisionSpec
+
+    ip = _pixel_image_processor(processor)
+    if ip is None:
+        if vision.min_pixels is None and vision.max_pixels is None:
+            return None  # "the processor's own" sizes: nothing to set (predict's request for any export)
+        if vision != VisionSpec():
+            raise ModelLoadError(
+                f"spec.model.vision sets minPixels/maxPixels, but the processor of {base!r} "
+                f"({type(getattr(processor, 'image_processor', processor)).__name__}) has no pixel range to set "
+                "(Qwen2/2.5-VL processors have one): remove spec.model.vision")
+        if getattr(processor, "image_processor", None) is not None:
+            print(f"rarl: spec.model.vision's default maxPixels does not apply to "
+                  f"{type(processor.image_processor).__name__} of {base!r}; images reach it at the sizes its "
+                  "processor chooses", file=sys.stderr)
+        return None
+    from transformers.image_utils import SizeDict
+
+    low = int(vision.min_pixels) if vision.min_pixels is not None else int(ip.size["shortest_edge"])
+    high = int(vision.max_pixels) if vision.max_pixels is not None else int(ip.size["longest_edge"])
+    if low > high:
+        raise ModelLoadError(f"spec.model.vision: minPixels {low} is above maxPixels {high} (one of them is the "
+                             f"processor's own value of {base!r}): set both")
+    ip.size = SizeDict(shortest_edge=low, longest_edge=high)
+    return pixel_budget(processor)
+
+
 def resolve_dtype(name: str):
     import torch
 
@@ -239,6 +303,7 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     processor, tokenizer = load_processor(path, config, spec.trust_remote_code)
+    pixels = apply_vision(processor, spec.vision, spec.base)
     from rarl_trainer.prompts import template_takes_parts
 
     string_content = not template_takes_parts(processor)
@@ -263,4 +328,4 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
             model.enable_input_require_grads()
     if spec.lora.enabled:
         model = apply_lora(model, spec.lora, seed=seed)
-    return LoadedModel(model, processor, tokenizer, is_vlm, Path(path), suppress, string_content)
+    return LoadedModel(model, processor, tokenizer, is_vlm, Path(path), suppress, string_content, pixels)

@@ -32,13 +32,18 @@ def export_model_folder(location: Path) -> Path:
 
 
 def load_export(location: Path):
-    """The exported model with its processor, ready to generate (no LoRA: the adapter is merged in)."""
-    from rarl.api.types import LoRASpec, ModelSpec
+    """The exported model with its processor, ready to generate (no LoRA: the adapter is merged in).
+
+    The processor keeps the pixel range the export saved (the job's ``spec.model.vision``), so
+    images are sized as in training; predicting applies no range of its own.
+    """
+    from rarl.api.types import LoRASpec, ModelSpec, VisionSpec
     from rarl_trainer.models import ModelLoadError, load_model
 
     folder = export_model_folder(location)
     try:
-        return load_model(ModelSpec(base=str(folder), dtype="float32", lora=LoRASpec(enabled=False)))
+        return load_model(ModelSpec(base=str(folder), dtype="float32", lora=LoRASpec(enabled=False),
+                                    vision=VisionSpec(max_pixels=None)))
     except ModelLoadError as e:
         raise PredictError(str(e)) from None
 
@@ -65,7 +70,7 @@ def predict(loaded, dataset_spec, queries, max_new_tokens: int,
 
     if dataset_spec.modality == "image" and not loaded.is_vlm:
         raise PredictError("the data has image items but the exported model is a text model")
-    table = QueryTable(list(queries), dataset_spec, dataset_spec.modality, loaded.string_content)
+    table = QueryTable(list(queries), dataset_spec, dataset_spec.modality, loaded.string_content, loaded.pixels)
     texts = generate_answers(loaded, table, list(range(len(table.queries))), max_new_tokens, merged=False,
                              on_batch=on_progress)
     return [{"id": [it.id for it in q.items], "pred": parse_answer(text, q.n).values, "target": list(q.targets),

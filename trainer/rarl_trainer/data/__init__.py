@@ -8,7 +8,7 @@ one reader per format (``utkface``, ``ava``, ``coco_rem``, ``jsonl``), ``synthet
 
 from rarl_trainer.data.ava import read_ava
 from rarl_trainer.data.coco_rem import read_coco_rem
-from rarl_trainer.data.images import open_image, verify_image
+from rarl_trainer.data.images import PixelBudget, open_image, verify_image
 from rarl_trainer.data.items import DataError, Dataset, Item
 from rarl_trainer.data.jsonl import read_jsonl
 from rarl_trainer.data.loading import load_items
@@ -20,6 +20,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "Item",
+    "PixelBudget",
     "generate_synthetic",
     "load_items",
     "open_image",

@@ -3,10 +3,17 @@
 ``verify`` modes: "full" opens and verifies every image (PIL ``verify``), "exists" only checks
 files exist, "none" skips checks; "auto" is full up to 20,000 images, else exists (then
 ``open_image`` reports corrupt files lazily, naming them).
+
+``PixelBudget`` is the pixel range a Qwen2/2.5-VL image processor resizes every image into
+(``spec.model.vision``, set on the processor by ``models.load_model``). ``open_image`` given one
+shrinks a larger image, once, to the very size the processor would resize it to, so a large JPEG
+is neither kept nor handed to the processor at full size and the image tokens stay the same.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -33,15 +40,74 @@ def verify_image(path: str | Path) -> None:
         raise DataError(f"{p}: corrupt or unreadable image ({exc})") from None
 
 
-def open_image(item: Item) -> PILImage.Image:
-    """Open an item's image as RGB; DataError naming the file when it is missing or corrupt."""
+@dataclass(frozen=True)
+class PixelBudget:
+    """The area range (pixels) a Qwen-VL image processor resizes images into, and its grid (patch x merge).
+
+    One image becomes ``area / factor**2`` tokens (28 x 28 pixels a token for Qwen2/2.5-VL).
+    """
+
+    min_pixels: int
+    max_pixels: int
+    factor: int = 28
+
+    def processor_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the processor resizes a ``width`` x ``height`` image to.
+
+        The rule of transformers' ``qwen2_vl`` ``smart_resize`` (5.x): each side rounded to a
+        multiple of ``factor``; an area above ``max_pixels`` scaled down (floor), one below
+        ``min_pixels`` scaled up (ceil), keeping the aspect ratio.
+        """
+        f = self.factor
+        h_bar = round(height / f) * f
+        w_bar = round(width / f) * f
+        if h_bar * w_bar > self.max_pixels:
+            beta = math.sqrt((height * width) / self.max_pixels)
+            h_bar = max(f, math.floor(height / beta / f) * f)
+            w_bar = max(f, math.floor(width / beta / f) * f)
+        elif h_bar * w_bar < self.min_pixels:
+            beta = math.sqrt(self.min_pixels / (height * width))
+            h_bar = math.ceil(height * beta / f) * f
+            w_bar = math.ceil(width * beta / f) * f
+        return w_bar, h_bar
+
+    def tokens(self, width: int, height: int) -> int:
+        """Image tokens of a ``width`` x ``height`` image (one per factor x factor cell)."""
+        w, h = self.processor_size(width, height)
+        return (w // self.factor) * (h // self.factor)
+
+    def reduced_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The size to shrink an image to before the processor, or None to hand it over as it is.
+
+        Only shrinking, and only to a size the processor then keeps as it is (a fixed point of
+        ``processor_size``): the processor sees the grid it would have computed from the full image.
+        """
+        target = self.processor_size(width, height)
+        if target[0] > width or target[1] > height or target == (width, height):
+            return None
+        if self.processor_size(*target) != target:
+            return None
+        return target
+
+
+def open_image(item: Item, budget: PixelBudget | None = None) -> PILImage.Image:
+    """Open an item's image as RGB; DataError naming the file when it is missing or corrupt.
+
+    With a ``budget``, an image the processor would shrink is shrunk here instead, to the same size:
+    JPEGs are decoded at a reduced scale first (PIL ``draft``: 1/2, 1/4 or 1/8, never below the
+    target), then resized (bicubic, the Qwen-VL processors' resample).
+    """
     from PIL import Image, UnidentifiedImageError
 
     if item.image is None:
         raise DataError(f"item {item.id!r} has no image")
     try:
         with Image.open(item.image) as img:
-            return img.convert("RGB")
+            target = budget.reduced_size(*img.size) if budget is not None else None
+            if target is None:
+                return img.convert("RGB")
+            img.draft("RGB", target)  # a no-op for formats other than JPEG
+            return img.convert("RGB").resize(target, Image.Resampling.BICUBIC)
     except FileNotFoundError:
         raise DataError(f"{item.image}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
