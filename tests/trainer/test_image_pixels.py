@@ -217,3 +217,23 @@ def test_each_image_is_decoded_once_per_step_not_once_per_generation(tmp_path, m
         images = [id(img) for row in batch for img in row["images"]]
         assert len(images) == 16 and len(set(images)) == 4  # the 4 generations of a query share its images
     trainer._generate_and_score_completions(batches[0])  # a step still runs on the shared images
+
+
+def test_a_batch_fetched_again_is_not_decoded_again(tmp_path, monkeypatch):
+    """TRL fetches one generation batch once per step of a round (steps_per_generation x num_iterations)."""
+    from rarl.api.types import DatasetSpec
+    from rarl_trainer.data import Item
+    from rarl_trainer.prompts import Query
+    from rarl_trainer.queries import QueryTable
+
+    items = [Item(f"i{k}", str(_jpeg(tmp_path / f"{k}.jpg", (64, 48))), None, float(k + 1)) for k in range(4)]
+    spec = DatasetSpec(format="jsonl", train=str(tmp_path / "x.jsonl"), target={"min": 1, "max": 5})
+    table = QueryTable([Query((items[0], items[1])), Query((items[2],)), Query((items[3],))], spec, "image")
+    opened = _count_opens(monkeypatch)
+    first = table.rows([0, 0, 1, 1])
+    again = table.rows([0, 0, 1, 1])
+    assert len(opened) == 3  # items 0, 1, 2 once each
+    assert [id(im) for r in again for im in r["images"]] == [id(im) for r in first for im in r["images"]]
+    table.rows([2, 2])
+    table.rows([0])
+    assert len(opened) == 3 + 1 + 2  # only the previous fetch is kept: memory stays one batch
