@@ -103,6 +103,7 @@ def test_builtin_processor_takes_the_spec_range():
 def test_export_and_predict_keep_the_range(hub_like, tmp_path):
     """The exported processor holds the job's range; ``predict`` loads it without imposing its own."""
     from PIL import Image
+
     from rarl_trainer.export import save_model
     from rarl_trainer.predict import load_export
 
@@ -121,7 +122,7 @@ def test_a_processor_without_a_pixel_range_refuses_a_vision_spec():
     from rarl_trainer.models import ModelLoadError, apply_vision
 
     class OtherImageProcessor:
-        size = {"height": 224, "width": 224}
+        size = (224, 224)
 
     class OtherProcessor:
         image_processor = OtherImageProcessor()
@@ -148,8 +149,9 @@ def test_text_models_take_no_pixel_range(tmp_path):
 
 @pytest.mark.parametrize("size", [(2000, 1500), (1500, 2000), (4000, 300), (333, 777), (29, 29), (10, 50)])
 def test_budget_sizes_match_the_processor(size):
-    from rarl_trainer.data import PixelBudget
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    from rarl_trainer.data import PixelBudget
 
     for low, high in ((HUB_MIN, HUB_MAX), (HUB_MIN, DEFAULT_MAX_PIXELS), (64 * TOKEN, 100 * TOKEN), (TOKEN, 4 * TOKEN)):
         h, w = smart_resize(size[1], size[0], factor=28, min_pixels=low, max_pixels=high)
@@ -160,6 +162,7 @@ def test_large_image_is_shrunk_once_to_the_processor_size(hub_like, tmp_path):
     """open_image hands the processor a 2000 x 1500 JPEG at the size it would resize it to: same grid, fewer pixels."""
     import torch
     from PIL import Image
+
     from rarl_trainer.data import Item, open_image
 
     path = _jpeg(tmp_path / "big.jpg", (2000, 1500))
@@ -206,7 +209,7 @@ def test_each_image_is_decoded_once_per_step_not_once_per_generation(tmp_path, m
 
     stages = [{"name": "s1", "steps": 2, "listSizes": [2], "rmo": {"enabled": False}}]
     doc = job_doc(tmp_path, base=VLM, modality="image", stages=stages, numGenerations=4, perDeviceBatchSize=8)
-    run, trainer = first_stage_trainer(tmp_path, doc)
+    _, trainer = first_stage_trainer(tmp_path, doc)
     assert trainer.num_generations == 4
     opened = _count_opens(monkeypatch)
     batches = list(trainer.get_train_dataloader())  # accelerate fetches one batch ahead: count the whole stage
