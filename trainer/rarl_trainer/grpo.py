@@ -19,7 +19,12 @@ Rollouts (``grpo.rolloutEngine``, default merged): ``_generate_single_turn`` run
 generation inside ``rollout.RolloutEngine.generating``, which merges the LoRA adapters into the
 base weights for the call only (exactly restored afterwards) and, on CUDA, swaps in a static-cache
 + compiled generation config; TRL then computes every log-prob for the loss on the unmerged PEFT
-model. ``trl`` leaves TRL's generation untouched; ``vllm`` is TRL's colocated vLLM mode.
+model. The engine also returns the sampling log-probs of the generated tokens, and TRL's
+importance-sampling correction (the one of its vLLM path, gated on ``use_vllm``, which
+``_trl_is_correction`` sets for ``_generate_and_score_completions`` and ``compute_loss`` only)
+reweights the loss by exp(training - sampling log-probs): bf16 merged rollouts are not the trained
+policy (``rollout`` module doc, measured). ``trl`` leaves TRL's generation untouched; ``vllm`` is
+TRL's colocated vLLM mode.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -133,6 +139,7 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
         self._rarl_warned_vision = False  # each warning once per trainer
         self._rarl_warned_shape = False
         super().__init__(*args, **kwargs)
+        self.rarl_vllm = self.use_vllm  # TRL's own vLLM generation (``use_vllm`` is toggled below, see _trl_is_correction)
         self.rarl_engine = None
         if rollout_engine in ("merged", "auto") and not self.use_vllm:
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
@@ -145,6 +152,26 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
         from rarl_trainer.truncation import vision_token_ids
 
         self.rarl_vision_tokens = vision_token_ids(self.model.config)
+        # Sampling log-probs from the merged engine + TRL's importance-sampling correction (module doc).
+        self.rarl_is_correction = (self.rarl_engine is not None and bool(self.vllm_importance_sampling_correction)
+                                   and not self.tools and self.rollout_func is None)
+        if self.rarl_engine is not None and not self.rarl_is_correction:
+            print("rarl: warning: merged rollouts without TRL's importance-sampling correction "
+                  f"(vllm_importance_sampling_correction={self.vllm_importance_sampling_correction}, tools="
+                  f"{bool(self.tools)}, rollout_func={self.rollout_func is not None}): bf16 rollouts are then "
+                  "slightly off-policy", file=sys.stderr)
+
+    @contextmanager
+    def _trl_is_correction(self, on: bool):
+        """TRL applies its sampling correction only under ``use_vllm``: the flag is set for the spans that compute
+        and use it (old log-probs + ratio in ``_generate_and_score_completions``, the product in the loss) and
+        cleared again around TRL's own generation call, so TRL never reaches for a vLLM engine (there is none)."""
+        saved = self.use_vllm
+        self.use_vllm = on
+        try:
+            yield
+        finally:
+            self.use_vllm = saved
 
     # -- state for checkpoints (the RMO stream must continue exactly on resume)
     def rarl_state(self) -> dict[str, Any]:
@@ -157,12 +184,20 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         self._rarl_targets = [list(map(float, x["targets"])) for x in inputs]
         self._rarl_step_stats = {}
-        output = super()._generate_and_score_completions(inputs)
+        with self._trl_is_correction(self.rarl_vllm or self.rarl_is_correction):
+            output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         for name, value in self._rarl_step_stats.items():
             self._metrics[mode][name].append(value)
         self._rarl_targets = None
         return output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss; with engine log-probs, TRL multiplies in the importance-sampling ratio it computed."""
+        on = self.rarl_vllm or (self.rarl_is_correction and "importance_sampling_ratio" in inputs)
+        with self._trl_is_correction(on):
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
 
     def _tokenize_prompts(self, prompts: list):
         """TRL's tokenization, then ``grpo.maxPromptLength`` (left truncation, vision tokens kept)."""
@@ -232,17 +267,26 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
         """
         args = (prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         engine = self.rarl_engine
-        if engine is None or self.use_vllm:
+        if engine is None or self.rarl_vllm:
             return super()._generate_single_turn(*args)
+        want = self.rarl_is_correction
         try:
-            with engine.generating(self, prompt_ids):
-                return super()._generate_single_turn(*args)
+            return self._rarl_engine_call(engine, args, want)
         except Exception as e:
             if not engine.fast_path:
                 raise
             engine.disable_fast_path(f"{type(e).__name__}: {e}")
-        with engine.generating(self, prompt_ids):
-            return super()._generate_single_turn(*args)
+        return self._rarl_engine_call(engine, args, want)
+
+    def _rarl_engine_call(self, engine, args, logprobs: bool):
+        """TRL's plain-transformers generation inside the engine; the sampling log-probs when asked for."""
+        with engine.generating(self, args[0], logprobs=logprobs) as state, self._trl_is_correction(False):
+            completion_ids, _ = super()._generate_single_turn(*args)
+        if not logprobs:
+            return completion_ids, None
+        if state["recorder"] is None:
+            raise RuntimeError("the rollout engine recorded no sampling log-probs (generate built no logits processors)")
+        return completion_ids, state["recorder"].per_completion(completion_ids)
 
     def _gather(self, values: list) -> list:
         if self.accelerator.num_processes == 1:

@@ -12,20 +12,56 @@ Merge strategy (LoRA): **in place, around generation, restored exactly**.
   layers then forward through the base layer alone (no adapter matmuls, no dropout).
 * After it, ``unmerge_adapter()`` clears PEFT's merged state and the base weights are copied
   back from a snapshot taken once per model (base weights are frozen under LoRA, so the
-  snapshot never goes stale; it lives in pinned host memory on CUDA, so it costs no GPU
-  memory, and one host-to-device copy of the adapted weights per step, ~0.1-0.2 s for a 3B
-  model). Subtracting the delta alone is not exact in floating point (bf16: ~1 ulp of W per
-  round trip, a random walk over thousands of steps on weights that must stay frozen); the
-  copy makes the trainable model bit-identical after every generation (tested).
+  snapshot never goes stale). Subtracting the delta alone is not exact in floating point (bf16:
+  ~1 ulp of W per round trip, a random walk over thousands of steps on weights that must stay
+  frozen); the copy makes the trainable model bit-identical after every generation (tested).
+* Where the snapshot lives (CUDA): on the GPU when it fits with a margin to spare
+  (``snapshot_placement``: snapshot + max(30 % of the GPU, 4 GiB) <= free memory from
+  ``torch.cuda.mem_get_info`` when the snapshot is taken, i.e. at the first generation, before
+  the first backward pass; the restore is then a device-to-device copy and no host memory is
+  used), else in pinned host memory (no GPU memory, one host-to-device copy of the adapted
+  weights per step; ~5.5 GB of host RAM per rank for a 3B model: ~44 GB per 8-GPU node). The
+  choice is printed once. The decision function is unit-tested; the CUDA copies themselves have
+  not run (no GPU here). A training peak that the margin does not cover would OOM in the backward
+  pass; nothing detects that beforehand.
 * "Refresh after every optimizer step" is then free: every generation merges the adapters as
-  they are now, so the rollout weights are always the current policy, and no extra copy of
-  the model exists on the GPU (the alternative, a persistent folded copy of the adapted
-  weights, would cost ~5.5 GB more GPU memory on a 3B model, ~14 GB on a 7B one).
+  they are now, so the rollout weights are always the current policy.
+
+**On-policy in bf16: sampling log-probs + TRL's importance-sampling correction.** In bf16 the
+merge rounds: early adapter deltas (RMS ~1e-6..1e-5) are mostly below half a bf16 ulp of weights
+of RMS 0.02, so the merged model is not the PEFT model the loss trains. Measured here
+(``bench_rollout.py --policy-check``, tiny-lm, LoRA r=16, figures in bench/RESULTS.md): the bf16
+merge rounds away 96.5 % of the delta entries at delta RMS 3e-6 (68.5 % at 3e-5); teacher-forced
+token log-probs of the merged vs the PEFT model differ by 4.5e-4 mean / 2.4e-3 max in bf16
+(1e-7 in fp32), as large as the adapter's own effect on them (3.4e-4 mean). The two fixes, both
+measured in bf16 training through TRL's own metric (``sampling/sampling_logp_difference``, the
+sampling vs the training model's log-probs of the sampled tokens): generating on the *unmerged*
+PEFT model still differs by 2.7e-4 mean / 2.0e-3 max (bf16 KV-cache decode vs the loss's full
+forward: no bf16 generation path is bit-equal to the trained policy), the merged engine by
+4.5e-4 / 2.0e-3; TRL's importance-sampling ratio stayed within 0.994..1.004 for both. Chosen:
+**keep the merge and return the sampling log-probs**, so TRL's correction
+(``vllm_importance_sampling_correction``, the one it applies to vLLM rollouts, default on:
+sequence-level ratio of exp(sum(training - sampling log-probs)), masked above 3) corrects every
+source of mismatch, the merge rounding and the decode numerics (static cache, compiled kernels)
+alike, and the merged path keeps its speed. Unmerged generation alone would fix only the first.
+
+* ``SampledLogprobs`` is appended as the last logits processor of the generate call (after
+  temperature / top-k / top-p / suppress_tokens: the distribution actually sampled, like vLLM's
+  ``processed_logprobs``) and keeps one (batch, vocab) log-softmax; ``recording_logprobs``
+  hooks transformers' private ``GenerationMixin._get_logits_processor`` on the model object for
+  the call only (a ``logits_processor=`` argument would run before the sampling warpers).
+* TRL gates the correction on ``use_vllm``; ``grpo.RARLGRPOTrainer`` sets that flag only for
+  ``_generate_and_score_completions`` (TRL then computes the training model's old log-probs,
+  one extra no-grad forward per generation batch as in its vLLM mode, and the ratio, and logs
+  ``sampling/importance_sampling_ratio/*``) and ``compute_loss`` (the product), and clears it
+  around TRL's own generation call. Tests: tests/trainer/test_rollout_onpolicy.py.
+* RMO-mutated completions carry NaN sampling log-probs: TRL gives them ratio 1 (no correction).
 * Log-probs for the loss (old/ref/current) are computed by TRL after the call returns, on
   the unmerged PEFT model in train mode.
 
 Full fine-tuning has no adapters: generation simply runs on the training weights in eval
-mode under ``no_grad``, so no second copy of the model exists either.
+mode under ``no_grad``, so no second copy of the model exists either (the sampling log-probs
+and the correction apply the same way).
 
 On CUDA (only) the call also uses a static KV cache sized to a bucketed worst case
 (``max_cache_len``: ``grpo.maxPromptLength`` when set, else the prompt length rounded up to
@@ -33,10 +69,15 @@ On CUDA (only) the call also uses a static KV cache sized to a bucketed worst ca
 transformers' auto-compiled decode step (``torch.compile``, cached on the model object, so
 compiled once per run across stages; recompiles are bounded by the number of prompt-length
 buckets met: exactly one cache size with ``maxPromptLength``). If the compiled/static path
-raises, the engine warns once and keeps going with merged weights + dynamic cache.
+raises, the engine warns once and keeps going with merged weights + dynamic cache. Before the
+first compile the engine bounds inductor's compile workers (``bound_compile_threads``:
+``TORCHINDUCTOR_COMPILE_THREADS`` = max(1, min(8, CPUs // LOCAL_WORLD_SIZE)) unless the user set it;
+inductor's default is min(32, CPUs) per rank). The compile caches are never set here: the
+operator's ``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` (a cache volume) are used as given.
 
 Evaluation (``evaluation.generate_answers``) uses the same merge (dynamic cache: its batches
-vary in size) and the same prompt truncation (``truncation``).
+vary in size) and the same prompt truncation (``truncation``); it scores greedy answers, so no
+correction is involved.
 
 Sampling parameters are TRL's own generation config (temperature, top-p, max completion
 length, the suppress_tokens that keep a VLM from sampling vision placeholders); TRL already
@@ -121,30 +162,66 @@ def any_merged(model) -> bool:
 @dataclass
 class _Snapshot:
     params: list  # the live parameters (base weights and biases of adapted layers)
-    copies: list  # their frozen values (pinned host memory on CUDA)
+    copies: list  # their frozen values (on the GPU, or in pinned host memory: ``snapshot_placement``)
     nbytes: int
+    device: str = "cpu"  # where the copies live: "cpu" (CPU model), "cuda" or "pinned"
 
 
-def _take_snapshot(model) -> _Snapshot:
-    import torch
+# Free GPU memory that must remain after a GPU-resident snapshot: training (activations, the backward pass,
+# optimizer states) runs after the first generation, where the snapshot is taken, so its peak is not in the
+# free figure yet. A fraction of the GPU and a floor, whichever is larger.
+SNAPSHOT_MARGIN_FRACTION = 0.3
+SNAPSHOT_MARGIN_MIN_BYTES = 4 << 30
 
-    params, copies, nbytes, seen = [], [], 0, set()
+
+def snapshot_placement(snapshot_bytes: int, free_bytes: int, total_bytes: int, *,
+                       margin_fraction: float = SNAPSHOT_MARGIN_FRACTION,
+                       margin_min_bytes: int = SNAPSHOT_MARGIN_MIN_BYTES) -> str:
+    """``"cuda"`` when the snapshot fits in free GPU memory with the margin left over, else ``"pinned"``.
+
+    ``free_bytes``/``total_bytes`` are ``torch.cuda.mem_get_info()`` of the weights' device. On the GPU the
+    restore after each generation is a device-to-device copy and the host holds nothing; pinned host memory
+    costs no GPU memory but one host-to-device copy per step and ~the snapshot size of host RAM per rank.
+    """
+    margin = max(int(margin_fraction * total_bytes), int(margin_min_bytes))
+    return "cuda" if snapshot_bytes + margin <= free_bytes else "pinned"
+
+
+def _snapshot_tensors(model) -> list:
+    params, seen = [], set()
     for layer in tuner_layers(model):
         base = layer.get_base_layer()
         for p in (getattr(base, "weight", None), getattr(base, "bias", None)):
             if p is None or id(p) in seen:
                 continue
             seen.add(id(p))
-            t = p.detach()
-            if t.is_cuda:
-                c = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
-                c.copy_(t)
-            else:
-                c = t.clone()
             params.append(p)
-            copies.append(c)
-            nbytes += t.numel() * t.element_size()
-    return _Snapshot(params, copies, nbytes)
+    return params
+
+
+def _take_snapshot(model) -> _Snapshot:
+    import torch
+
+    params = _snapshot_tensors(model)
+    nbytes = sum(p.numel() * p.element_size() for p in params)
+    cuda = [p for p in params if p.is_cuda]
+    device = "cpu"
+    if cuda:
+        free, total = torch.cuda.mem_get_info(cuda[0].device)
+        device = snapshot_placement(sum(p.numel() * p.element_size() for p in cuda), free, total)
+        print(f"rarl: rollout engine: snapshot of the adapted base weights ({nbytes / 2**30:.2f} GiB) kept "
+              f"{'on the GPU' if device == 'cuda' else 'in pinned host memory'} (GPU free {free / 2**30:.1f} of "
+              f"{total / 2**30:.1f} GiB)", file=sys.stderr)
+    copies = []
+    for p in params:
+        t = p.detach()
+        if t.is_cuda and device == "pinned":
+            c = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+            c.copy_(t)
+        else:
+            c = t.clone()
+        copies.append(c)
+    return _Snapshot(params, copies, nbytes, device)
 
 
 def _snapshot(model) -> _Snapshot:
@@ -154,6 +231,116 @@ def _snapshot(model) -> _Snapshot:
         snap = _take_snapshot(model)
         _SNAPSHOTS[model] = snap
     return snap
+
+
+# ------------------------------------------------------------------------- inductor compile workers
+
+COMPILE_THREADS_CAP = 8
+
+
+def compile_threads(cpu_count: int, local_world_size: int, cap: int = COMPILE_THREADS_CAP) -> int:
+    """Inductor compile workers per rank: the node's CPUs shared by its ranks, at least 1, at most ``cap``.
+
+    Inductor's own default is ``min(32, cpu_count)`` per process, so 8 ranks on a node start up to 256.
+    """
+    return max(1, min(int(cap), int(cpu_count) // max(1, int(local_world_size))))
+
+
+def bound_compile_threads(environ=None, cpu_count: int | None = None, local_world_size: int | None = None):
+    """Set ``TORCHINDUCTOR_COMPILE_THREADS`` (only if unset) before ``torch.compile`` is first used.
+
+    Returns the value set, or None when the user's own setting was kept. Only the worker count is set:
+    the compile caches (``TORCHINDUCTOR_CACHE_DIR``, ``TRITON_CACHE_DIR``, which the operator points at a cache
+    volume when the job asks for one) are never touched here.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    if "TORCHINDUCTOR_COMPILE_THREADS" in env:
+        return None
+    if cpu_count is None:
+        try:
+            cpu_count = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpu_count = os.cpu_count() or 1
+    if local_world_size is None:
+        local_world_size = int(env.get("LOCAL_WORLD_SIZE", "1") or 1)
+    n = compile_threads(cpu_count, local_world_size)
+    env["TORCHINDUCTOR_COMPILE_THREADS"] = str(n)
+    if environ is None and "torch._inductor.config" in sys.modules:
+        # inductor read the variable at import: set its config too (still before the first compile)
+        sys.modules["torch._inductor.config"].compile_threads = n
+    return n
+
+
+# ------------------------------------------------------------------------- sampling log-probs
+
+
+class SampledLogprobs:
+    """The log-probs of the sampled tokens under the distribution they were drawn from.
+
+    Appended as the *last* logits processor of one ``generate`` call (after temperature, top-k/top-p and
+    ``suppress_tokens``), so it sees the scores ``generate`` samples from: it keeps the log-softmax of a step's
+    scores and reads the sampled token's entry one step later (the token is then the last input id); the last
+    step is read in ``per_completion``. Memory: one (batch, vocab) fp32 tensor, not the whole score history
+    that ``output_scores`` would keep.
+    """
+
+    def __init__(self):
+        self.steps: list = []
+        self._prev = None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self._prev is not None:
+            self.steps.append(self._prev.gather(-1, input_ids[:, -1:].to(self._prev.device)).squeeze(-1))
+        self._prev = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def per_completion(self, completion_ids: list[list[int]]) -> list[list[float]]:
+        """Per-row log-probs of the generated tokens, rows and tokens as TRL returns them (cut after EOS)."""
+        import torch
+
+        table = torch.stack(self.steps, dim=1).cpu() if self.steps else torch.zeros((len(completion_ids), 0))
+        last = self._prev
+        out = []
+        for i, ids in enumerate(completion_ids):
+            n = len(ids)
+            if n <= table.shape[1]:
+                out.append(table[i, :n].tolist())
+            elif n == table.shape[1] + 1 and last is not None:
+                out.append([*table[i].tolist(), float(last[i, int(ids[-1])])])
+            else:
+                raise RuntimeError(f"sampling log-probs: {table.shape[1] + 1} steps recorded, a completion has {n}")
+        return out
+
+
+@contextmanager
+def recording_logprobs(model) -> Iterator[dict]:
+    """Every ``generate`` call on ``model`` inside gets a ``SampledLogprobs`` last in its logits processors.
+
+    Yields a dict whose ``recorder`` is the last call's ``SampledLogprobs`` (None until ``generate`` runs).
+    Hooks transformers' private ``GenerationMixin._get_logits_processor`` on this model object only, for the
+    duration: TRL's ``generate`` call takes no logits processor from us, and a ``logits_processor=`` argument
+    would run *before* the sampling warpers (``generate`` appends temperature/top-k/top-p after the caller's
+    processors), i.e. would see the wrong distribution.
+    """
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT's generate forwards to it
+    state: dict = {"recorder": None}
+    build = hf._get_logits_processor
+
+    def get_logits_processor(*args, **kwargs):
+        processors = build(*args, **kwargs)
+        state["recorder"] = SampledLogprobs()
+        processors.append(state["recorder"])
+        return processors
+
+    hf._get_logits_processor = get_logits_processor
+    try:
+        yield state
+    finally:
+        del hf._get_logits_processor
 
 
 @functools.cache
@@ -181,6 +368,8 @@ class RolloutEngine:
         self.static_cache = cuda if static_cache is None else (bool(static_cache) and cuda)
         self.compile = self.static_cache if compile is None else (bool(compile) and self.static_cache)
         self.merge = is_peft_model(model)
+        if self.compile:
+            bound_compile_threads()
         self.calls = 0
         self.fallback_reason: str | None = None
         self.stats = {"merge_s": 0.0, "restore_s": 0.0}
@@ -240,13 +429,17 @@ class RolloutEngine:
                 if merged:
                     model.unmerge_adapter()
                     for p, c in zip(snap.params, snap.copies, strict=True):
-                        p.data.copy_(c, non_blocking=True)
+                        p.data.copy_(c, non_blocking=c.device != p.device)
                 self.stats["restore_s"] += time.perf_counter() - t0
             self.calls += 1
 
     @contextmanager
-    def generating(self, trainer, prompt_ids: list[list[int]]) -> Iterator[None]:
-        """Around ``GRPOTrainer._generate_single_turn``: merged weights + this engine's generation config."""
+    def generating(self, trainer, prompt_ids: list[list[int]], *, logprobs: bool = False) -> Iterator[dict | None]:
+        """Around ``GRPOTrainer._generate_single_turn``: merged weights + this engine's generation config.
+
+        ``logprobs``: yields ``recording_logprobs``' state, whose recorder holds the sampling log-probs of the
+        call afterwards (``SampledLogprobs.per_completion``); else yields None.
+        """
         max_len = max((len(p) for p in prompt_ids), default=1)
         pad = getattr(trainer, "pad_to_multiple_of", None)
         if pad:
@@ -262,7 +455,11 @@ class RolloutEngine:
             trainer.generation_kwargs = kwargs
         try:
             with self.merged():
-                yield
+                if logprobs:
+                    with recording_logprobs(self.model) as state:
+                        yield state
+                else:
+                    yield None
         finally:
             trainer.generation_config = saved_cfg
             if saved_kwargs is not None:
