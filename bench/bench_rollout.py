@@ -27,6 +27,12 @@ GPU (what ``bench/gpu_check.sh`` should call; one H100, ~10 min including compil
 with one ``--image-size`` square image per prompt (448 px -> 256 vision tokens). Gradient
 checkpointing is on by default for it (``--no-grad-ckpt`` to disable) for both trainers alike.
 Figures are appended to bench/RESULTS.md unless ``--no-record``.
+
+``--policy-check`` (CPU, ~1 min) measures instead what bf16 does to merged rollouts: delta entries the merge
+rounds away, merged vs PEFT token log-probs, and TRL's sampling-correction metrics in bf16 training for
+merged and for unmerged generation (``policy_check``; the rollout module doc quotes its figures)::
+
+    .venv/bin/python bench/bench_rollout.py --policy-check
 """
 
 from __future__ import annotations
@@ -241,6 +247,138 @@ def one_run(kind: str, model, processor, ds, make_args) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- bf16 policy check
+
+
+def _small_adapters(model, delta_rms: float, seed: int = 1):
+    """LoRA A ~ N(0, 1/in), B scaled so the merged delta scale * B @ A has entries of RMS ~``delta_rms``."""
+    import math
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if not hasattr(module, "lora_A") or "default" not in module.lora_A:
+                continue
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            r = a.shape[0]
+            a.copy_(torch.randn(a.shape, generator=gen) / math.sqrt(a.shape[1]))
+            b.copy_(torch.randn(b.shape, generator=gen) * delta_rms
+                    / (module.scaling["default"] * math.sqrt(r / a.shape[1])))
+
+
+def _token_logps(model, ids, *, merged: bool = False, adapter: bool = True):
+    with torch.no_grad():
+        if merged:
+            model.merge_adapter()
+        try:
+            if adapter:
+                logits = model(input_ids=ids).logits.float()
+            else:
+                with model.disable_adapter():
+                    logits = model(input_ids=ids).logits.float()
+        finally:
+            if merged:
+                model.unmerge_adapter()
+    return torch.log_softmax(logits, -1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
+def policy_check(deltas=(3e-6, 3e-5), lora_r: int = 16, steps: int = 3) -> str:
+    """bf16 vs fp32: what the merge does to small adapter deltas, and what TRL's correction sees.
+
+    1. Weights: share of the delta entries the bf16 merge rounds away (round(W + delta) == W).
+    2. Teacher-forced token log-probs (64 random tokens x 8 rows) of the merged model vs the PEFT model.
+    3. Training (RARL trainer, ``steps`` optimizer steps, G=4 x 2 prompts, up to 16 completion tokens) in bf16:
+       TRL's own metrics of sampling vs training log-probs (``sampling/sampling_logp_difference``) and its
+       importance-sampling ratio (sequence_mask, clip 3) for generation on merged weights (the engine) and,
+       for comparison, generation on the unmerged PEFT model with the same recorder. Completions are not
+       forced to full length here: ``min_new_tokens`` masks EOS, so the sampling distribution differs from the
+       policy by design (the correction would rightly see it).
+    """
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig
+
+    from rarl_trainer import builtin_models, models
+
+    class Lora:
+        r, alpha, dropout, target_modules = lora_r, 2 * lora_r, 0.0, ["all-linear"]
+
+    path = builtin_models.builtin_path(builtin_models.TINY_LM)
+
+    def build(dtype, delta_rms):
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        m = models.apply_lora(base, Lora)
+        _small_adapters(m, delta_rms)
+        m.eval()
+        return m
+
+    ids = torch.randint(10, 200, (8, 64), generator=torch.Generator().manual_seed(2))
+    lines = ["| delta RMS | dtype | deltas lost in the merge | token log-prob abs diff merged vs PEFT: mean / max "
+             "| adapter effect on log-probs (PEFT vs adapters off): mean |", "|---|---|---|---|---|"]
+    weight_rms = None
+    for rms in deltas:
+        for dtype in (torch.float32, torch.bfloat16):
+            m = build(dtype, rms)
+            lost = total = 0
+            got = []
+            for module in m.modules():
+                if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+                    w = module.get_base_layer().weight
+                    dw = module.get_delta_weight("default")
+                    lost += int(((w + dw).to(w.dtype) == w).sum())
+                    total += w.numel()
+                    got.append(dw.float().flatten())
+                    if weight_rms is None:
+                        weight_rms = float(w.float().pow(2).mean().sqrt())
+            peft, merged, off = _token_logps(m, ids), _token_logps(m, ids, merged=True), _token_logps(m, ids, adapter=False)
+            d = (merged - peft).abs()
+            lines.append(f"| {float(torch.cat(got).pow(2).mean().sqrt()):.1e} | {str(dtype).split('.')[-1]} | "
+                         f"{100 * lost / total:.1f} % | {d.mean():.1e} / {d.max():.1e} | "
+                         f"{(peft - off).abs().mean():.1e} |")
+
+    from datasets import Dataset
+
+    from rarl_trainer.grpo import RARLGRPOTrainer
+    from rarl_trainer.rewards import RewardConfig
+    from rarl_trainer.rmo import RMOConfig
+
+    tok = builtin_models.build_tokenizer()
+    ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": f"estimate {i}"}] for i in range(8)],
+                            "targets": [[float(i % 5 + 1)] for i in range(8)]})
+    rows = ["| generation | sampling vs training log-prob abs diff: mean / max | IS ratio min / mean / max |",
+            "|---|---|---|"]
+    for label, merge in (("merged (engine)", True), ("unmerged PEFT", False)):
+        model = build(torch.bfloat16, deltas[0])
+        model.train()
+        with tempfile.TemporaryDirectory() as tmp:
+            args = GRPOConfig(output_dir=tmp, per_device_train_batch_size=8, num_generations=4,
+                              max_completion_length=16, max_steps=steps, learning_rate=1e-5, beta=0.0, use_cpu=True,
+                              report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=1, seed=0,
+                              remove_unused_columns=False, shuffle_dataset=False)
+            trainer = RARLGRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=ds,
+                                      processing_class=tok, rmo_config=RMOConfig(enabled=False),
+                                      reward_config=RewardConfig(delta=2.0, target_min=1.0, target_max=5.0))
+            trainer.rarl_engine.merge = merge
+            for cb in (PrinterCallback, ProgressCallback):
+                trainer.remove_callback(cb)
+            trainer.train()
+        logs = [h for h in trainer.state.log_history if "sampling/importance_sampling_ratio/mean" in h]
+
+        def agg(key, fn, logs=logs):
+            return fn(h[key] for h in logs)
+
+        rows.append(f"| {label} | {agg('sampling/sampling_logp_difference/mean', statistics.mean):.1e} / "
+                    f"{agg('sampling/sampling_logp_difference/max', max):.1e} | "
+                    f"{agg('sampling/importance_sampling_ratio/min', min):.4f} / "
+                    f"{agg('sampling/importance_sampling_ratio/mean', statistics.mean):.4f} / "
+                    f"{agg('sampling/importance_sampling_ratio/max', max):.4f} |")
+    head = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU; torch {torch.__version__}. Model tiny-lm "
+            f"(base weight RMS {weight_rms:.3f}), LoRA r={lora_r} on all linear layers, adapters set so the merged "
+            "delta has the RMS shown (1e-6..1e-5: early training).")
+    tail = (f"Training in bf16, delta RMS {deltas[0]:.0e}, {steps} steps (TRL's metrics, per step: min/mean/max "
+            "over steps):")
+    return "\n".join([head, "", *lines, "", tail, "", *rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -256,7 +394,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-rounds", type=int, default=None, help="unrecorded rounds first (default: 1 on CUDA)")
     p.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 4 steps")
+    p.add_argument("--policy-check", action="store_true",
+                   help="instead: bf16 merged vs PEFT log-probs and TRL's sampling correction (CPU, tiny-lm)")
     args = p.parse_args(argv)
+    if args.policy_check:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        body = policy_check()
+        print(body)
+        if not args.no_record:
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            with open(REPO / "bench" / "RESULTS.md", "a") as fh:
+                fh.write(f"\n## bench_rollout.py --policy-check: bf16 merged rollouts vs the trained policy ({stamp})"
+                         f"\n\n{body}\n")
+        return 0
     if args.quick:
         args.rounds, args.steps = min(args.rounds, 2), min(args.steps, 4)
     if args.device == "cuda" and not torch.cuda.is_available():
