@@ -166,3 +166,22 @@ def test_bound_compile_threads_respects_the_user_and_leaves_cache_dirs_alone():
     assert bound_compile_threads(user, cpu_count=96) is None and user["TORCHINDUCTOR_COMPILE_THREADS"] == "3"
     single = {}
     assert bound_compile_threads(single, cpu_count=6) == 6 and set(single) == {"TORCHINDUCTOR_COMPILE_THREADS"}
+
+
+def test_rmo_mutated_completions_carry_no_sampling_log_probs_and_get_ratio_one(tmp_path):
+    """A mutated completion was never sampled: its sampling log-probs are NaN and TRL leaves it uncorrected
+    (ratio exactly 1); the policy's own completions keep their ratio."""
+    from rarl_trainer.rmo import RMOConfig
+
+    model = _model(torch.bfloat16, 3e-6)
+    trainer = _trainer(tmp_path, model)
+    trainer.rarl_rmo_config = RMOConfig(enabled=True, probability=1.0, epsilon=10.0, value_range=(1.0, 5.0))
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions([trainer.train_dataset[i] for i in range(8)])
+    mutated = torch.isnan(out["sampling_per_token_logps"]).any(-1)
+    assert mutated.any() and not mutated.all()
+    in_mask = out["completion_mask"][mutated].bool()
+    assert torch.isnan(out["sampling_per_token_logps"][mutated][in_mask]).all()
+    ratio = out["importance_sampling_ratio"][:, 0]
+    assert torch.all(ratio[mutated] == 1.0)
+    assert (ratio[~mutated] != 1.0).any()
