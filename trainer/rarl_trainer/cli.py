@@ -91,7 +91,7 @@ def _main(argv: list[str] | None, dist_info: DistInfo) -> int:
     quiet_libraries()
     code: int = ExitCode.CRASH
     try:
-        init_distributed(dist_info)
+        init_distributed(dist_info, job.spec.run_policy.collective_timeout_seconds)
         from rarl_trainer.loop import Run
 
         code = Run(job, run_dir, resume=args.resume, dist=dist_info).execute()

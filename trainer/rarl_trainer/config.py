@@ -7,6 +7,7 @@ document (what the operator mounts) or a bare ``spec`` mapping (handy for local 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,20 +87,63 @@ class DistInfo:
         return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 
 
-def init_distributed(dist_info: DistInfo) -> None:
-    """Start the process group torchrun asked for: NCCL on GPUs, gloo on CPU."""
+def init_distributed(dist_info: DistInfo, timeout_seconds: int) -> None:
+    """Start the process group torchrun asked for: NCCL on GPUs, gloo on CPU.
+
+    ``timeout_seconds`` is the job's ``spec.runPolicy.collectiveTimeoutSeconds``: how long a rank
+    waits in a collective before the attempt fails (torch's own default for NCCL is 10 minutes).
+    Both backends get it: gloo enforces it too (measured with torch 2.13.0: a
+    gloo broadcast under a 5 s timeout failed after 5.0 s, "Timed out waiting 5000ms for recv").
+    """
     if not dist_info.distributed:
         return
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
 
     if dist.is_initialized():
         return
+    timeout = timedelta(seconds=timeout_seconds)
     if torch.cuda.is_available():
         torch.cuda.set_device(dist_info.local_rank)
-        dist.init_process_group(backend="nccl")
+        dist.init_process_group(backend="nccl", timeout=timeout)
     else:
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend="gloo", timeout=timeout)
+
+
+TRANSFER_DELAY_ENV = "RARL_TEST_TRANSFER_DELAY"
+"""Test seam, ``<kind>=<seconds>[,<kind>=<seconds>...]`` with kinds ``download`` (a dataset location),
+``restore`` (the checkpoint a resumed run starts from) and ``upload`` (the final export): each such
+transfer takes that many extra seconds. Only tests/trainer/test_collectives.py sets it, to make one
+rank's download or upload outlast a short collective timeout; an environment variable because the
+test reaches the trainer through torchrun subprocesses."""
+
+
+def transfer_progress(kind: str):
+    """The ``progress`` callback for a ``rarl.storage`` transfer of ``kind``: None, or with
+    ``$RARL_TEST_TRANSFER_DELAY`` naming ``kind``, one that sleeps that long on its first call (a
+    transfer calls it only when bytes move: a cache hit is not slowed)."""
+    import threading
+    import time
+
+    delays = {}
+    for part in filter(None, os.environ.get(TRANSFER_DELAY_ENV, "").split(",")):
+        name, _, seconds = part.partition("=")
+        delays[name.strip()] = float(seconds)
+    if kind not in delays:
+        return None
+    delay = delays[kind]
+    lock, slept = threading.Lock(), []
+
+    def progress(_nbytes: int) -> None:
+        with lock:  # transfers call it from several threads; one sleep per transfer
+            if not slept:
+                slept.append(True)
+                print(f"rarl: test seam: {kind} delayed {delay:g} s", file=sys.stderr, flush=True)
+                time.sleep(delay)
+
+    return progress
 
 
 def shutdown_distributed() -> None:

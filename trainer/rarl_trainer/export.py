@@ -287,12 +287,18 @@ def write_reports(dest: Path, metrics: RunMetrics, history: list[dict[str, Any]]
 def export_run(loaded, dest: Path, output_uri: str, storage, metrics: RunMetrics,
                history: list[dict[str, Any]], eval_rows: list[dict[str, Any]], summary: RunSummary,
                merge: bool = True) -> str:
-    """Write everything locally, then upload it to ``output_uri`` (files first, manifest last)."""
+    """Write everything locally, then upload it to ``output_uri`` (files first, manifest last).
+
+    Rank 0 calls it after the run's last collective (``loop.Run.execute``): the other ranks have
+    exited, so however long the merge and the upload take, no rank waits for them in a collective.
+    """
     from rarl.api.settings import config_hash
     from rarl.storage import upload_tree
+    from rarl_trainer.config import transfer_progress
 
     save_model(loaded, dest, merge=merge)
     write_reports(dest, metrics, history, eval_rows, summary)
     upload_tree(dest, output_uri, settings=storage, manifest=True, step=summary.spec.total_steps(),
-                stage=summary.spec.stages[-1].name, config_hash=config_hash(summary.spec))
+                stage=summary.spec.stages[-1].name, config_hash=config_hash(summary.spec),
+                progress=transfer_progress("upload"))
     return output_uri

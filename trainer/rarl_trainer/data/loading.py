@@ -7,7 +7,8 @@ skipped and why. Locations go through ``resolve_location`` with the job's storag
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from rarl_trainer.data.items import DataError, Dataset, Skips, Split
 from rarl_trainer.data.jsonl import read_jsonl
 from rarl_trainer.data.locations import resolve_location
 from rarl_trainer.data.split import cap_train, split_share
-from rarl_trainer.data.synthetic import synthetic_split
+from rarl_trainer.data.synthetic import _synthetic_cache, synthetic_split
 from rarl_trainer.data.utkface import read_utkface
 
 if TYPE_CHECKING:
@@ -46,6 +47,25 @@ def read_location(spec: DatasetSpec, uri: str, storage: StorageSpec | None = Non
     raise DataError(f"unknown dataset format {spec.format!r}")
 
 
+@contextlib.contextmanager
+def _node_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on ``<folder>.lock``: the ranks of a node write the synthetic images one at a time.
+
+    Every rank loads the data itself (``loop.Run.load_data``); the generator writes each PNG
+    through one fixed temporary name, so two ranks writing the same cache at once could rename
+    each other's half-written file. The first rank writes them, the others find them.
+    """
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def load_items(
     spec: DatasetSpec,
     split: Split,
@@ -62,7 +82,8 @@ def load_items(
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if spec.format == "synthetic":
-        return synthetic_split(spec, split, cache_dir, on_progress)
+        with _node_lock(_synthetic_cache(spec, cache_dir)):  # every rank loads at once (loop.Run.load_data)
+            return synthetic_split(spec, split, cache_dir, on_progress)
 
     if split == "eval" and spec.eval:
         data = read_location(spec, spec.eval, storage)

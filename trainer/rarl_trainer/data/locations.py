@@ -1,6 +1,11 @@
 """Dataset locations as local paths: a path, ``file://``, ``s3://`` (downloaded once into the cache) or ``builtin:``.
 
 The grammar is ``rarl.api.uri``'s; s3:// reaches the bucket with the job's storage settings.
+
+Every rank resolves its locations itself (``loop.Run.load_data``): the cache of
+``rarl.storage.cached_download`` is per node and takes a file lock around each download, so one
+rank of a node downloads while that node's other ranks wait on the lock (not in a collective) and
+then find the cached copy.
 """
 
 from __future__ import annotations
@@ -65,9 +70,10 @@ def resolve_location(uri: str, storage: StorageSpec | None = None) -> Path:
     if is_s3(uri):
         from rarl.errors import StorageError
         from rarl.storage import cached_download
+        from rarl_trainer.config import transfer_progress
 
         try:
-            return Path(cached_download(uri, settings=storage))
+            return Path(cached_download(uri, settings=storage, progress=transfer_progress("download")))
         except StorageError as exc:
             raise DataError(f"{uri}: {exc}") from None
     try:
