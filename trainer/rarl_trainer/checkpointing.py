@@ -26,7 +26,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rarl_trainer.config import DistInfo, StagePlan, json_default
+from rarl_trainer.config import DistInfo, StagePlan, json_default, transfer_progress
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +62,53 @@ def _barrier(dist_info: DistInfo) -> None:
 
 
 def restore_for_resume(store, dest: Path, dist_info: DistInfo) -> Restored | None:
-    """Rank 0 picks and restores the newest checkpoint that verifies; other nodes fetch the same step.
+    """Every node's local rank 0 restores the newest checkpoint that verifies into ``dest``; all ranks then agree.
 
-    Damaged or manifest-less step folders are skipped by the store (with a warning). All ranks
-    agree on the step through a broadcast.
+    Why not rank 0 restores, then a broadcast: downloading a checkpoint (a full model's weights
+    and optimizer) can outlast the process-group timeout while the other ranks wait in that
+    broadcast. Here each node downloads on its own, at the same time as the others: its local
+    rank 0 holds an exclusive file lock beside ``dest`` (the run folder, which is per node) from
+    before a barrier until the restore is done, and the node's other ranks wait on that lock,
+    not in a collective. The one collective afterwards (every rank's step, gathered) waits only
+    as long as the slowest node's restore takes beyond the others'.
+
+    Damaged or manifest-less step folders are skipped by the store (with a warning). Nodes that
+    restored different steps (a checkpoint that verified on one node and not on another) are an
+    error: the attempt fails rather than resume ranks from different weights.
     """
-    chosen: list[Any] = [None]
-    if dist_info.is_main:
-        info = store.restore_latest(dest)
-        chosen[0] = None if info is None else info.step
-    if dist_info.distributed:
-        import torch.distributed as dist
+    if not dist_info.distributed:
+        clean_dir(dest)
+        info = store.restore_latest(dest, progress=transfer_progress("restore"))
+        return None if info is None else Restored(dest, int(info.step), json.loads((dest / STATE_FILE).read_text()))
+    import fcntl
 
-        dist.broadcast_object_list(chosen, src=0)
-    step = chosen[0]
+    import torch.distributed as dist
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    marker = dest.parent / f".{dest.name}.restored.json"  # local rank 0's outcome, for its node's other ranks
+    with open(dest.parent / f".{dest.name}.lock", "a") as lock:
+        if dist_info.local_rank == 0:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # before the barrier: node-mates cannot read a stale marker
+            marker.unlink(missing_ok=True)
+            clean_dir(dest)
+        dist.barrier()
+        if dist_info.local_rank == 0:
+            info = store.restore_latest(dest, progress=transfer_progress("restore"))
+            marker.write_text(json.dumps({"step": None if info is None else info.step}))
+        else:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # released when local rank 0 is done (or dies)
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    if not marker.is_file():
+        raise RuntimeError(f"rank {dist_info.rank}: local rank 0 ended without restoring a checkpoint into {dest}")
+    step = json.loads(marker.read_text())["step"]
+    steps: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(steps, step)
+    if len(set(steps)) > 1:
+        raise RuntimeError(f"the nodes restored different checkpoints from {store.uri} (step by rank: {steps}); "
+                           "not resuming ranks from different weights")
     if step is None:
         return None
-    if not dist_info.is_main and dist_info.local_rank == 0:
-        manifest_here = dest / "manifest.json"
-        if not manifest_here.is_file():  # another node: fetch the same checkpoint
-            info = next(i for i in store.list() if i.step == step)
-            store.restore(info, dest)
-    _barrier(dist_info)
     state = json.loads((dest / STATE_FILE).read_text())
     return Restored(dest, int(step), state)
 

@@ -101,6 +101,14 @@ class Run:
 
             dist.barrier()
 
+    def leave_process_group(self) -> None:
+        """The run's last collective: a barrier, then every rank destroys the process group (errors raise)."""
+        if self.dist.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
     def report(self, reward: float | None = None, eta: float | None = None, model_uri: str | None = None,
                message: str | None = None) -> None:
         if not self.dist.is_main or self.reporter is None:
@@ -113,26 +121,35 @@ class Run:
                       message=message)
 
     # ------------------------------------------------------------------ setup
-    def rank0_first(self, fn) -> None:
-        """Run ``fn`` on rank 0, then on the others (caches and generators write files others reuse).
+    def on_every_rank(self, fn) -> None:
+        """Run ``fn`` (loading the data or the model: downloads) on every rank at once, then agree on errors.
 
-        A ConfigError on rank 0 is shared with every rank, so all exit 2 together instead of the
-        others waiting in a barrier.
+        Why every rank, not rank 0 first: while one rank downloads (a 19 GB dataset, a model), the
+        others must not wait in a collective, or the process-group timeout
+        (``runPolicy.collectiveTimeoutSeconds``) ends the attempt, and every retry repeats it. The
+        storage cache is per node and locks each download (``rarl.storage.cached_download``; the
+        builtin datasets' manifests are written atomically, the synthetic images under a lock:
+        ``data.loading``), so each node downloads once, its other ranks waiting on the file lock. The
+        one collective comes after every rank's own I/O: it waits only as long as the slowest node's
+        download takes beyond the others'. (Builtin models are the exception: ``load_model``.)
+
+        A ConfigError on any rank is shared with every rank, so all exit 2 together with the same
+        message (the lowest rank's).
         """
-        error: list[str | None] = [None]
-        if self.dist.is_main:
-            try:
-                fn()
-            except ConfigError as e:
-                error[0] = str(e)
+        error: str | None = None
+        try:
+            fn()
+        except ConfigError as e:
+            error = str(e)
+        errors: list[str | None] = [error]
         if self.dist.distributed:
             import torch.distributed as dist
 
-            dist.broadcast_object_list(error, src=0)
-        if error[0] is not None:
-            raise ConfigError(error[0])
-        if not self.dist.is_main:
-            fn()
+            errors = [None] * self.dist.world_size
+            dist.all_gather_object(errors, error)
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise ConfigError(first)
 
     def load_data(self) -> None:
         from rarl_trainer.data import DataError, load_items
@@ -144,14 +161,26 @@ class Run:
             except DataError as e:
                 raise ConfigError(f"dataset: {e}") from None
 
-        self.rank0_first(load)
+        self.on_every_rank(load)
 
     def load_model(self) -> None:
         import torch
 
-        from rarl_trainer.models import ModelLoadError, load_model, resolve_dtype
+        from rarl.api.uri import builtin_name
+        from rarl_trainer.models import ModelLoadError, load_model, resolve_dtype, resolve_model_path
 
         device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else None
+
+        def build_builtin() -> None:
+            # builtin:<name> is built on rank 0 only, the others waiting in on_every_rank's collective:
+            # with a process group, transformers writes a model's weights on rank 0 only
+            # (transformers/distributed/mixin.py, should_save_on_this_rank), so another rank's build
+            # would cache a folder without weights. These builders run locally and download nothing.
+            if self.dist.is_main:
+                try:
+                    resolve_model_path(self.spec.model.base, self.spec.storage)
+                except ModelLoadError as e:
+                    raise ConfigError(f"model: {e}") from None
 
         def load() -> None:
             try:
@@ -159,7 +188,9 @@ class Run:
             except ModelLoadError as e:
                 raise ConfigError(f"model: {e}") from None
 
-        self.rank0_first(load)
+        if builtin_name(self.spec.model.base) is not None:
+            self.on_every_rank(build_builtin)
+        self.on_every_rank(load)
         self.use_cpu = not torch.cuda.is_available()
         self.bf16 = resolve_dtype(self.spec.model.dtype) == torch.bfloat16
         if self.spec.dataset.modality == "image" and not self.loaded.is_vlm:
@@ -209,11 +240,7 @@ class Run:
                 print(f"rarl: warning: --resume never, but {self.spec.checkpoint.uri} already holds checkpoints; "
                       "they will be overwritten step by step", file=sys.stderr)
             return None
-        dest = self.run_dir / "resume"
-        if self.dist.local_rank == 0:
-            clean_dir(dest)
-        self.barrier()
-        restored = restore_for_resume(self.ckpt_store, dest, self.dist)
+        restored = restore_for_resume(self.ckpt_store, self.run_dir / "resume", self.dist)
         if restored is None:
             return None
         restored = self.check_settings(restored)
@@ -394,7 +421,8 @@ class Run:
             trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir is not None else None)
             resume_dir = None
             if ckpt_cb.stopped:
-                return interrupted_exit(self.uploader, self.stop, self.dist, lambda msg: self.report(message=msg))
+                return interrupted_exit(self.uploader, self.stop, self.dist, lambda msg: self.report(message=msg),
+                                        self.spec.run_policy.collective_timeout_seconds)
             sm.end = self.evaluate(f"end of {plan.stage.name}")
             self.report(message=f"stage {plan.stage.name} done")
         self.ensure_previous_end(plans, None)
@@ -410,25 +438,23 @@ class Run:
             sm.end = self.evaluate(f"end of {plans[index].stage.name}")
 
     # ------------------------------------------------------------------ export
-    def export(self) -> str | None:
+    def export(self) -> str:
+        """Rank 0, after the run's last collective: the model and reports, written and uploaded to ``output.uri``."""
         from rarl_trainer.export import RunSummary, export_run, write_metrics
 
-        uri = None
-        if self.dist.is_main:
-            dest = self.run_dir / "export"
-            clean_dir(dest)
-            record = self.record
-            record.metrics.final = record.metrics.latest()
-            self.drop_reference_adapter()
-            summary = RunSummary(self.job.name, self.spec, list(self.spec.grpo.eval_list_sizes), record.samples,
-                                 record.train_seconds)
-            uri = export_run(self.loaded, dest, self.spec.output.uri, self.spec.storage, record.metrics,
-                             record.history, record.eval_rows, summary, merge=self.spec.output.merge_adapter)
-            write_metrics(self.run_dir / "metrics.json", record.metrics)
-            self.current_step = self.spec.total_steps()
-            self.report(model_uri=uri, message="exported")
-            print(f"rarl: model exported to {uri}", flush=True)
-        self.barrier()
+        dest = self.run_dir / "export"
+        clean_dir(dest)
+        record = self.record
+        record.metrics.final = record.metrics.latest()
+        self.drop_reference_adapter()
+        summary = RunSummary(self.job.name, self.spec, list(self.spec.grpo.eval_list_sizes), record.samples,
+                             record.train_seconds)
+        uri = export_run(self.loaded, dest, self.spec.output.uri, self.spec.storage, record.metrics,
+                         record.history, record.eval_rows, summary, merge=self.spec.output.merge_adapter)
+        write_metrics(self.run_dir / "metrics.json", record.metrics)
+        self.current_step = self.spec.total_steps()
+        self.report(model_uri=uri, message="exported")
+        print(f"rarl: model exported to {uri}", flush=True)
         return uri
 
     # ------------------------------------------------------------------ main
@@ -448,7 +474,16 @@ class Run:
         if code != ExitCode.OK:
             return code
         write_weight_digest(self.loaded.model, self.dist.rank)
-        ok = finish_uploads(self.uploader, None) if self.dist.is_main else True
+        # The run's last collective: training and every evaluation are done on all ranks. What follows
+        # (waiting for the last checkpoint upload, merging, writing and uploading the export) is rank 0's
+        # alone and can take longer than the process-group timeout, so no rank waits for it in a
+        # collective: every rank leaves the process group together now (with NCCL, destroying a
+        # communicator is itself collective: pytorch#122358's shutdown notes), the others exit 0, and
+        # rank 0's own exit code (1 when the export fails) makes the launcher's (entrypoint.combine).
+        self.leave_process_group()
+        if not self.dist.is_main:
+            return ExitCode.OK
+        ok = finish_uploads(self.uploader, None)
         if not ok:
             print("rarl: warning: the last checkpoint upload failed", file=sys.stderr)
         if self._eval_writer is not None:

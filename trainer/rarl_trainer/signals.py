@@ -9,10 +9,11 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from rarl.api.vocabulary import ExitCode
-from rarl_trainer.checkpointing import StopFlag, finish_uploads
+from rarl_trainer.checkpointing import StopFlag
 from rarl_trainer.config import DistInfo
 from rarl_trainer.reporting import write_termination_log
 
@@ -34,20 +35,49 @@ def install_stop_handlers(stop: StopFlag, announce: bool) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def interrupted_exit(uploader, stop: StopFlag, dist: DistInfo, report: Callable[[str], None]) -> ExitCode:
+def interrupted_exit(uploader, stop: StopFlag, dist: DistInfo, report: Callable[[str], None],
+                     collective_timeout_s: float) -> ExitCode:
     """The exit code of a stopped run: 3 once its checkpoint is stored (said by ``report`` and the
-    termination log), 1 when the upload failed. Every rank returns the same code."""
-    ok = finish_uploads(uploader, UPLOAD_GRACE_S) if dist.is_main else True
-    if dist.is_main:
+    termination log), 1 when the upload failed. Every rank returns the same code.
+
+    Rank 0 waits for the upload (up to ``UPLOAD_GRACE_S``) in slices far shorter than the
+    process-group timeout (``collective_timeout_s``, ``runPolicy.collectiveTimeoutSeconds``, which
+    may be as short as 10 s), telling the other ranks after each slice whether it is done: they
+    never wait in one collective for the whole upload.
+    """
+    slice_s = max(1.0, min(10.0, collective_timeout_s / 4))
+    deadline = time.monotonic() + UPLOAD_GRACE_S
+    while True:
+        state = [_RUNNING]
+        if dist.is_main:
+            try:
+                done = uploader is None or uploader.wait(max(0.0, min(slice_s, deadline - time.monotonic())))
+            except Exception as e:
+                print(f"rarl: checkpoint upload failed: {e}", file=sys.stderr, flush=True)
+                state[0] = _FAILED
+            else:
+                if done:
+                    state[0] = _STORED
+                elif time.monotonic() >= deadline:
+                    print(f"rarl: the last checkpoint upload is still running after {UPLOAD_GRACE_S:g} s",
+                          file=sys.stderr, flush=True)
+                    state[0] = _FAILED
+        if dist.distributed:
+            import torch.distributed as torch_dist
+
+            torch_dist.broadcast_object_list(state, src=0)
+        if state[0] != _RUNNING:
+            break
+    ok = state[0] == _STORED
+    if dist.is_main and ok:
         last = uploader.last_completed if uploader else None
-        if ok and last is not None:
+        if last is not None:
             msg = f"interrupted ({stop.signal_name}) after checkpoint {last.uri}"
             report(msg)
             print(f"rarl: {msg}", file=sys.stderr, flush=True)
             write_termination_log(msg)
-    flags = [1 if ok else 0]
-    if dist.distributed:
-        import torch.distributed as torch_dist
+    return ExitCode.INTERRUPTED if ok else ExitCode.CRASH
 
-        torch_dist.broadcast_object_list(flags, src=0)
-    return ExitCode.INTERRUPTED if flags[0] else ExitCode.CRASH
+
+_RUNNING, _STORED, _FAILED = "running", "stored", "failed"
+
