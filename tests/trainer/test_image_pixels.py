@@ -240,3 +240,25 @@ def test_a_batch_fetched_again_is_not_decoded_again(tmp_path, monkeypatch):
     table.rows([2, 2])
     table.rows([0])
     assert len(opened) == 3 + 1 + 2  # only the previous fetch is kept: memory stays one batch
+
+
+def test_the_runs_training_and_evaluation_tables_shrink_with_the_models_budget(tmp_path, monkeypatch):
+    """The loop hands the model's pixel budget to every query table it builds (training stages and the
+    evaluation), so large images are shrunk when read there too, not only in predict."""
+    import rarl_trainer.queries as queries
+    from tests.trainer.conftest import first_stage_trainer, job_doc
+
+    built: list = []
+    real_init = queries.QueryTable.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(queries.QueryTable, "__init__", spy)
+    stages = [{"name": "s1", "steps": 1, "listSizes": [1], "rmo": {"enabled": False}}]
+    doc = job_doc(tmp_path, base=VLM, modality="image", stages=stages, numGenerations=2, perDeviceBatchSize=2)
+    run, _ = first_stage_trainer(tmp_path, doc)
+    run.eval_table()
+    assert run.loaded.pixels is not None
+    assert len(built) == 2 and all(t.pixels == run.loaded.pixels for t in built), [t.pixels for t in built]

@@ -122,11 +122,13 @@ SHOWN_KEYS = ("n1/mae", "n1/acc", "invalid_rate")
 """The metrics an evaluation prints (with every ``nK/tau``)."""
 
 
-def run_eval_table(spec, eval_items, string_content: bool) -> QueryTable:
-    """A run's evaluation queries (``grpo.evalListSizes`` x ``grpo.evalQueries``), the same at every evaluation."""
+def run_eval_table(spec, eval_items, string_content: bool, pixels=None) -> QueryTable:
+    """A run's evaluation queries (``grpo.evalListSizes`` x ``grpo.evalQueries``), the same at every evaluation.
+
+    ``pixels``: the model's ``data.PixelBudget`` (large images shrunk once when read), or None."""
     g = spec.grpo
     return QueryTable(eval_queries(eval_items, g.eval_list_sizes, g.eval_queries, g.seed), spec.dataset,
-                      spec.dataset.modality, string_content)
+                      spec.dataset.modality, string_content, pixels)
 
 
 def evaluate_run(loaded, table: QueryTable, spec, dist, label: str) -> tuple[dict[str, float], list[dict[str, Any]]]:

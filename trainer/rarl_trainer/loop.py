@@ -204,7 +204,8 @@ class Run:
         from rarl_trainer.evaluation import run_eval_table
 
         if self._eval_table is None:
-            self._eval_table = run_eval_table(self.spec, self.eval_items, self.loaded.string_content)
+            self._eval_table = run_eval_table(self.spec, self.eval_items, self.loaded.string_content,
+                                              self.loaded.pixels)
         return self._eval_table
 
     def evaluate(self, label: str) -> Metrics:
@@ -339,7 +340,8 @@ class Run:
 
             count = stage.steps * queries_per_step(spec, self.dist.world_size)
             table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed, self.train_strata()),
-                               spec.dataset, spec.dataset.modality, self.loaded.string_content)
+                               spec.dataset, spec.dataset.modality, self.loaded.string_content,
+                               self.loaded.pixels)
             trainer = make_sft_trainer(self.loaded, table, spec, stage, out_dir, world_size=self.dist.world_size,
                                        use_cpu=self.use_cpu, bf16=self.bf16, callbacks=[])
         else:
@@ -353,7 +355,8 @@ class Run:
             engine = self.check_rollout_engine()
             count = stage.steps * prompts_per_step(spec, self.dist.world_size)
             table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed, self.train_strata()),
-                               spec.dataset, spec.dataset.modality, self.loaded.string_content)
+                               spec.dataset, spec.dataset.modality, self.loaded.string_content,
+                               self.loaded.pixels)
             reward_cfg = RewardConfig.from_spec(spec, stage)
             terms = RewardTerms(reward_cfg, spec.grpo.num_generations)
             args = GRPOConfig(
