@@ -247,7 +247,9 @@ def builtin_path(name: str, cache_dir: str | Path | None = None) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{name}-{uuid.uuid4().hex}"
     try:
-        BUILDERS[name](tmp)
+        _build(name, tmp)
+        if not any(tmp.glob("*.safetensors")):
+            raise BuiltinModelError(f"building builtin model {name!r} wrote no weights into {tmp}")
         try:
             os.rename(tmp, final)  # another rank may have won the race; its copy is identical
         except OSError:
@@ -256,3 +258,31 @@ def builtin_path(name: str, cache_dir: str | Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _build(name: str, dest: Path) -> None:
+    """Run the builder here, or in a fresh interpreter while a process group is up.
+
+    Why: with an initialised process group, transformers' ``save_pretrained`` writes weights on global
+    rank 0 only (``transformers/distributed/mixin.py``, ``should_save_on_this_rank``), so the first rank
+    of a second node with its own cache would cache a folder without weights. A child process has no
+    process group, so it saves everything."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        BUILDERS[name](dest)
+        return
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "rarl_trainer.builtin_models", name, str(dest)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuiltinModelError(f"building builtin model {name!r} failed (exit {proc.returncode}): "
+                                f"{proc.stderr.strip()[-2000:]}")
+
+
+if __name__ == "__main__":  # python -m rarl_trainer.builtin_models NAME DEST: _build's child process
+    import sys
+
+    BUILDERS[sys.argv[1]](Path(sys.argv[2]))

@@ -172,10 +172,10 @@ class Run:
         device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else None
 
         def build_builtin() -> None:
-            # builtin:<name> is built on rank 0 only, the others waiting in on_every_rank's collective:
-            # with a process group, transformers writes a model's weights on rank 0 only
-            # (transformers/distributed/mixin.py, should_save_on_this_rank), so another rank's build
-            # would cache a folder without weights. These builders run locally and download nothing.
+            # builtin:<name> is built on rank 0 first, the others waiting in on_every_rank's collective, so a
+            # shared cache is built once (these builders run locally in seconds and download nothing). A
+            # node with its own cache builds it again in load(): builtin_models builds in a child process
+            # while a process group is up, since transformers then saves weights on global rank 0 only.
             if self.dist.is_main:
                 try:
                     resolve_model_path(self.spec.model.base, self.spec.storage)
