@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,44 @@ def load_job(source: JobSource) -> RARLJob:
 
     if isinstance(source, (RARLJob, dict)):
         return parse_job(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidArgument(f"job: expected a RARLJob, a dict or the path of a YAML file, got {type(source).__name__}")
     path = Path(source)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidSpec([Problem("", f"cannot read: {exc.strerror or exc}")], str(path)) from None
     return parse_job(data, origin=str(path))
+
+
+def _job_name(name: object) -> str:
+    """A job name argument must be a string (a wrong type is named here, not deep in a backend)."""
+    if not isinstance(name, str):
+        raise InvalidArgument(f"name: expected a job name (a string), got {type(name).__name__}")
+    return name
+
+
+def fetch_destination(dest: str | os.PathLike[str], field: str = "dest") -> Path:
+    """``dest`` checked before anything is fetched: a folder (existing or to create) that can be written.
+
+    Raises ``InvalidArgument`` naming ``field`` (an empty path would write into the current folder).
+    """
+    if not isinstance(dest, (str, os.PathLike)):
+        raise InvalidArgument(f"{field}: expected a folder path, got {type(dest).__name__}")
+    text = os.fspath(dest)
+    if not str(text).strip():
+        raise InvalidArgument(f"{field} is empty: give the folder to download the model into")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidArgument(f"{field} {text}: exists and is not a folder")
+    existing = path
+    while not existing.exists():  # the nearest existing ancestor must be a writable folder
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidArgument(f"{field} {text}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"{field} {text}: permission denied" + ("" if existing == path else f" (in {existing})"))
+    return path
 
 
 class Client:
@@ -47,7 +80,11 @@ class Client:
     """
 
     def __init__(self, backend: Backend | BackendConfig | str = "local", **options: Any):
-        """``backend``: a backend name with its options, a typed config, or a built ``Backend``."""
+        """``backend``: a backend name with its options, a typed config, or a built ``Backend``.
+
+        Raises ``InvalidArgument`` for an unknown backend or option, ``BackendUnavailable`` (kubernetes:
+        no cluster configured, a kubeconfig that does not load).
+        """
         if isinstance(backend, Backend):
             if options:
                 raise InvalidArgument(f"options {', '.join(sorted(options))} are for a backend name or config, "
@@ -74,19 +111,20 @@ class Client:
     def submit(self, job: JobSource) -> RARLJob:
         """Validate and start a job; returns it as stored (with its initial status).
 
-        Raises ``InvalidSpec`` (``.problems`` names each field), ``RARLError`` when a job of that
-        name exists, ``BackendUnavailable``.
+        Raises ``InvalidSpec`` (``.problems`` names each field), ``InvalidArgument`` for a ``job`` of
+        another type, ``RARLError`` when a job of that name exists, ``BackendUnavailable``.
         """
         return self.backend.submit(load_job(job))
 
     def get(self, name: str) -> RARLJob:
         """The job with its current status. Raises ``JobNotFound``, ``BackendUnavailable``."""
-        return self.backend.get(name)
+        return self.backend.get(_job_name(name))
 
     def list(self, namespace: str | None = None, labels: dict[str, str] | None = None) -> builtins.list[RARLJob]:
         """Jobs of the backend's namespace (or ``namespace``, Kubernetes only) carrying all ``labels``.
 
-        Raises ``InvalidArgument`` when ``labels`` is not a mapping of strings, ``BackendUnavailable``.
+        Raises ``InvalidArgument`` when ``labels`` is not a mapping of strings or for a ``namespace`` on
+        the local backend, ``BackendUnavailable``.
         """
         if labels is not None and (not isinstance(labels, dict)
                                    or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())):
@@ -107,16 +145,16 @@ class Client:
         phase name, ``WaitTimeout`` after ``timeout`` seconds, ``JobFinished`` when the job finished
         in a phase not in ``until``, ``JobNotFound``.
         """
-        return self.backend.wait(name, until=until, timeout=timeout, on_progress=on_progress,
+        return self.backend.wait(_job_name(name), until=until, timeout=timeout, on_progress=on_progress,
                                  poll_interval=poll_interval)
 
     def logs(self, name: str, follow: bool = False, node: int = 0, attempt: int | None = None) -> Iterator[str]:
         """Lines of the trainer log of the current attempt (or an earlier ``attempt``), node ``node``.
 
         ``follow`` keeps reading until the job stops (the current attempt only). Raises
-        ``InvalidArgument`` for an attempt that does not exist, ``JobNotFound``, ``BackendUnavailable``.
+        ``InvalidArgument`` for a node or an attempt that does not exist, ``JobNotFound``, ``BackendUnavailable``.
         """
-        return self.backend.logs(name, follow=follow, node=node, attempt=attempt)
+        return self.backend.logs(_job_name(name), follow=follow, node=node, attempt=attempt)
 
     def suspend(self, name: str) -> RARLJob:
         """Stop the trainer after a checkpoint (``resume`` continues from it); a suspended job stays so.
@@ -140,21 +178,23 @@ class Client:
 
         Raises ``JobNotFound``, ``BackendUnavailable``.
         """
-        self.backend.delete(name)
+        self.backend.delete(_job_name(name))
 
     def events(self, name: str) -> builtins.list[JobEvent]:
         """What happened to the job, oldest first. Raises ``JobNotFound``, ``BackendUnavailable``."""
-        return self.backend.events(name)
+        return self.backend.events(_job_name(name))
 
     def fetch_model(self, name: str, dest: str | Path, progress: BytesCallback | None = None) -> Path:
         """Download a succeeded job's model (``status.modelURI``) into ``dest``, verified by its manifest.
 
-        Raises ``StorageError`` (no model yet, unreachable store, checksum mismatch), ``JobNotFound``.
+        Raises ``InvalidArgument`` for a ``dest`` that cannot be a writable folder (checked first),
+        ``StorageError`` (no model yet, unreachable store, checksum mismatch, a failed write), ``JobNotFound``.
         """
-        return self.backend.fetch_model(name, dest, progress=progress)
+        path = fetch_destination(dest)
+        return self.backend.fetch_model(_job_name(name), path, progress=progress)
 
     def _refuse_finished(self, name: str, what: str, not_phase: str) -> None:
-        phase = self.backend.get(name).status.phase
+        phase = self.backend.get(_job_name(name)).status.phase
         if phase in TERMINAL_PHASES:
             raise JobFinished(f"job {name!r} is {phase}{not_phase}: a finished job cannot be {what} "
                               "(delete it and submit it again to train afresh)")

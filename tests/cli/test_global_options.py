@@ -119,6 +119,22 @@ def test_one_rule_for_o_on_every_verb(rarlctl, home, tmp_path):
     assert r.code == 0 and json.loads(r.out)["n1/mae"] == 0.0
     assert json.loads(rarlctl("-o", "json", "crd").out)["kind"] == "CustomResourceDefinition"
     assert rarlctl("crd").out.startswith("# Generated")
-    for args in (["-o", "json", "init"], ["fetch", "x", "--dest", "m", "-o", "json"], ["crd", "--reference", "-o", "yaml"]):
+    for args in (["-o", "json", "init"], ["fetch", "x", "--dest", "m", "-o", "json"], ["crd", "--reference", "-o", "yaml"],
+                 ["-o", "yaml", "predict", "x"]):  # predict's own -o FILE comes after the verb
         r = rarlctl(*args)
         assert r.code == 2 and "-o/--output" in r.err, (args, r.err)
+
+
+def test_kubernetes_options_after_the_verb_reach_the_backend(rarlctl, home, tmp_path):
+    missing = tmp_path / "no-kubeconfig"
+    r = rarlctl("get", "x", "--backend", "kubernetes", "--kubeconfig", str(missing), "--context", "c", "-n", "ml",
+                "-o", "yaml")
+    assert r.code == 2 and f"error: cannot load kubeconfig {missing}" in r.err, r.err  # not 'No such option'
+
+
+def test_debug_adds_a_traceback_and_keeps_the_error_line_and_exit_code(rarlctl, home):
+    """--debug (after the verb too) shows the traceback; the error line and the exit code stay the same."""
+    r = rarlctl("--home", str(home), "get", "nojob", "--debug")
+    assert r.code == 1 and "Traceback" in r.err, r.err
+    assert r.err.rstrip().splitlines()[-1] == f"error: no local job named 'nojob' in {home} (see: rarlctl list)"
+    assert rarlctl("--home", str(home), "get", "nojob").err.count("\n") == 1  # without it: the line alone

@@ -54,3 +54,18 @@ def test_options_show_what_they_take(rarlctl_proc, verb):
     flat = re.sub(r"\s+", " ", res.out)
     for shown in VERBS_WITH_OPTIONS[verb]:
         assert shown in flat, (verb, shown, res.out)
+
+
+def test_arguments_read_as_typed(rarlctl_proc):
+    """The usage line and the Arguments section show NAME, not typer's {NAME} and NAME <str>; no reST markup."""
+    for verb in _verbs(rarlctl_proc):
+        res = rarlctl_proc(verb, "--help")
+        assert res.code == 0, (verb, res)
+        usage = res.out.splitlines()[0]
+        assert "{" not in usage and "<" not in usage, (verb, usage)
+        arguments = res.out.split("Arguments:", 1)[1].split("Options:", 1)[0] if "Arguments:" in res.out else ""
+        assert not re.search(r"<\w+>", arguments), (verb, arguments)
+        assert "``" not in res.out, (verb, res.out)
+    get = rarlctl_proc("get", "--help").out
+    assert get.splitlines()[0] == "Usage: rarlctl get [OPTIONS] NAME"
+    assert re.search(r"^\s+NAME\s+Job name\.", get, re.M), get

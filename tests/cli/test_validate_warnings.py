@@ -88,3 +88,17 @@ def test_duplicate_stage_names_name_the_stage(tmp_path, rarlctl):
     res = rarlctl("validate", "-f", str(path))
     assert res.code == 1, res
     assert f"{path}: spec.stages[1].name: duplicate stage name 'a'" in res.out
+
+
+def test_a_batch_the_trainer_would_refuse_fails_validate(tmp_path, rarlctl):
+    """perDeviceBatchSize 3 with numGenerations 8 used to pass validate and fail after the baseline evaluation."""
+    path = _write(tmp_path, grpo={"perDeviceBatchSize": 3, "numGenerations": 8})
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 1 and "OK" not in res.out, res
+    assert f"{path}: spec.grpo.perDeviceBatchSize: " in res.out and "numGenerations (8)" in res.out
+    # the world size comes from spec.resources: 4 per process x 2 GPUs = one group of 8
+    path = _write(tmp_path, grpo={"perDeviceBatchSize": 4, "numGenerations": 8}, resources={"gpusPerNode": 2})
+    assert rarlctl("validate", "-f", str(path)).code == 0
+    path = _write(tmp_path, grpo={"perDeviceBatchSize": 4, "numGenerations": 8}, resources={"gpusPerNode": 3})
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 1 and "x processes (3) = 12 completions per step" in res.out, res

@@ -30,7 +30,7 @@ def _write(path: Path, rows: list[object]) -> Path:
 
 def test_json_output(tmp_path: Path) -> None:
     f = _write(tmp_path / "p.jsonl", [
-        {"pred": [3], "target": [3]}, {"pred": 5, "target": 4}, {"pred": None, "target": [2]},
+        {"pred": [3], "target": [3]}, {"pred": [5], "target": [4]}, {"pred": None, "target": [2]},
         {"pred": [1, 2], "target": [1, 2]},
         {"completion": "<think>a</think><answer>[2, 1]</answer>", "target": [1, 2]},
     ])
@@ -73,7 +73,7 @@ def test_unreadable_file_and_bad_output(tmp_path: Path) -> None:
 
 
 def test_non_finite_predictions_and_length_mismatches_are_bad_rows(tmp_path: Path) -> None:
-    """null marks an invalid answer; NaN, infinities and a wrong count are a broken file, named by line."""
+    """null marks an invalid answer; NaN, infinities, a wrong count and a bare number are a broken file, named by line."""
     lines = ['{"pred": [NaN], "target": [1]}', '{"pred": [1e999], "target": [1]}',
              '{"pred": [1, 2], "target": [1]}', '{"pred": null, "target": [1]}', '{"pred": 2, "target": 2}']
     f = tmp_path / "p.jsonl"
@@ -83,4 +83,5 @@ def test_non_finite_predictions_and_length_mismatches_are_bad_rows(tmp_path: Pat
     assert "line 1: 'pred' must contain finite numbers" in result.output
     assert "line 2: 'pred' must contain finite numbers" in result.output
     assert "line 3: 'pred' has 2 values for 1 targets" in result.output
-    assert "line 4" not in result.output and "line 5" not in result.output
+    assert "line 4" not in result.output
+    assert "line 5: 'target' must be a non-empty list of numbers (one item: [2], not 2)" in result.output

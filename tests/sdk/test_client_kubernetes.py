@@ -133,6 +133,10 @@ def test_cli_against_the_emulator(rarlctl_proc, kube, operator, tmp_path):
     assert r.code == 0 and f"rarljob/{doc['metadata']['name']} submitted (kubernetes backend)" in r.out
     r = rarlctl_proc(*common, "get", doc["metadata"]["name"], "-o", "json")
     assert r.code == 0 and json.loads(r.out)["metadata"]["name"] == doc["metadata"]["name"]
+    r = rarlctl_proc("get", doc["metadata"]["name"], "-n", "default", "-o", "yaml", *common)  # kubectl order
+    assert r.code == 0 and yaml.safe_load(r.out)["metadata"]["name"] == doc["metadata"]["name"], r.err
+    r = rarlctl_proc("list", "-n", "elsewhere", *common)  # -n reaches the backend: another namespace's jobs
+    assert r.code == 0 and "No jobs found" in r.err, r.err
     r = rarlctl_proc(*common, "describe", doc["metadata"]["name"])
     assert r.code == 0 and "Conditions" in r.out
     r = rarlctl_proc(*common, "get", "no-such-job")

@@ -45,3 +45,20 @@ def test_mypy_sees_the_sdks_types(tmp_path):
     bad.write_text("import rarl\nclient = rarl.Client('local')\nphase: int = client.get('x').status.phase\n")
     proc = mypy(bad)
     assert proc.returncode == 1 and "Incompatible types in assignment" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_events_and_list_are_typed_for_users(tmp_path):
+    """``Client.list`` shadows the builtin in the class body; ``events()`` and ``list()`` must still be lists of
+    typed items, so a wrong use of an event's field is caught (it was ``Any``: nothing was)."""
+    code = tmp_path / "typed.py"
+    code.write_text(
+        "import rarl\n"
+        "client = rarl.Client('local')\n"
+        "reasons: list[str] = [e['reason'] for e in client.events('x')]\n"
+        "names: list[str] = [j.name for j in client.list()]\n"
+        "when: int = client.events('x')[0]['time']\n"
+    )
+    proc = mypy(code)
+    errors = [line for line in proc.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("typed.py:5:"), proc.stdout + proc.stderr
+    assert 'expression has type "str | None", variable has type "int"' in errors[0]

@@ -192,3 +192,29 @@ def test_the_last_reward_stays_after_a_message_and_across_a_resume(tmp_path):
     assert _json.loads(path.read_text())["reward"] == 0.625
     resumed.report(Progress(stage="s", step=4, total_steps=4, reward=0.75))
     assert _json.loads(path.read_text())["reward"] == 0.75
+
+
+def test_the_reward_stays_visible_after_suspend_and_after_success(client, monkeypatch, rarlctl_proc):
+    """REWARD read '-' after a suspend and after success; here through the supervisor, Client and rarlctl get."""
+    files = _submit(client)
+    trainer = ("import signal, sys, time\n"
+               "from rarl.api.reports import Progress\n"
+               "from rarl.progress import FileProgressReporter\n"
+               f"reporter = FileProgressReporter({str(files.progress)!r})\n"
+               "def stop(*_):\n"
+               "    reporter.report(Progress(stage='s', step=2, total_steps=4, message='checkpointed'))\n"
+               "    sys.exit(3)\n"
+               "signal.signal(signal.SIGTERM, stop)\n"
+               "reporter.report(Progress(stage='s', step={step}, total_steps=4, reward={reward}))\n"
+               "{rest}\n")
+    _supervise(files, monkeypatch, trainer.format(step=2, reward=0.625, rest="time.sleep(30)"), sigterm_after=1.5)
+    assert client.get("hist").status.phase == "Suspended"
+    assert client.get("hist").status.reward == 0.625
+    client.resume("hist")
+    rest = "reporter.report(Progress(stage='s', step=4, total_steps=4, message='exported'))"
+    _supervise(files, monkeypatch, trainer.format(step=4, reward=0.75, rest=rest))
+    job = client.get("hist")
+    assert job.status.phase == "Succeeded" and job.status.reward == 0.75
+    r = rarlctl_proc("get", "hist", env={"RARL_HOME": str(client.backend.home)})
+    header, row = r.out.splitlines()[:2]
+    assert row.split()[header.split().index("REWARD")] == "0.750", r.out

@@ -28,9 +28,10 @@ ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running", "Restarting"})
 """A trainer attempt exists or is being created."""
 
 
-
 def phase_set(value: str | Iterable[str], field: str = "until") -> frozenset[str]:
     """Phase names from one name, a comma-separated string or an iterable; InvalidArgument names a bad one."""
+    if not isinstance(value, (str, Iterable)):
+        raise InvalidArgument(f"{field}: expected a phase, 'A,B' or a set of phases, got {type(value).__name__}")
     names = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
     unknown = [n for n in names if n not in PHASES]
     if unknown or not names:

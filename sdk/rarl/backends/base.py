@@ -110,4 +110,7 @@ class Backend(abc.ABC):
                                "models are exported when the last stage ends")
         from rarl.storage import download_tree
 
-        return Path(download_tree(uri, Path(dest), progress=progress, settings=job.spec.storage))
+        try:
+            return Path(download_tree(uri, Path(dest), progress=progress, settings=job.spec.storage))
+        except OSError as exc:  # writing here failed (disk full, permissions): one StorageError, not a raw OSError
+            raise StorageError(f"cannot write the model into {dest}: {exc.strerror or exc}") from None

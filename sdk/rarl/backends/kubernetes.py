@@ -152,7 +152,7 @@ class KubernetesBackend(Backend):
              poll_interval: float = 2.0) -> Iterator[str]:
         job = self.get(name)
         if node < 0 or node >= job.spec.resources.nodes:
-            raise RARLError(f"--node must be in 0..{job.spec.resources.nodes - 1} for job {name!r}")
+            raise InvalidArgument(f"node: job {name!r} has nodes 0..{job.spec.resources.nodes - 1}; got {node}")
         current = job.status.attempt or 0
         if attempt is not None:
             if not 1 <= attempt <= max(current, 1):

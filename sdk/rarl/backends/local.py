@@ -18,9 +18,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rarl.api.types import Condition, RARLJob, RARLJobStatus
+from rarl.api.types import Condition, ObjectMeta, RARLJob, RARLJobStatus
 from rarl.api.uri import builtin_name, has_scheme
-from rarl.api.vocabulary import ACTIVE_PHASES, TERMINAL_PHASES
+from rarl.api.vocabulary import (
+    ACTIVE_PHASES,
+    CONDITION_CREATED,
+    CONDITION_FAILED,
+    CONDITION_SUSPENDED,
+    TERMINAL_PHASES,
+)
 from rarl.backends.base import Backend, JobEvent
 from rarl.backends.local_state import (
     JobFiles,
@@ -42,6 +48,14 @@ def _local_path(uri: str, base: Path) -> str:
     candidate = base / uri
     # a hub id such as Qwen/Qwen2.5-VL-3B-Instruct is not a local path: keep it unless it exists here
     return str(candidate.resolve()) if uri.startswith(".") or candidate.exists() else uri
+
+
+def _is_job_name(name: str) -> bool:
+    try:
+        ObjectMeta(name=name)
+    except ValueError:
+        return False
+    return True
 
 
 def absolutize(job: RARLJob, base: Path) -> RARLJob:
@@ -74,6 +88,10 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ helpers
 
     def _files(self, name: str) -> JobFiles:
+        """The job's folder; a name that is no job name (``../x``, a path) names none, so nothing outside is touched."""
+        if not _is_job_name(name):
+            raise JobNotFound(f"no local job named {name!r} in {self.home} (job names are lowercase letters, "
+                              "digits and '-')")
         return JobFiles(self.jobs_dir / name)
 
     def _existing(self, name: str) -> JobFiles:
@@ -107,7 +125,7 @@ class LocalBackend(Backend):
                 message = "the local runner process died" + (": " + " | ".join(lines) if lines else "")
                 state["phase"] = phase = "Failed"
                 state["completionTime"] = now_rfc3339()
-                add_condition(state, "Failed", "RunnerDied", message)
+                add_condition(state, CONDITION_FAILED, "RunnerDied", message)
                 write_state(files, state)
         progress = read_progress(files.progress)
         status = RARLJobStatus(
@@ -168,10 +186,10 @@ class LocalBackend(Backend):
             raise BackendUnavailable(f"cannot write the job folder {files.root}: {exc.strerror or exc}") from None
         state = {"phase": "Pending", "attempt": 1, "restarts": 0, "cwd": str(base), "startTime": now_rfc3339(),
                  "startEpoch": time.time(), "pendingSince": time.time(), "conditions": []}
-        add_condition(state, "Created", "Created", "job accepted by the local backend")
+        add_condition(state, CONDITION_CREATED, "Created", "job accepted by the local backend")
         if job.spec.run_policy.suspend:
             state["phase"] = "Suspended"
-            add_condition(state, "Suspended", "Suspended", "created suspended (spec.runPolicy.suspend)")
+            add_condition(state, CONDITION_SUSPENDED, "Suspended", "created suspended (spec.runPolicy.suspend)")
             write_state(files, state)
         else:
             write_state(files, state)
@@ -182,7 +200,9 @@ class LocalBackend(Backend):
         return self._load(self._existing(name))
 
     def list(self, labels: dict[str, str] | None = None, namespace: str | None = None) -> list[RARLJob]:
-        # Local jobs have no namespaces; ``namespace`` is accepted for the common signature (as before).
+        if namespace is not None:  # refused, not ignored: the jobs listed would not be that namespace's
+            raise InvalidArgument(f"namespace: only the kubernetes backend has namespaces (local jobs have none); "
+                                  f"got {namespace!r}")
         if not self.jobs_dir.is_dir():
             return []
         jobs = []
@@ -203,7 +223,7 @@ class LocalBackend(Backend):
              poll_interval: float = 0.5) -> Iterator[str]:
         files = self._existing(name)
         if node != 0:
-            raise InvalidSpec([Problem("node", f"the local backend runs one node (0); got {node}")])
+            raise InvalidArgument(f"node: the local backend runs one node (0); got {node}")
         current = int(read_state(files).get("attempt", 1))
         if attempt is not None and not 1 <= attempt <= current:
             raise InvalidArgument(f"attempt: job {name!r} has attempts 1..{current}; got {attempt}")

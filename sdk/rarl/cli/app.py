@@ -26,7 +26,46 @@ EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 """Ctrl-C (128 + SIGINT); ``rarlctl run`` suspends the job cleanly first."""
 
-app = typer.Typer(
+
+class _Command(typer.core.TyperCommand):
+    """Arguments in help as users type them: ``NAME`` (``[NAME]`` when optional), not typer's ``{NAME}`` and
+    ``NAME <str>`` (Python placeholders, like the ``<list[str]>`` option metavars replace)."""
+
+    def collect_usage_pieces(self, ctx: typing.Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: typing.Any, formatter: typing.Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append((param.metavar or (param.name or "").upper(), record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class _Typer(typer.Typer):
+    """Every verb uses ``_Command`` (registered with ``@app.command`` in the verb modules)."""
+
+    def command(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     name="rarlctl",
     help="Train vision-language models that predict and rank ordinal quantities with RARL.",
     no_args_is_help=True,
@@ -90,7 +129,7 @@ def _global(
         None, "--home", metavar="DIR", help="Where local jobs keep their state (default $RARL_HOME or .rarl; local)."
     ),
     output: OutputFormat | None = typer.Option(None, "-o", "--output", help="Output format: table, json or yaml."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
+    debug: bool = typer.Option(False, "--debug", help="Also print the traceback of an error (its line and exit code stay)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Global options may come before or after the verb (as kubectl's do)."""

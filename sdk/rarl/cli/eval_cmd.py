@@ -1,10 +1,12 @@
 """``rarlctl eval``: metrics of a predictions file (JSONL rows of predictions and targets).
 
 Each line: ``{"pred": [v1, ...] | null, "target": [y1, ...]}`` or ``{"completion": "<model text>",
-"target": [...]}`` (parsed like the reward does). A bare number is accepted for one-item rows.
+"target": [...]}`` (parsed like the reward does). Lists even for one item (``[5]``, not ``5``): as predict
+writes them, so a row that is not one is reported instead of being guessed at.
 The metrics are pure Python (``rarl.metrics``): no numpy, no trainer, so a plain ``pip install rarl`` runs it.
 Exit codes: 0 ok, 1 invalid input (each bad row reported with its line number: not JSON, non-finite
 numbers, as many predictions as targets), 2 usage (an unreadable file, a bad ``-o`` or ``--precision``).
+Errors are plain ``error: ...`` lines, one each (never wrapped), as every verb prints them.
 """
 
 from __future__ import annotations
@@ -23,25 +25,25 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _one_item_hint(value: Any) -> str:
+    return f" (one item: [{value}], not {value})" if _is_number(value) else ""
+
+
 def _check_row(row: Any) -> str | None:
     """Why a row is not a valid evaluation row (None when it is)."""
     if not isinstance(row, dict):
         return "expected a JSON object with 'target' and 'pred' (or 'completion')"
     target = row.get("target")
-    if _is_number(target):
-        target = [target]
     if not isinstance(target, list) or not target:
-        return "'target' must be a non-empty list of numbers"
+        return "'target' must be a non-empty list of numbers" + _one_item_hint(target)
     if not all(_is_number(t) and math.isfinite(t) for t in target):
         return "'target' must contain finite numbers only"
     if "pred" in row:
         pred = row["pred"]
         if pred is None:
             return None
-        if _is_number(pred):
-            pred = [pred]
         if not isinstance(pred, list) or not all(_is_number(p) for p in pred):
-            return "'pred' must be a list of numbers or null"
+            return "'pred' must be a list of numbers or null" + _one_item_hint(pred)
         if not all(math.isfinite(p) for p in pred):
             return "'pred' must contain finite numbers only (null marks an invalid answer)"
         if len(pred) != len(target):
@@ -52,21 +54,19 @@ def _check_row(row: Any) -> str | None:
     return "missing 'pred' (or 'completion')"
 
 
-def _normalise(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    if _is_number(out["target"]):
-        out["target"] = [out["target"]]
-    if "pred" in out and _is_number(out["pred"]):
-        out["pred"] = [out["pred"]]
-    return out
-
-
-def _fmt(value: float) -> str:
+def _fmt(key: str, value: float) -> str:
+    """Counts as integers, every other metric with 4 decimals (a metric of 1 reads 1.0000, like its neighbours)."""
     if isinstance(value, float) and math.isnan(value):
         return "-"
-    if float(value).is_integer() and abs(value) >= 1:
+    if key == "count" or key.endswith("/count"):
         return str(int(value))
     return f"{value:.4f}"
+
+
+def _error(message: str, code: int) -> typer.Exit:
+    """One ``error:`` line on stderr (typer.echo: never wrapped at the terminal width) and the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
 
 
 def eval_command(
@@ -80,22 +80,16 @@ def eval_command(
                                     help="Rounding step for exact / within-k accuracy."),
 ) -> None:
     """Compute RARL metrics (MAE, accuracy, SRCC, PLCC, Kendall tau per list size) from predictions."""
-    from rich.console import Console
-
-    err = Console(stderr=True)
     output = output or OPTIONS.output.value  # one rule for -o on every verb that prints data
     if output not in ("table", "json", "yaml"):
-        err.print(f"[red]error:[/red] -o: unknown output format {output!r}; use table, json or yaml")
-        raise typer.Exit(EXIT_USAGE)
+        raise _error(f"-o: unknown output format {output!r}; use table, json or yaml", EXIT_USAGE)
     if not precision > 0:
-        err.print("[red]error:[/red] --precision must be > 0")
-        raise typer.Exit(EXIT_USAGE)
+        raise _error("--precision must be > 0", EXIT_USAGE)
     try:
         text = predictions.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        err.print(f"[red]error:[/red] cannot read {predictions}: {reason}")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise _error(f"cannot read {predictions}: {reason}", EXIT_USAGE) from None
 
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -111,16 +105,15 @@ def eval_command(
         if why:
             problems.append(f"line {lineno}: {why}")
             continue
-        rows.append(_normalise(row))
+        rows.append(row)
     if problems:
         for p in problems[:50]:
-            err.print(f"[red]error:[/red] {predictions}: {p}", markup=True, highlight=False)
+            typer.echo(f"error: {predictions}: {p}", err=True)
         if len(problems) > 50:
-            err.print(f"... and {len(problems) - 50} more bad rows")
+            typer.echo(f"error: {predictions}: ... and {len(problems) - 50} more bad rows", err=True)
         raise typer.Exit(EXIT_INVALID)
     if not rows:
-        err.print(f"[red]error:[/red] {predictions}: no prediction rows")
-        raise typer.Exit(EXIT_INVALID)
+        raise _error(f"{predictions}: no prediction rows", EXIT_INVALID)
 
     from rarl.metrics import evaluate
 
@@ -133,11 +126,13 @@ def eval_command(
 
         typer.echo(yaml.safe_dump(clean, sort_keys=False))
     else:
+        from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"RARL metrics: {predictions.name}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
+        table = Table(title=f"RARL metrics: {predictions.name}", box=None, pad_edge=False, header_style="bold",
+                      title_justify="left")  # the style of describe's tables
+        table.add_column("METRIC")
+        table.add_column("VALUE", justify="right")
         for key, value in metrics.items():
-            table.add_row(key, _fmt(value))
-        Console().print(table)
+            table.add_row(key, _fmt(key, value))
+        Console(highlight=False, soft_wrap=True).print(table)

@@ -7,7 +7,6 @@ Each verb is a thin layer over ``rarl.Client``; what is printed depends on
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from rarl.cli.app import (
     read_source,
     refuse_output_option,
 )
-from rarl.errors import RARLError
+from rarl.errors import JobFinished, RARLError
 
 
 def _console():
@@ -298,7 +297,7 @@ def logs(
     node: int = typer.Option(0, "--node", metavar="INDEX", help="Which node's trainer (0 = rank 0)."),
     attempt: int | None = typer.Option(None, "--attempt", min=1, metavar="K", help="An earlier attempt's log (default: the current one)."),
 ) -> None:
-    """Print the trainer's log of the current attempt (or of ``--attempt K``)."""
+    """Print the trainer's log of the current attempt (or of --attempt K)."""
     refuse_output_option("logs")
     for line in make_client().logs(name, follow=follow, node=node, attempt=attempt):
         typer.echo(line)
@@ -338,7 +337,7 @@ def wait(
 ) -> None:
     """Wait for a job to reach a phase (default: until it succeeds or fails; exit 1 if it failed).
 
-    Exit 1 also when the job finished in a phase not asked for (``--for Suspended`` on a Succeeded job).
+    Exit 1 also when the job finished in a phase not asked for (--for Suspended on a Succeeded job).
     """
     from rarl.api.vocabulary import phase_set
 
@@ -383,20 +382,10 @@ def delete(name: str = typer.Argument(..., metavar="NAME", help="Job name.")) ->
 
 
 def _fetch_dest(dest: str) -> Path:
-    """``--dest`` checked before anything is fetched: a folder (existing or to create) that can be written."""
-    if not dest.strip():
-        raise CLIError("--dest is empty: give the folder to download the model into")
-    path = Path(dest).expanduser()
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"--dest {dest}: exists and is not a folder")
-    existing = path
-    while not existing.exists():  # the nearest existing ancestor must be a writable folder
-        existing = existing.parent
-    if not existing.is_dir():
-        raise CLIError(f"--dest {dest}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CLIError(f"--dest {dest}: permission denied" + ("" if existing == path else f" (in {existing})"))
-    return path
+    """``--dest`` checked before anything is fetched (the SDK's rule; an InvalidArgument exits 2)."""
+    from rarl.client import fetch_destination
+
+    return fetch_destination(dest, field="--dest")
 
 
 class _FetchBar:
@@ -459,6 +448,7 @@ def run(
 ) -> None:
     """Run a job here in the foreground (local backend) with a live progress bar; Ctrl-C suspends it."""
     from rarl.api.validation import parse_job
+    from rarl.api.vocabulary import TERMINAL_PHASES
     from rarl.backends.local import absolutize
 
     refuse_output_option("run")
@@ -487,17 +477,27 @@ def run(
         if say:
             console.print(say)
         client.submit(job)
+    home = f" --home {OPTIONS.home}" if OPTIONS.home is not None else ""  # every printed command works as printed
     console.print(f"running rarljob/{job.name} locally: {len(job.spec.stages)} stages, "
-                  f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f"
-                  + (f" --home {OPTIONS.home}" if OPTIONS.home is not None else ""))
+                  f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f{home}", markup=False)
     started = time.time()
     try:
         final = _wait_with_progress(client, job.name, None)
     except KeyboardInterrupt:
         console.print("interrupted: suspending after a checkpoint...")
-        client.suspend(job.name)
-        client.wait(job.name, until={"Suspended", "Succeeded", "Failed"}, timeout=300, poll_interval=0.5)
-        console.print(f"suspended; continue with: rarlctl run -f {file}  (or rarlctl resume {job.name})")
+        try:
+            client.suspend(job.name)
+        except JobFinished:
+            pass  # it finished as Ctrl-C came: said below
+        stopped = client.wait(job.name, until=TERMINAL_PHASES | {"Suspended"}, timeout=300, poll_interval=0.5)
+        phase = stopped.status.phase
+        if phase == "Suspended":
+            console.print(f"suspended; continue with: rarlctl run -f {file}{home}  "
+                          f"(or rarlctl resume {job.name}{home})", markup=False)
+        else:
+            console.print(f"rarljob/{job.name} {phase} before it could be suspended: "
+                          + (_failure_text(stopped) if phase == "Failed" else f"model {stopped.status.model_uri}"),
+                          markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     phase = final.status.phase if final.status else None
     if phase != "Succeeded":
@@ -517,7 +517,9 @@ def run(
 
 
 def _find(run_dir: Path, model_uri: str | None, name: str) -> Path | None:
-    for folder in (Path(model_uri) if model_uri and "://" not in model_uri else None, run_dir):
+    from rarl.api.uri import has_scheme
+
+    for folder in (Path(model_uri) if model_uri and not has_scheme(model_uri) else None, run_dir):
         if folder is not None and (folder / name).exists():
             return folder / name
     return None

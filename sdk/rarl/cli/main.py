@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # (typer's vendored) click.ClickException
             exc.show()
             sys.exit(EXIT_USAGE)
-        if debug:
-            raise
+        if debug:  # the traceback as well, never instead: the error line and the exit code stay the same
+            import traceback
+
+            traceback.print_exc()
         from rarl.errors import BackendUnavailable, InvalidArgument, RARLError, StorageError, WaitTimeout
 
         if isinstance(exc, WaitTimeout):
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, RARLError):
             typer.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_INVALID)
-        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        typer.echo(f"error: {type(exc).__name__}: {exc}" + ("" if debug else " (run with --debug for the traceback)"),
+                   err=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import typer
 
-from rarl.cli.app import CLIError, make_client, read_source
+from rarl.cli.app import OPTIONS, CLIError, make_client, read_source
 
 
 def _source(source: str, job_file: str | None):
     """(job, model location) from a job name or an export location (+ the job file for its dataset)."""
+    from rarl.api.uri import has_scheme
     from rarl.api.validation import parse_job
 
     job = parse_job(read_source(job_file), origin=job_file) if job_file else None
-    is_location = "://" in source or Path(source).exists()
+    is_location = has_scheme(source) or Path(source).exists()
     if is_location:
         if job is None:
             raise CLIError(f"{source} is a model location: give the job file with -f (its dataset section says "
@@ -40,10 +41,10 @@ def _source(source: str, job_file: str | None):
 
 
 def _local_export(uri: str, storage) -> Path:
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
-    if "://" not in uri:
-        path = Path(uri).expanduser()
+    from rarl.api.uri import is_s3, local_path
+
+    if not is_s3(uri):
+        path = local_path(uri)  # InvalidURI (exit 2) for another scheme or a relative file:// path
         if not path.exists():
             raise CLIError(f"{path}: no such folder")
         return path
@@ -71,6 +72,9 @@ def predict_command(
     out: Path | None = typer.Option(None, "--out", "-o", metavar="FILE", help="Write the rows here (default: standard output)."),
 ) -> None:
     """Run an exported model on items and write {"id", "pred", "target", "completion"} rows (JSONL)."""
+    if OPTIONS.output_given:  # the global -o (before the verb): refused, not ignored
+        raise CLIError("-o/--output: `rarlctl predict` writes JSONL rows in one format; its own -o FILE, after "
+                       "the verb, names the file to write")
     if split not in ("eval", "train"):
         raise CLIError(f"--split {split!r}: expected eval or train")
     if every_item and list_size and set(list_size) != {1}:
