@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from rarl.api.vocabulary import DEFAULT_TRAINER_IMAGE
+from rarl.api.vocabulary import DEFAULT_TRAINER_IMAGE, ENV_S3_ENDPOINT
 from rarl.manifests import Defaults
 
 
@@ -46,7 +46,7 @@ def from_env() -> Settings:
     return Settings(
         watch_namespaces=namespaces,
         trainer_image=os.environ.get("RARL_TRAINER_IMAGE", Settings.trainer_image),
-        s3_endpoint=os.environ.get("RARL_S3_ENDPOINT") or None,
+        s3_endpoint=os.environ.get(ENV_S3_ENDPOINT) or None,
         resync_seconds=max(0.05, _float("RARL_RESYNC_SECONDS", Settings.resync_seconds)),
         workers=max(1, _int("RARL_WORKERS", Settings.workers)),
         metrics_port=_int("RARL_METRICS_PORT", Settings.metrics_port),

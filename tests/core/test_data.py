@@ -121,6 +121,23 @@ def test_jsonl_manifest_relative_paths_and_bad_lines(tmp_path: Path) -> None:
     assert len(ds.items) == 1 and ds.skipped == 2 and "line 3" in ds.skipped_reasons[1]
 
 
+def test_jsonl_image_locations_follow_the_uri_grammar(tmp_path: Path) -> None:
+    """An image is a path (relative to the manifest) or a file:// URI; anything else names its line."""
+    a = _png(tmp_path / "imgs" / "a.png")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": f"file://{a}", "target": 1}) + "\n")
+    spec = DatasetSpec(format="jsonl", train=str(manifest), eval=str(manifest), target={"min": 0, "max": 10})
+    assert [it.image for it in load_items(spec, "train").items] == [str(a)]
+    for bad, why in [("s3://bkt/a.png", "is not a local location"), ("file://imgs/a.png", "absolute path"),
+                     ("gs://bkt/a.png", "not supported")]:
+        manifest.write_text(json.dumps({"image": "imgs/a.png", "target": 1}) + "\n"
+                            + json.dumps({"image": bad, "target": 2}) + "\n")
+        with pytest.raises(DataError, match=rf"m\.jsonl line 2: '{bad}'.*{why}"):
+            load_items(spec, "train")
+        ds = load_items(spec.model_copy(update={"skip_bad_items": True}), "train")
+        assert [it.target for it in ds.items] == [1.0] and ds.skipped == 1
+
+
 def test_jsonl_text_items(tmp_path: Path) -> None:
     manifest = tmp_path / "t.jsonl"
     manifest.write_text('{"text": "great film", "target": 5}\n{"text": "bad", "target": 1}\n')

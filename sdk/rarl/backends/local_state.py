@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rarl.api.vocabulary import CONDITION_FAILED, CONDITION_RESTARTING, CONDITION_RUNNING, CONDITION_SUSPENDED
 from rarl.progress import write_json_atomic
 
 
@@ -62,6 +63,10 @@ def write_state(files: JobFiles, state: dict[str, Any]) -> None:
     write_json_atomic(files.state, state)
 
 
+_PHASE_CONDITIONS = frozenset({CONDITION_RUNNING, CONDITION_RESTARTING, CONDITION_SUSPENDED})
+"""The conditions that hold while the job is in that phase: a transition sets the others False."""
+
+
 def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """Record a transition: the condition of that type becomes True, the other phase conditions False.
 
@@ -73,12 +78,12 @@ def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) 
     now = now_rfc3339()
     conditions = [c for c in state.get("conditions", []) if c.get("type") != type_]
     for c in conditions:
-        if c.get("status") == "True" and c.get("type") in {"Running", "Restarting", "Suspended"}:
+        if c.get("status") == "True" and c.get("type") in _PHASE_CONDITIONS:
             c.update(status="False", lastTransitionTime=now)
     conditions.append({"type": type_, "status": "True", "reason": reason, "message": message,
                        "lastTransitionTime": now})
     state["conditions"] = conditions
-    add_event(state, "Warning" if type_ == "Failed" else "Normal", reason, message, now)
+    add_event(state, "Warning" if type_ == CONDITION_FAILED else "Normal", reason, message, now)
 
 
 def add_event(state: dict[str, Any], type_: str, reason: str, message: str, time: str | None = None) -> None:

@@ -22,7 +22,19 @@ import threading
 import time
 from pathlib import Path
 
-from rarl.api.vocabulary import ExitCode, Outcome, after_failed_attempt, classify_exit
+from rarl.api.vocabulary import (
+    CONDITION_RESTARTING,
+    CONDITION_RUNNING,
+    CONDITION_SUSPENDED,
+    ENV_ATTEMPT,
+    ENV_JOB_NAME,
+    ENV_JOB_NAMESPACE,
+    ENV_TERMINATION_LOG,
+    ExitCode,
+    Outcome,
+    after_failed_attempt,
+    classify_exit,
+)
 from rarl.backends.local_state import (
     JobFiles,
     add_condition,
@@ -112,14 +124,14 @@ class Supervisor:
             log_path = self.files.log(attempt)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self.files.termination_log.write_text("")  # like the kubelet: the trainer writes its last words here
-            env = {**os.environ, "RARL_TERMINATION_LOG": str(self.files.termination_log), "PYTHONUNBUFFERED": "1",
-                   "RARL_JOB_NAME": self.job.name, "RARL_ATTEMPT": str(attempt)}
-            env.pop("RARL_JOB_NAMESPACE", None)  # local: progress goes to progress.json, not to a cluster
+            env = {**os.environ, ENV_TERMINATION_LOG: str(self.files.termination_log), "PYTHONUNBUFFERED": "1",
+                   ENV_JOB_NAME: self.job.name, ENV_ATTEMPT: str(attempt)}
+            env.pop(ENV_JOB_NAMESPACE, None)  # local: progress goes to progress.json, not to a cluster
             with open(log_path, "ab") as log:
                 self.child = subprocess.Popen(trainer_command(self.files, gpus), stdout=log, stderr=subprocess.STDOUT,
                                               cwd=state.get("cwd") or None, env=env, stdin=subprocess.DEVNULL)
                 state.update(phase="Running", childPid=self.child.pid)
-                add_condition(state, "Running", "Running", f"attempt {attempt} started")
+                add_condition(state, CONDITION_RUNNING, "Running", f"attempt {attempt} started")
                 write_state(self.files, state)
                 if self.suspend_requested.is_set():  # SIGTERM arrived while starting
                     self.child.send_signal(signal.SIGTERM)
@@ -135,7 +147,7 @@ class Supervisor:
                 return self._finish(state, "Succeeded", "Succeeded", "training finished; model exported")
             if self.suspend_requested.is_set():
                 state["phase"] = "Suspended"
-                add_condition(state, "Suspended", "Suspended", suspend_message(code))
+                add_condition(state, CONDITION_SUSPENDED, "Suspended", suspend_message(code))
                 write_state(self.files, state)
                 return 0
             restarts = int(state.get("restarts", 0))
@@ -150,7 +162,7 @@ class Supervisor:
             state["restarts"] = decision.restarts
             state["attempt"] = attempt + 1
             state["phase"] = "Restarting"
-            add_condition(state, "Restarting", "Restarting",
+            add_condition(state, CONDITION_RESTARTING, "Restarting",
                           f"attempt {attempt} {exit_text(code)}; resuming from the newest checkpoint")
             write_state(self.files, state)
 

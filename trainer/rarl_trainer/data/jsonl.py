@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rarl.api.uri import InvalidURI, local_path
 from rarl_trainer.data.items import DataError, Dataset, Item, Skips, in_range
 
 if TYPE_CHECKING:
@@ -54,7 +55,11 @@ def read_jsonl(location: Path, target: TargetSpec, modality: str = "image", skip
             continue
         item_id = str(row.get("id", f"line-{lineno}"))
         if modality == "image":
-            image_path = Path(content.removeprefix("file://")).expanduser()
+            try:
+                image_path = local_path(content)
+            except InvalidURI as exc:
+                skips.skip(f"{where}: {exc} (images are paths, relative to the manifest, or file:// URIs)")
+                continue
             if not image_path.is_absolute():
                 image_path = location.parent / image_path
             items.append(Item(id=item_id, image=str(image_path), text=None, target=float(value)))
