@@ -126,6 +126,10 @@ CASES = [
     ("zero max pixels", with_("spec.model.vision", {"maxPixels": 0}), "spec.model.vision.maxPixels", "greater than"),
     ("collective timeout of seconds", with_("spec.runPolicy", {"collectiveTimeoutSeconds": 5}),
      "spec.runPolicy.collectiveTimeoutSeconds", "greater than"),
+    # issue 18: sharding
+    ("unknown sharding", with_("spec.model.sharding", "zero3"), "spec.model.sharding", "'none' or 'fsdp'"),
+    ("cpu offload without fsdp", with_("spec.model.cpuOffload", True), "spec.model.cpuOffload", "needs sharding"),
+    ("fsdp over one process", with_("spec.model.sharding", "fsdp"), "spec.model.sharding", "nothing to shard"),
 ]
 
 
@@ -267,3 +271,18 @@ def test_the_trainer_reader_uses_the_spec_rule():
     spec = DatasetSpec.model_construct(format="ava", modality="text", target=None, images=None, train="x")
     with pytest.raises(DataError, match="needs format 'jsonl' or 'synthetic'"):
         read_location(spec, "x")
+
+
+@pytest.mark.parametrize("engine", ["merged", "vllm"])
+def test_fsdp_refuses_the_rollout_engines_that_need_whole_weights(engine):
+    doc = _grpo_job({"rolloutEngine": engine, "perDeviceBatchSize": 4, "numGenerations": 8},
+                    {"nodes": 1, "gpusPerNode": 2})
+    doc["spec"]["model"]["sharding"] = "fsdp"
+    job, problems = validate_document(doc)
+    assert job is None
+    assert [p.path for p in problems] == ["spec.grpo.rolloutEngine"]
+    assert "'auto' or 'trl'" in problems[0].message
+    doc["spec"]["grpo"]["rolloutEngine"] = "auto"
+    job, problems = validate_document(doc)
+    assert job is not None, problems
+    assert job.spec.model.sharding == "fsdp" and not job.spec.model.cpu_offload

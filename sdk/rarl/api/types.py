@@ -190,6 +190,29 @@ class ModelSpec(APIModel):
         default_factory=VisionSpec,
         description="Image settings of vision-language models (jobs with dataset.modality text leave it unset).",
     )
+    sharding: Literal["none", "fsdp"] = Field(
+        "none",
+        description=(
+            "How the trained model is spread over the job's processes. none: every process holds the whole model "
+            "(DDP; right for LoRA and for full fine-tuning that fits one GPU). fsdp: FSDP2, every process holds "
+            "1/N of each weight, gradient and optimizer state (fully_shard per decoder layer and vision block), "
+            "gathering one layer at a time for its forward and backward; for full fine-tuning of models whose "
+            "weights + gradients + AdamW state (16 bytes a parameter) do not fit one GPU."
+        ),
+    )
+    cpu_offload: bool = Field(
+        False,
+        description=(
+            "With sharding fsdp: keep the sharded weights, gradients and optimizer state in host memory and copy "
+            "each layer to the GPU for its compute (FSDP2's CPUOffloadPolicy): less GPU memory, slower steps."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _offload_needs_fsdp(self) -> ModelSpec:
+        if self.cpu_offload and self.sharding != "fsdp":
+            raise field_rule_error("cpuOffload", "cpuOffload offloads FSDP shards: it needs sharding 'fsdp'")
+        return self
 
     @field_validator("base")
     @classmethod
@@ -816,6 +839,17 @@ class RARLJobSpec(APIModel):
         if self.dataset.modality == "text" and self.model.vision != VisionSpec():
             raise field_rule_error("model.vision", "model.vision sets image sizes, but dataset.modality is 'text' "
                                    "(no images reach the model); remove model.vision")
+        if self.model.sharding == "fsdp" and self.resources.processes() == 1:
+            raise field_rule_error("model.sharding", (
+                "model.sharding 'fsdp' shards the model over the job's processes, but resources give it one "
+                "(nodes x gpusPerNode): nothing to shard over; use sharding 'none', or more GPUs or nodes"
+            ))
+        if self.model.sharding == "fsdp" and self.grpo.rollout_engine in ("merged", "vllm"):
+            raise field_rule_error("grpo.rolloutEngine", (
+                f"grpo.rolloutEngine {self.grpo.rollout_engine!r} needs every weight whole on every process, but "
+                "model.sharding is 'fsdp' (each process holds a shard); use rolloutEngine 'auto' or 'trl' (TRL's "
+                "generate on the sharded model, one layer gathered at a time)"
+            ))
         if any(stage.kind == "grpo" for stage in self.stages):
             try:  # the trainer's rule, caught at submit
                 self.grpo.completions_per_step(self.resources.processes())
