@@ -57,6 +57,9 @@ LIBRARY_SIGNATURES: dict[tuple[str, str], list[str]] = {
     ("transformers.Trainer", "_save"): ["self", "output_dir=None", "state_dict=None"],
     ("transformers.Trainer", "_load_from_checkpoint"): ["self", "resume_from_checkpoint", "model=None"],
     ("transformers.Trainer", "_load_rng_state"): ["self", "checkpoint"],
+    ("transformers.Trainer", "_save_optimizer_and_scheduler"): ["self", "output_dir"],
+    # transformers.Trainer, overridden by sharding.FSDPOnCPUMixin
+    ("transformers.Trainer", "create_accelerator_and_postprocess"): ["self"],
     # transformers processors, overridden by models.no_video_processor_class
     ("transformers.Qwen2VLProcessor", "__init__"): [
         "self", "image_processor=None", "tokenizer=None", "video_processor=None", "chat_template=None", "**kwargs",
@@ -76,7 +79,7 @@ PRIVATE_READS = {"_metrics", "_tokenizer"}
 # reporting.point_tensorboard, weights.ExactCheckpointMixin through self.args).
 TRAINER_STATE = ["generation_config", "generation_kwargs", "pad_to_multiple_of", "callback_handler", "accelerator",
                  "eos_token_ids", "num_generations", "use_vllm", "is_deepspeed_enabled", "is_fsdp_enabled"]
-ARGS_STATE = ["should_save", "output_dir", "process_index", "world_size"]
+ARGS_STATE = ["should_save", "output_dir", "process_index", "world_size", "fsdp_plugin_args"]
 
 PINNED_VERSIONS = REPO / "constraints-trainer.txt"
 
@@ -106,11 +109,12 @@ def _our_classes():
     from rarl_trainer.grpo import RARLGRPOTrainer
     from rarl_trainer.models import no_video_processor_class
     from rarl_trainer.sft import RARLSFTTrainer
+    from rarl_trainer.sharding import FSDPOnCPUMixin
     from rarl_trainer.weights import ExactCheckpointMixin
 
     vlm = [no_video_processor_class("qwen2_vl"), no_video_processor_class("qwen2_5_vl")]
-    return [(RARLGRPOTrainer, (RARLGRPOTrainer, ExactCheckpointMixin)),
-            (RARLSFTTrainer, (RARLSFTTrainer, ExactCheckpointMixin)), *((c, (c,)) for c in vlm)]
+    return [(RARLGRPOTrainer, (RARLGRPOTrainer, ExactCheckpointMixin, FSDPOnCPUMixin)),
+            (RARLSFTTrainer, (RARLSFTTrainer, ExactCheckpointMixin, FSDPOnCPUMixin)), *((c, (c,)) for c in vlm)]
 
 
 def _overrides():

@@ -340,6 +340,11 @@ def test_resolve_engine():
         resolve_engine("vllm", cuda=True, vllm=False)
     with pytest.raises(RolloutEngineError, match="needs a GPU"):
         resolve_engine("vllm", cuda=False, vllm=True)
+    # a sharded model (model.sharding: fsdp): TRL's generate gathers one layer at a time; merging needs them all
+    assert resolve_engine("auto", sharded=True) == "trl"
+    assert resolve_engine("trl", sharded=True) == "trl"
+    with pytest.raises(RolloutEngineError, match="sharded model"):
+        resolve_engine("merged", sharded=True)
 
 
 def _trainer(engine: str, tmp_path, steps: int = 2, beta: float = 0.0, **config):

@@ -123,3 +123,89 @@ def test_a_folder_without_the_weights_file_names_what_it_holds(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointMismatch, match=r"no rarl_weights\.safetensors \(files: model\.safetensors\)"):
         load_training_weights(load_model(ModelSpec(base=VLM)).model, tmp_path)
+
+
+# --------------------------------------------------------------------------- sharded (FSDP) checkpoints
+
+
+def test_a_sharded_checkpoint_folder_loads_strictly_into_a_whole_model(tmp_path):
+    """``rarl_weights/`` (torch distributed checkpoint) written by one process here; the two-rank runs are in
+    test_fsdp.py. A whole model is what a stage-boundary restore loads it into, whatever world size wrote it."""
+    from rarl_trainer.weights import WEIGHTS_DIR, save_sharded_training_weights
+
+    trained = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    _perturb(trained)
+    save_sharded_training_weights(trained, tmp_path)
+    assert (tmp_path / WEIGHTS_DIR / ".metadata").is_file() and not (tmp_path / WEIGHTS_FILE).exists()
+    fresh = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    assert load_training_weights(fresh, tmp_path) == len(training_tensors(trained))
+    want, got = _snapshot(trained), _snapshot(fresh)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+    lora = load_model(ModelSpec(base=VLM)).model  # an adapter model: every base tensor is "unexpected"
+    before = _snapshot(lora)
+    with pytest.raises(CheckpointMismatch, match="not in the model"):
+        load_training_weights(lora, tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in _snapshot(lora).items())  # nothing half-loaded
+
+
+def test_a_sharded_checkpoint_missing_a_tensor_or_reshaped_is_refused_by_name(tmp_path):
+    from rarl_trainer.weights import save_sharded_training_weights
+
+    model = load_model(ModelSpec(base=VLM)).model
+    save_sharded_training_weights(model, tmp_path / "r8")
+    other = load_model(ModelSpec(base=VLM, lora=LoRASpec(r=4))).model
+    with pytest.raises(CheckpointMismatch, match="has shape"):
+        load_training_weights(other, tmp_path / "r8")
+
+
+def test_a_checkpoint_of_the_other_sharding_is_refused_mid_stage(tmp_path):
+    """Its optimizer state is in the other layout, which HF's resume would skip without a word."""
+    from rarl_trainer.weights import ExactCheckpointMixin, save_sharded_training_weights
+
+    model = load_model(ModelSpec(base=VLM)).model
+    (tmp_path / "ddp").mkdir()
+    save_training_weights(model, tmp_path / "ddp")
+    save_sharded_training_weights(model, tmp_path / "fsdp")
+
+    class Trainer(ExactCheckpointMixin):
+        def __init__(self, fsdp: bool):
+            self.is_fsdp_enabled = fsdp
+
+    with pytest.raises(CheckpointMismatch, match="written with model.sharding none"):
+        Trainer(True)._load_from_checkpoint(str(tmp_path / "ddp"), model)
+    with pytest.raises(CheckpointMismatch, match="written with model.sharding fsdp"):
+        Trainer(False)._load_from_checkpoint(str(tmp_path / "fsdp"), model)
+    Trainer(True)._load_from_checkpoint(str(tmp_path / "fsdp"), model)  # the same sharding loads
+
+
+# --------------------------------------------------------------------------- float32 master weights
+
+
+def test_full_finetuning_trains_float32_masters_and_lora_keeps_the_base_in_the_spec_dtype():
+    """bf16 weights under AdamW at lr 1e-5 drop most updates (below half a bf16 ulp): full fine-tuning keeps
+    float32 masters whatever model.dtype says; LoRA's frozen base stays in it (its adapters are float32)."""
+    full = load_model(ModelSpec(base=VLM, dtype="bfloat16", lora=LoRASpec(enabled=False)))
+    assert {p.dtype for p in full.model.parameters()} == {torch.float32}
+    assert full.dtype == torch.bfloat16  # compute (autocast) and export dtype
+    lora = load_model(ModelSpec(base=VLM, dtype="bfloat16"))
+    trained = {p.dtype for p in lora.model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in lora.model.parameters() if not p.requires_grad}
+    assert trained == {torch.float32} and frozen == {torch.bfloat16}
+    export = load_model(ModelSpec(base=VLM, dtype="bfloat16", lora=LoRASpec(enabled=False)), master_weights=False)
+    assert {p.dtype for p in export.model.parameters()} == {torch.bfloat16}
+
+
+def test_an_update_of_lr_1e5_survives_in_float32_masters_and_rounds_away_in_bfloat16():
+    """Why the masters: one AdamW step (each update ~lr) applied to the same weights in both dtypes."""
+    model = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    weight = next(p for n, p in model.named_parameters() if n.endswith("q_proj.weight")).detach()
+    changed = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        w = torch.nn.Parameter(weight.clone().to(dtype))
+        opt = torch.optim.AdamW([w], lr=1e-5, weight_decay=0.0)
+        w.grad = torch.ones_like(w)
+        opt.step()
+        changed[dtype] = (w.detach() != weight.to(dtype)).float().mean().item()
+    assert changed[torch.float32] == 1.0
+    assert changed[torch.bfloat16] < 0.5

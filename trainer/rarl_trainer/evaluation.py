@@ -95,10 +95,27 @@ def _greedy_batch(loaded, rows: list[dict[str, Any]], max_new_tokens: int, devic
     return tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def rank_share(n: int, rank: int, world_size: int, equal: bool = False) -> list[int]:
+    """The query indices one rank answers: every ``world_size``-th from ``rank``.
+
+    ``equal``: every rank gets the same number (a short share repeats its last query), since the
+    forwards of a sharded (FSDP) model are collectives that every rank must run alike.
+    """
+    indices = list(range(rank, n, world_size))
+    if equal and n:
+        share = -(-n // world_size)
+        indices += [indices[-1] if indices else n - 1] * (share - len(indices))
+    return indices
+
+
 def run_eval(loaded, table: QueryTable, max_new_tokens: int, precision: float, rank: int = 0,
-             world_size: int = 1, max_prompt_length: int | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """(finite metrics, rows) for every query of ``table``; every rank must call it under torchrun."""
-    indices = list(range(rank, len(table.queries), world_size))
+             world_size: int = 1, max_prompt_length: int | None = None,
+             equal_shares: bool = False) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(finite metrics, rows) for every query of ``table``; every rank must call it under torchrun.
+
+    ``equal_shares``: as in ``rank_share`` (a sharded model).
+    """
+    indices = rank_share(len(table.queries), rank, world_size, equal_shares)
     texts = generate_answers(loaded, table, indices, max_new_tokens, max_prompt_length=max_prompt_length)
     local = [{"i": i, "target": list(table.queries[i].targets), "completion": t} for i, t in zip(indices, texts, strict=False)]
     rows = local
@@ -107,7 +124,8 @@ def run_eval(loaded, table: QueryTable, max_new_tokens: int, precision: float, r
 
         gathered: list[Any] = [None] * world_size
         dist.all_gather_object(gathered, local)
-        rows = sorted((r for part in gathered for r in part), key=lambda r: r["i"])
+        unique = {r["i"]: r for part in gathered for r in part}  # a repeated query counts once
+        rows = sorted(unique.values(), key=lambda r: r["i"])
     from rarl.answers import parse_answer
 
     for r in rows:
@@ -134,8 +152,11 @@ def run_eval_table(spec, eval_items, string_content: bool, pixels=None) -> Query
 def evaluate_run(loaded, table: QueryTable, spec, dist, label: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """One evaluation of a run, named ``label`` in the line rank 0 prints: (finite metrics, rows)."""
     t0 = time.monotonic()
+    from rarl_trainer.sharding import sharded
+
     metrics, rows = run_eval(loaded, table, spec.grpo.max_completion_length, float(spec.dataset.target.precision),
-                             dist.rank, dist.world_size, max_prompt_length=spec.grpo.max_prompt_length)
+                             dist.rank, dist.world_size, max_prompt_length=spec.grpo.max_prompt_length,
+                             equal_shares=sharded(spec))
     if dist.is_main:
         shown = {k: round(v, 3) for k, v in metrics.items() if k in SHOWN_KEYS or k.endswith("/tau")}
         print(f"[eval {label}] {json.dumps(shown)} ({time.monotonic() - t0:.1f}s)", flush=True)

@@ -32,7 +32,11 @@ TERM_KEYS = {
 
 
 def save_model(loaded, dest: Path, merge: bool = True) -> dict[str, str]:
-    """Save the adapter and the merged model (with processor) under ``dest``; returns what was written."""
+    """Save the adapter and the merged model (with processor) under ``dest``; returns what was written.
+
+    The model is written in ``loaded.dtype`` (spec.model.dtype): full fine-tuning's float32 master
+    weights are cast, in place (training is over).
+    """
     written: dict[str, str] = {}
     model = loaded.model
     is_peft = hasattr(model, "peft_config")
@@ -46,6 +50,8 @@ def save_model(loaded, dest: Path, merge: bool = True) -> dict[str, str]:
             loaded.model = merged
             model = merged
     if not is_peft or merge:
+        if loaded.dtype is not None and model.dtype != loaded.dtype:
+            model.to(loaded.dtype)
         model.save_pretrained(dest / "model")
         loaded.processor.save_pretrained(dest / "model")
         if loaded.tokenizer is not loaded.processor:

@@ -42,6 +42,7 @@ from trl import GRPOTrainer
 
 from rarl_trainer.rewards import RewardConfig, score, score_batch
 from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
+from rarl_trainer.sharding import FSDPOnCPUMixin
 from rarl_trainer.training_args import training_args_kwargs
 from rarl_trainer.weights import ExactCheckpointMixin
 
@@ -117,7 +118,7 @@ def _group_spreads(totals: Sequence[float], group_size: int) -> list[float]:
     return [max(totals[i:i + group_size]) - min(totals[i:i + group_size]) for i in range(0, len(totals), group_size)]
 
 
-class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
+class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
     """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation.
 
     Checkpoints hold the exact training tensors and restore strictly (``weights.ExactCheckpointMixin``).
@@ -143,6 +144,7 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
         self.rarl_engine = None
         if rollout_engine in ("merged", "auto") and not self.use_vllm:
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                # spec.model.sharding: fsdp resolves auto to trl (rollout.resolve_engine); this is the seam's guard
                 print("rarl: warning: the merged rollout engine does not support DeepSpeed/FSDP sharded weights; "
                       "using TRL's generate", file=sys.stderr)
             else:
@@ -338,11 +340,12 @@ class RARLGRPOTrainer(ExactCheckpointMixin, GRPOTrainer):
         return completion_ids, logprobs
 
 
-def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
-    """GRPOConfig arguments for one stage (the names follow TRL's)."""
+def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool,
+                       model=None) -> dict[str, Any]:
+    """GRPOConfig arguments for one stage (the names follow TRL's); ``model`` as in ``training_args_kwargs``."""
     g = job_spec.grpo
     return dict(
-        **training_args_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16),
+        **training_args_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16, model=model),
         num_generations=g.num_generations,
         beta=g.beta,
         temperature=g.temperature,

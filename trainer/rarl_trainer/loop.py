@@ -40,6 +40,7 @@ from rarl_trainer.reporting import (
     send_progress,
     status_metrics,
 )
+from rarl_trainer.sharding import gather_to_files, load_gathered, mark_fsdp_managed, sharded
 from rarl_trainer.signals import install_stop_handlers, interrupted_exit
 from rarl_trainer.weight_digest import write_weight_digest
 
@@ -163,13 +164,19 @@ class Run:
 
         self.on_every_rank(load)
 
+    def device(self) -> str | None:
+        """Where this rank's model lives: its GPU, or None (the CPU)."""
+        import torch
+
+        return f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else None
+
     def load_model(self) -> None:
         import torch
 
         from rarl.api.uri import builtin_name
         from rarl_trainer.models import ModelLoadError, load_model, resolve_dtype, resolve_model_path
 
-        device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else None
+        device = self.device()
 
         def build_builtin() -> None:
             # builtin:<name> is built on rank 0 first, the others waiting in on_every_rank's collective, so a
@@ -191,6 +198,8 @@ class Run:
         if builtin_name(self.spec.model.base) is not None:
             self.on_every_rank(build_builtin)
         self.on_every_rank(load)
+        if sharded(self.spec):
+            mark_fsdp_managed(self.loaded.model)  # every generate, evaluations included, steps all ranks together
         self.use_cpu = not torch.cuda.is_available()
         self.bf16 = resolve_dtype(self.spec.model.dtype) == torch.bfloat16
         if self.spec.dataset.modality == "image" and not self.loaded.is_vlm:
@@ -316,7 +325,7 @@ class Run:
         if not any(s.kind == "grpo" for s in self.spec.stages):
             return "trl"
         try:
-            return resolve_engine(self.spec.grpo.rollout_engine)
+            return resolve_engine(self.spec.grpo.rollout_engine, sharded=sharded(self.spec))
         except RolloutEngineError as e:
             raise ConfigError(str(e)) from None
 
@@ -328,11 +337,35 @@ class Run:
 
         return balanced_strata(self.train_items, self.spec.dataset.target)
 
+    def unshard(self) -> None:
+        """Every rank (collective): the sharded model replaced by a whole copy holding its trained tensors.
+
+        Why: TRL's GRPOTrainer adds the KL reference adapter (LoRA, ``beta`` > 0) as a copy of the
+        trained one, which it cannot do on a model already sharded by the previous stage. So that stage
+        starts as a resumed run starts it: from the base model, loaded again, with the trained tensors
+        copied in (one gathered at a time; the finished stage's reference adapter is dropped).
+        """
+        import gc
+
+        from rarl_trainer.models import load_model
+        from rarl_trainer.sharding import copy_gathered
+        from rarl_trainer.weights import REFERENCE_ADAPTER
+
+        copy = load_model(self.spec.model, self.spec.storage, device=self.device(), seed=self.spec.grpo.seed)
+        copy_gathered(self.loaded.model, copy.model, skip_adapters=(REFERENCE_ADAPTER,))
+        self.loaded = copy
+        mark_fsdp_managed(copy.model)
+        gc.collect()  # the sharded model and the last trainer's optimizer state
+
     def make_trainer(self, plan: StagePlan):
         from rarl_trainer.queries import QueryTable, draw_queries
+        from rarl_trainer.sharding import is_sharded_model
 
-        self.drop_reference_adapter()
         stage, spec = plan.stage, self.spec
+        if (stage.kind == "grpo" and spec.model.lora.enabled and spec.grpo.beta > 0
+                and is_sharded_model(self.loaded.model)):
+            self.unshard()
+        self.drop_reference_adapter()
         out_dir = str(self.run_dir / "hf" / stage.name)
         seed = spec.grpo.seed * 1000 + plan.index
         if stage.kind == "sft":
@@ -362,7 +395,7 @@ class Run:
             args = GRPOConfig(
                 output_dir=out_dir,
                 **grpo_config_kwargs(spec, stage, world_size=self.dist.world_size, use_cpu=self.use_cpu,
-                                     bf16=self.bf16),
+                                     bf16=self.bf16, model=self.loaded.model),
                 reward_weights=terms.weights(),
                 generation_kwargs=self.loaded.generation_kwargs() or None,
                 gradient_checkpointing=spec.model.gradient_checkpointing,
@@ -411,6 +444,7 @@ class Run:
         for plan in plans[start:]:
             self.current_stage = plan.stage.name
             self.current_step = plan.offset + (restored.stage_step if resume_dir is not None else 0)
+            trainer = ckpt_cb = None  # the last stage's trainer and optimizer state can go before the next is built
             trainer, ckpt_cb = self.make_trainer(plan)
             self.ensure_previous_end(plans, plan)
             sm = metrics.stage(plan.stage.name)
@@ -441,6 +475,34 @@ class Run:
             sm.end = self.evaluate(f"end of {plans[index].stage.name}")
 
     # ------------------------------------------------------------------ export
+    def gather_for_export(self) -> None:
+        """Every rank (collective): a sharded model's trained tensors, whole, into rank 0's local files.
+
+        Full fine-tuning's are cast to the export's dtype (``model.dtype``) on the way; LoRA adapters
+        keep theirs (float32) for the merge. TRL's KL reference adapter is not exported.
+        """
+        from rarl_trainer.weights import REFERENCE_ADAPTER
+
+        dtype = None if self.spec.model.lora.enabled else self.loaded.dtype
+        gather_to_files(self.loaded.model, self.run_dir / "gathered", self.dist.is_main,
+                        skip_adapters=(REFERENCE_ADAPTER,), dtype=dtype)
+
+    def unshard_for_export(self) -> None:
+        """Rank 0, after the last collective: an unsharded copy of the model on the CPU holding the gathered tensors.
+
+        Loaded like the training model (the frozen base of LoRA from ``model.base`` again), in the
+        export's dtype, so host memory holds one copy of the model as exported and no GPU is used.
+        """
+        from rarl_trainer.models import load_model
+
+        folder = self.run_dir / "gathered"
+        copy = load_model(self.spec.model, self.spec.storage, device=None, seed=self.spec.grpo.seed,
+                          master_weights=False)
+        count = load_gathered(copy.model, folder)
+        print(f"rarl: {count} gathered tensors loaded into an unsharded copy for the export", flush=True)
+        self.loaded = copy
+        clean_dir(folder)
+
     def export(self) -> str:
         """Rank 0, after the run's last collective: the model and reports, written and uploaded to ``output.uri``."""
         from rarl_trainer.export import RunSummary, export_run, write_metrics
@@ -467,6 +529,9 @@ class Run:
         if self.reporter is None and self.dist.is_main:
             self.reporter = make_reporter(self.run_dir)
         self.check_rollout_engine()  # an engine that cannot run here fails before anything loads
+        if sharded(self.spec) and not self.dist.distributed:
+            raise ConfigError("model.sharding is 'fsdp' but this run has one process (gpusPerNode GPUs were not all "
+                              "there, or a CPU run): there is nothing to shard over; use sharding 'none'")
         check_trackers(self.spec)  # so does a tracker of spec.logging.reportTo that is not installed
         self.load_data()
         self.load_model()
@@ -477,6 +542,8 @@ class Run:
         if code != ExitCode.OK:
             return code
         write_weight_digest(self.loaded.model, self.dist.rank)
+        if sharded(self.spec):  # the export's weights, gathered while every rank is still in the group
+            self.gather_for_export()
         # The run's last collective: training and every evaluation are done on all ranks. What follows
         # (waiting for the last checkpoint upload, merging, writing and uploading the export) is rank 0's
         # alone and can take longer than the process-group timeout, so no rank waits for it in a
@@ -492,6 +559,8 @@ class Run:
         if self._eval_writer is not None:
             self._eval_writer.close()
             self._eval_writer = None
+        if sharded(self.spec):
+            self.unshard_for_export()
         self.export()
         self.upload_tensorboard()  # the end-of-run evaluation included
         if self.reporter is not None:

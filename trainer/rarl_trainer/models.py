@@ -96,6 +96,7 @@ class LoadedModel:
     suppress_tokens: list[int] = field(default_factory=list)
     string_content: bool = False  # its chat template renders string content only (prompts.template_takes_parts)
     pixels: Any = None  # data.PixelBudget its image processor resizes into (Qwen-VL processors), else None
+    dtype: Any = None  # spec.model.dtype resolved: the compute dtype and the export's (weights may be float32 masters)
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Extra generate() kwargs: never sample vision placeholders (the next forward would fail)."""
@@ -246,6 +247,20 @@ def resolve_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def master_dtype(spec: ModelSpec, dtype):
+    """The dtype the weights are loaded and trained in: float32 for full fine-tuning, else ``dtype``.
+
+    Full fine-tuning updates every weight: AdamW steps of lr x ~1 on weights of magnitude ~0.02 are
+    below half a bf16 ulp (2^-8 relative) at lr 1e-5, so bf16 weights would silently drop most updates.
+    The weights stay float32 masters and compute runs in ``dtype`` (bf16 autocast; FSDP's mixed
+    precision when sharded); the export is written in ``dtype``. LoRA's frozen base stays in ``dtype``
+    (PEFT keeps the adapters in float32).
+    """
+    import torch
+
+    return dtype if spec.lora.enabled else torch.float32
+
+
 def lora_target_modules(model, targets: list[str]) -> list[str] | str:
     """``all-linear`` -> every nn.Linear of the language model (not the vision tower, not the head)."""
     import torch
@@ -283,8 +298,11 @@ def apply_lora(model, lora, seed: int = 0):
 
 
 def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str | None = None,
-               seed: int = 0) -> LoadedModel:
-    """Load the base model and processor from the spec, with LoRA applied when enabled."""
+               seed: int = 0, master_weights: bool = True) -> LoadedModel:
+    """Load the base model and processor from the spec, with LoRA applied when enabled.
+
+    ``master_weights=False``: in ``spec.dtype`` even for full fine-tuning (a copy to export, not to train).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_model_path(spec.base, storage)
@@ -293,7 +311,9 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot load model {spec.base!r}: {e}") from e
     is_vlm = _is_vlm_config(config)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(spec.dtype), "trust_remote_code": spec.trust_remote_code}
+    dtype = resolve_dtype(spec.dtype)
+    kwargs: dict[str, Any] = {"dtype": master_dtype(spec, dtype) if master_weights else dtype,
+                              "trust_remote_code": spec.trust_remote_code}
     if spec.attn_implementation != "auto":
         kwargs["attn_implementation"] = spec.attn_implementation
     if is_vlm:
@@ -328,4 +348,4 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
             model.enable_input_require_grads()
     if spec.lora.enabled:
         model = apply_lora(model, spec.lora, seed=seed)
-    return LoadedModel(model, processor, tokenizer, is_vlm, Path(path), suppress, string_content, pixels)
+    return LoadedModel(model, processor, tokenizer, is_vlm, Path(path), suppress, string_content, pixels, dtype)

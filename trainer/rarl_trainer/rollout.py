@@ -114,12 +114,19 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def resolve_engine(name: str, *, cuda: bool | None = None, vllm: bool | None = None) -> str:
-    """``auto`` -> ``merged``; ``vllm`` is checked (importable, CUDA) and refused with a clear message."""
+def resolve_engine(name: str, *, cuda: bool | None = None, vllm: bool | None = None, sharded: bool = False) -> str:
+    """``auto`` -> ``merged`` (``trl`` for a sharded model); ``vllm`` is checked (importable, CUDA) and refused clearly.
+
+    ``sharded`` (``model.sharding: fsdp``): the merged engine needs every weight whole at once; TRL's
+    generate on the FSDP model gathers one layer at a time (``sharding``).
+    """
     if name not in ENGINES:
         raise RolloutEngineError(f"grpo.rolloutEngine: unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
     if name == "auto":
-        return "merged"
+        return "trl" if sharded else "merged"
+    if sharded and name != "trl":
+        raise RolloutEngineError(f"grpo.rolloutEngine {name!r} cannot run on a sharded model (model.sharding: fsdp); "
+                                 "use 'auto' or 'trl'")
     if name == "vllm":
         if vllm is None:
             vllm = vllm_available()

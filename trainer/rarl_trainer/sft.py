@@ -15,11 +15,12 @@ from trl import SFTConfig, SFTTrainer
 
 from rarl_trainer.prompts import reference_answer, reference_reasoning
 from rarl_trainer.queries import QueryTable
+from rarl_trainer.sharding import FSDPOnCPUMixin
 from rarl_trainer.training_args import training_args_kwargs
 from rarl_trainer.weights import ExactCheckpointMixin
 
 
-class RARLSFTTrainer(ExactCheckpointMixin, SFTTrainer):
+class RARLSFTTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, SFTTrainer):
     """TRL's SFTTrainer with exact, strict checkpoint weights (see ``weights``)."""
 
 
@@ -41,10 +42,11 @@ def sft_dataset(table: QueryTable, target_spec):
     return Dataset.from_list(rows)
 
 
-def sft_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool) -> dict[str, Any]:
+def sft_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool,
+                      model=None) -> dict[str, Any]:
     """SFTConfig arguments: the shared training arguments, loss on the reference answer only."""
     return dict(
-        **training_args_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16),
+        **training_args_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16, model=model),
         completion_only_loss=True,
         max_length=None,
         gradient_checkpointing=job_spec.model.gradient_checkpointing,
@@ -59,7 +61,8 @@ def queries_per_step(job_spec, world_size: int) -> int:
 def make_sft_trainer(loaded, table: QueryTable, job_spec, stage, output_dir: str, *, world_size: int,
                      use_cpu: bool, bf16: bool, callbacks: list) -> RARLSFTTrainer:
     args = SFTConfig(output_dir=output_dir,
-                     **sft_config_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16))
+                     **sft_config_kwargs(job_spec, stage, world_size=world_size, use_cpu=use_cpu, bf16=bf16,
+                                         model=loaded.model))
     return RARLSFTTrainer(
         model=loaded.model,
         args=args,

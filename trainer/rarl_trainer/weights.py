@@ -12,6 +12,11 @@ What is saved: for full fine-tuning every parameter and buffer of the model; wit
 adapter's tensors (the trained ``default`` and, under GRPO with ``beta > 0``, TRL's frozen
 ``ref`` copy, the KL reference), since the frozen base weights are rebuilt from ``model.base``.
 Tensors that share storage (tied embeddings) are stored once and re-expanded on load.
+
+A sharded model (``model.sharding: fsdp``) writes the same tensors as a torch distributed
+checkpoint instead (``rarl_weights/``: each rank writes its own shards, rank 0 the metadata), so
+no rank ever holds the whole model for a checkpoint; it loads strictly too, into a sharded model
+or (at a stage boundary, before the next stage shards it) a whole one of any world size.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from rarl_trainer.config import ConfigError
 
 WEIGHTS_FILE = "rarl_weights.safetensors"
+WEIGHTS_DIR = "rarl_weights"  # a sharded model's: torch.distributed.checkpoint, one .distcp file per rank
 REFERENCE_ADAPTER = "ref"  # the name TRL gives the frozen copy of the adapter (GRPO, beta > 0, LoRA)
 
 
@@ -53,9 +59,8 @@ def save_training_weights(model, folder: str | Path) -> Path:
     """Write the model's training tensors into ``folder/rarl_weights.safetensors``."""
     from safetensors.torch import save_file
 
-    tensors = training_tensors(model)
     stored, aliases, seen = {}, {}, {}
-    for name, live in tensors.items():
+    for name, live in training_tensors(model).items():
         t = live.detach()
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
         if t.numel() and key in seen:
@@ -67,6 +72,16 @@ def save_training_weights(model, folder: str | Path) -> Path:
     tmp = path.with_suffix(".tmp")
     save_file(stored, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases, sort_keys=True)})
     os.replace(tmp, path)
+    return path
+
+
+def save_sharded_training_weights(model, folder: str | Path) -> Path:
+    """A sharded model's training tensors into ``folder/rarl_weights/`` (every rank must call it: collective)."""
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(folder) / WEIGHTS_DIR
+    tensors = {name: t.detach() for name, t in training_tensors(model).items()}
+    dcp.save(tensors, storage_writer=dcp.FileSystemWriter(str(path)))
     return path
 
 
@@ -86,6 +101,8 @@ def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str
     import torch
     from safetensors import safe_open
 
+    if (Path(folder) / WEIGHTS_DIR).is_dir():
+        return _load_sharded_training_weights(model, Path(folder), tuple(skip_adapters))
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         present = sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
@@ -101,28 +118,56 @@ def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str
         if skip:
             file_keys = {k for k in file_keys if _adapter_of(k, skip) is None}
         expected = training_tensors(model)
-        missing, unexpected = set(expected) - file_keys, file_keys - set(expected)
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} tensors of the model are missing from it ({_examples(missing)})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} tensors in it are not in the model ({_examples(unexpected)})")
-            raise CheckpointMismatch(
-                f"checkpoint {folder} does not fit this model: " + "; ".join(parts)
-                + ". It was written for another model or LoRA setting: use a new checkpoint.uri (or job name)"
-            )
-        for name, target in expected.items():  # every shape is checked before anything is copied
-            shape = tuple(fh.get_slice(aliases.get(name, name)).get_shape())
-            if shape != tuple(target.shape):
-                raise CheckpointMismatch(
-                    f"checkpoint {folder}: tensor {name} has shape {shape}, the model's is "
-                    f"{tuple(target.shape)}: use a new checkpoint.uri (or job name)"
-                )
+        _check_fit(folder, expected, file_keys,
+                   {name: tuple(fh.get_slice(aliases.get(name, name)).get_shape()) for name in expected
+                    if name in file_keys})
         with torch.no_grad():
             for name, target in expected.items():
                 source = fh.get_tensor(aliases.get(name, name))
                 target.copy_(source.to(dtype=target.dtype, device=target.device))
+    return len(expected)
+
+
+def _check_fit(folder, expected: dict, file_keys: set[str], file_shapes: dict[str, tuple]) -> None:
+    """Refuse (before anything is copied) a checkpoint with missing, unexpected or reshaped tensors."""
+    missing, unexpected = set(expected) - file_keys, file_keys - set(expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensors of the model are missing from it ({_examples(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} tensors in it are not in the model ({_examples(unexpected)})")
+        raise CheckpointMismatch(
+            f"checkpoint {folder} does not fit this model: " + "; ".join(parts)
+            + ". It was written for another model or LoRA setting: use a new checkpoint.uri (or job name)"
+        )
+    for name, target in expected.items():  # every shape is checked before anything is copied
+        shape = file_shapes[name]
+        if shape != tuple(target.shape):
+            raise CheckpointMismatch(
+                f"checkpoint {folder}: tensor {name} has shape {shape}, the model's is "
+                f"{tuple(target.shape)}: use a new checkpoint.uri (or job name)"
+            )
+
+
+def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...]) -> int:
+    """``load_training_weights`` of a ``rarl_weights/`` checkpoint; collective when a process group is up.
+
+    torch.distributed.checkpoint reads into the model's own tensors in place: each rank of a sharded
+    model only the slices of its shards (whatever world size wrote them), a whole model everything.
+    """
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = dcp.FileSystemReader(str(folder / WEIGHTS_DIR))
+    stored = {k: tuple(v.size) for k, v in reader.read_metadata().state_dict_metadata.items()
+              if isinstance(v, TensorStorageMetadata)}
+    file_keys = {k for k in stored if not skip or _adapter_of(k, skip) is None}
+    expected = training_tensors(model)
+    _check_fit(folder, expected, file_keys, stored)
+    with torch.no_grad():
+        dcp.load({name: t.detach() for name, t in expected.items()}, storage_reader=reader)
     return len(expected)
 
 
@@ -146,7 +191,36 @@ class ExactCheckpointMixin:
         save_training_weights(self.accelerator.unwrap_model(self.model), output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """A sharded model (FSDP): weights and optimizer state as distributed checkpoints, one shard per rank.
+
+        HF's own FSDP path would write the model too (``save_fsdp_model``: the active adapter only, without
+        TRL's KL reference); ours is ``rarl_weights/`` (every training tensor), so only the optimizer and
+        scheduler are taken from HF's layout (``optimizer_0/``, ``scheduler.pt``: what its resume reads).
+        """
+        if not getattr(self, "is_fsdp_enabled", False):
+            super()._save_optimizer_and_scheduler(output_dir)
+            return
+        import torch
+        from accelerate.utils import save_fsdp_optimizer
+        from transformers.trainer import SCHEDULER_NAME, TRAINING_ARGS_NAME
+
+        save_sharded_training_weights(self.accelerator.unwrap_model(self.model), output_dir)
+        save_fsdp_optimizer(self.accelerator.state.fsdp_plugin, self.accelerator, self.optimizer, self.model,
+                            output_dir)
+        if self.args.should_save:
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        written_sharded = (Path(resume_from_checkpoint) / WEIGHTS_DIR).is_dir()
+        if written_sharded != bool(getattr(self, "is_fsdp_enabled", False)):
+            # its optimizer state is in the other layout, which HF's resume would skip without a word
+            raise CheckpointMismatch(
+                f"checkpoint {resume_from_checkpoint} was written with model.sharding "
+                f"{'fsdp' if written_sharded else 'none'}; a run resumes mid-stage only with the same sharding "
+                "(a stage's last checkpoint loads either way)"
+            )
         load_training_weights(model if model is not None else self.accelerator.unwrap_model(self.model),
                               resume_from_checkpoint)
 
