@@ -150,3 +150,42 @@ def test_local_layout_is_plain_files(tmp_path: Path) -> None:
     files = sorted(p.relative_to(tmp_path / "ck").as_posix() for p in (tmp_path / "ck").rglob("*") if p.is_file())
     assert "step-3/manifest.json" in files and not any(".rarl-tmp-" in f for f in files)
     assert os.listdir(tmp_path / "ck") == ["step-3"]
+
+
+# --------------------------------------------------------------------------- parts (sharded, several nodes)
+
+
+def _shard(tmp_path: Path, node: str, rank: int) -> Path:
+    folder = tmp_path / node / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"__{rank}_0.distcp").write_bytes(os.urandom(2048))
+    return tmp_path / node
+
+
+def test_a_checkpoint_waits_for_every_part_of_its_save_and_lists_it(root_uri: str, settings: StorageSpec | None,
+                                                                    tmp_path: Path) -> None:
+    import threading
+
+    ckpts = CheckpointStore(root_uri, settings)
+    main, other = _shard(tmp_path, "node0", 0), _shard(tmp_path, "node1", 1)
+    ckpts.save_part(other, 4, name="rank-1", token="old", paths=["weights/__1_0.distcp"])  # an earlier attempt's
+    (other / "weights" / "__1_0.distcp").write_bytes(b"this attempt's shard")
+    late = threading.Timer(0.8, lambda: ckpts.save_part(other, 4, name="rank-1", token="new",
+                                                        paths=["weights/__1_0.distcp"]))
+    late.start()
+    info = ckpts.save(main, 4, parts=["rank-1"], token="new", parts_timeout=30)
+    late.join()
+    assert {f.path for f in info.manifest.files} == {"weights/__0_0.distcp", "weights/__1_0.distcp"}
+    dest = ckpts.restore(ckpts.latest(), tmp_path / "restored")
+    assert (dest / "weights" / "__1_0.distcp").read_bytes() == b"this attempt's shard"  # not the older part
+
+
+def test_a_part_that_never_arrives_fails_the_save_without_a_manifest(root_uri: str, settings: StorageSpec | None,
+                                                                      tmp_path: Path) -> None:
+    ckpts = CheckpointStore(root_uri, settings)
+    ckpts.save(_snap(tmp_path, 2), 2)
+    with pytest.raises(StorageError, match=r"part rank-1 .* did not arrive"):
+        ckpts.save(_shard(tmp_path, "node0", 0), 4, parts=["rank-1"], token="t", parts_timeout=1)
+    assert ckpts.latest().step == 2  # step 4 does not exist
+    with pytest.raises(StorageError, match="missing"):
+        ckpts.save_part(tmp_path / "node0", 4, name="rank-1", token="t", paths=["weights/__9_0.distcp"])

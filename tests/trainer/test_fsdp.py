@@ -278,3 +278,42 @@ def test_sharded_full_finetuning_sigterm_mid_stage_resumes_exactly(runs, tmp_pat
     assert "resuming from checkpoint step 5 of 6" in proc.stdout
     ref = runs["fsdp"]["dir"] / "model" / "model" / "model.safetensors"
     assert tensor_digest(tmp_path / "model" / "model" / "model.safetensors") == tensor_digest(ref)
+
+
+def test_two_nodes_with_their_own_disks_store_every_shard_and_resume_exactly(runs, tmp_path):
+    """Two torchrun "nodes" of one rank each, each with its own run folder: node 1's shards exist on node 1's
+    disk only, so node 1 uploads them as a part of each checkpoint and rank 0 lists them in its manifest."""
+    config = fsdp_job(tmp_path, "fsdp")
+
+    def nodes(kill_step: int | None) -> None:
+        port, procs = _free_port(), []
+        for node in (0, 1):
+            log = open(tmp_path / f"node-{node}-{kill_step}.log", "w")
+            procs.append(subprocess.Popen(torchrun(config, tmp_path / f"node-{node}", nnodes=2, node_rank=node,
+                                                   port=port, nproc=1),
+                                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+                                          env={**os.environ, "OMP_NUM_THREADS": "1"}))
+        logs = lambda: "".join((tmp_path / f"node-{n}-{kill_step}.log").read_text()[-2500:] for n in (0, 1))  # noqa: E731
+        if kill_step is not None:
+            import time
+
+            manifest, deadline = tmp_path / "ckpt" / f"step-{kill_step}" / "manifest.json", time.monotonic() + 300
+            while not manifest.is_file():
+                assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, logs()
+                time.sleep(0.02)
+            for p in procs:
+                _kill_tree(p.pid)
+        codes = [p.wait(300) for p in procs]
+        if kill_step is None:
+            assert codes == [0, 0], logs()
+
+    nodes(2)
+    manifest = json.loads((tmp_path / "ckpt" / "step-2" / "manifest.json").read_text())
+    listed = {f["path"] for f in manifest["files"]}
+    assert {"rarl_weights/__1_0.distcp", "optimizer_0/__1_0.distcp", "rng_state_1.pth"} <= listed
+    assert not list((tmp_path / "node-0").rglob("__1_0.distcp"))  # never on node 0's disk
+    nodes(4)
+    nodes(None)
+    assert "resuming from checkpoint step 4 of 6" in (tmp_path / "node-0-None.log").read_text()
+    ref = runs["fsdp"]["dir"] / "model" / "model" / "model.safetensors"  # the same 2 ranks on one node
+    assert tensor_digest(tmp_path / "model" / "model" / "model.safetensors") == tensor_digest(ref)

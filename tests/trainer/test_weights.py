@@ -172,9 +172,9 @@ def test_a_checkpoint_of_the_other_sharding_is_refused_mid_stage(tmp_path):
         def __init__(self, fsdp: bool):
             self.is_fsdp_enabled = fsdp
 
-    with pytest.raises(CheckpointMismatch, match="written with model.sharding none"):
+    with pytest.raises(CheckpointMismatch, match=r"written with model\.sharding none"):
         Trainer(True)._load_from_checkpoint(str(tmp_path / "ddp"), model)
-    with pytest.raises(CheckpointMismatch, match="written with model.sharding fsdp"):
+    with pytest.raises(CheckpointMismatch, match=r"written with model\.sharding fsdp"):
         Trainer(False)._load_from_checkpoint(str(tmp_path / "fsdp"), model)
     Trainer(True)._load_from_checkpoint(str(tmp_path / "fsdp"), model)  # the same sharding loads
 

@@ -147,6 +147,54 @@ def collect_rng_files(folder: Path, dist_info: DistInfo) -> None:
                 path.write_bytes(data)
 
 
+@dataclass(frozen=True)
+class NodeLayout:
+    """Which ranks upload what of a sharded checkpoint when the job's nodes do not share a disk.
+
+    Each rank writes its shards (``*.distcp``) into its node's checkpoint folder. Rank 0 uploads
+    its folder (its node-mates' shards included) and writes the manifest; the lowest rank of every
+    other node (a *part leader*) uploads that node's shards as a part rank 0 waits for.
+    """
+
+    leader: bool = False  # this rank uploads its node's part
+    parts: tuple[str, ...] = ()  # every part of a save, the same list on every rank (empty: one folder)
+
+    @property
+    def split(self) -> bool:
+        return bool(self.parts)
+
+
+def node_layout(dist_info: DistInfo, run_dir: Path) -> NodeLayout:
+    """Collective: ranks grouped by (host, run folder); every group but rank 0's is a part of each save.
+
+    Why the folder and not only the host: two launches on one host with separate run folders are two
+    disks as far as the checkpoint is concerned (that is how the tests make two nodes).
+    """
+    if not dist_info.distributed:
+        return NodeLayout()
+    import socket
+
+    import torch.distributed as dist
+
+    mine = (socket.gethostname(), str(Path(run_dir).resolve()))
+    everyone: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(everyone, mine)
+    groups: dict[tuple, list[int]] = {}
+    for rank, key in enumerate(everyone):
+        groups.setdefault(tuple(key), []).append(rank)
+    leaders = sorted(min(ranks) for ranks in groups.values() if 0 not in ranks)
+    return NodeLayout(leader=dist_info.rank in leaders, parts=tuple(part_name(r) for r in leaders))
+
+
+def part_name(rank: int) -> str:
+    return f"rank-{rank}"
+
+
+def shard_files(folder: Path) -> list[str]:
+    """The torch distributed checkpoint shards in a checkpoint folder (written by this node's ranks)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.distcp"))
+
+
 class StopFlag:
     """Set from a signal handler; read at step ends on every rank (agreed through an all-reduce)."""
 
@@ -190,8 +238,10 @@ class StoreCheckpointCallback(TrainerCallback):
         run_state: Callable[[int, bool], dict[str, Any]],
         config_hash: str,
         after_save: Callable[[], None] | None = None,
+        layout: NodeLayout | None = None,
+        parts_timeout: float = 3600.0,
     ):
-        self.uploader = uploader
+        self.uploader = uploader  # rank 0's, or a part leader's (layout), else None
         self.plan = plan
         self.every_steps = every_steps
         self.dist_info = dist_info
@@ -199,6 +249,8 @@ class StoreCheckpointCallback(TrainerCallback):
         self.run_state = run_state
         self.config_hash = config_hash
         self.after_save = after_save  # rank 0, after each checkpoint is handed to the uploader (dashboards)
+        self.layout = layout or NodeLayout()
+        self.parts_timeout = parts_timeout
         self.saved_steps: list[int] = []
         self.stopped = False
 
@@ -216,11 +268,15 @@ class StoreCheckpointCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         _barrier(self.dist_info)  # every rank has written its RNG state
         collect_rng_files(folder, self.dist_info)
+        token = self.save_token()
+        global_step = self.plan.offset + state.global_step
+        if self.layout.leader:
+            self.uploader.submit_part(folder, global_step, name=part_name(self.dist_info.rank), token=token,
+                                      paths=shard_files(folder))
         if self.dist_info.is_main:
             complete = state.global_step >= self.plan.stage.steps
             run_state = self.run_state(state.global_step, complete)
             (folder / STATE_FILE).write_text(json.dumps(run_state, default=json_default))
-            global_step = self.plan.offset + state.global_step
             self.uploader.submit(
                 folder,
                 step=global_step,
@@ -228,11 +284,27 @@ class StoreCheckpointCallback(TrainerCallback):
                 config_hash=self.config_hash,
                 extra={"stage_index": self.plan.index, "stage_step": state.global_step, "stage_complete": complete,
                        "training_settings": run_state["training_settings"]},
+                parts=self.layout.parts,
+                token=token,
+                parts_timeout=self.parts_timeout,
             )
             self.saved_steps.append(global_step)
             if self.after_save is not None:
                 self.after_save()
         return control
+
+
+    def save_token(self) -> str | None:
+        """Rank 0's name for this save, known to every rank (its parts carry it: an older attempt's do not)."""
+        if not self.layout.split:
+            return None
+        import uuid
+
+        import torch.distributed as dist
+
+        token = [uuid.uuid4().hex if self.dist_info.is_main else None]
+        dist.broadcast_object_list(token, src=0)
+        return token[0]
 
 
 def upload_tensorboard(ckpt_store, folder: Path) -> None:

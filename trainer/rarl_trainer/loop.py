@@ -19,12 +19,14 @@ from rarl.api.reports import Metrics
 from rarl.api.settings import changed_settings, config_hash, describe_changes, spec_change_refusal, training_settings
 from rarl.api.vocabulary import ExitCode
 from rarl_trainer.checkpointing import (
+    NodeLayout,
     Restored,
     StopFlag,
     StoreCheckpointCallback,
     clean_dir,
     finish_uploads,
     load_stage_start_weights,
+    node_layout,
     restore_for_resume,
     upload_tensorboard,
 )
@@ -83,6 +85,8 @@ class Run:
         self.current_step = 0
         self.config_hash = config_hash(self.spec)
         self.uploader = None  # rank 0's AsyncCheckpointUploader (open_checkpoints)
+        self.layout = NodeLayout()  # a sharded run's nodes (open_checkpoints)
+        self.part_uploader = None  # a part leader's uploader of its node's shards (checkpointing.NodeLayout)
         self.ckpt_store = None  # CheckpointStore (open_checkpoints)
         self.train_items: list | None = None  # load_data
         self.eval_items: list | None = None
@@ -243,6 +247,10 @@ class Run:
         if self.dist.is_main:
             self.uploader = AsyncCheckpointUploader(self.ckpt_store, keep=self.spec.checkpoint.keep,
                                                     delete_local=True)
+        if sharded(self.spec):  # each node's shards are on its own disk: its lowest rank uploads them
+            self.layout = node_layout(self.dist, self.run_dir)
+            if self.layout.leader:
+                self.part_uploader = AsyncCheckpointUploader(self.ckpt_store, delete_local=True)
 
     def try_resume(self) -> Restored | None:
         if self.resume != "auto":
@@ -420,9 +428,10 @@ class Run:
         self.run_callback = RunCallback(plan, spec.total_steps(), self.record, self.report, self.dist.is_main)
         trainer.add_callback(self.run_callback)
         trainer.add_callback(StageCallback(self, plan))
-        ckpt_cb = StoreCheckpointCallback(self.uploader, plan, self.spec.checkpoint.every_steps, self.dist,
-                                          self.stop, self.run_state(trainer, plan), self.config_hash,
-                                          after_save=self.upload_tensorboard)
+        ckpt_cb = StoreCheckpointCallback(self.uploader or self.part_uploader, plan, self.spec.checkpoint.every_steps,
+                                          self.dist, self.stop, self.run_state(trainer, plan), self.config_hash,
+                                          after_save=self.upload_tensorboard, layout=self.layout,
+                                          parts_timeout=self.spec.run_policy.collective_timeout_seconds)
         trainer.add_callback(ckpt_cb)
         return trainer, ckpt_cb
 
@@ -552,6 +561,8 @@ class Run:
         # rank 0's own exit code (1 when the export fails) makes the launcher's (entrypoint.combine).
         self.leave_process_group()
         if not self.dist.is_main:
+            if not finish_uploads(self.part_uploader, None):  # rank 0's last checkpoint waits for this part
+                print("rarl: warning: uploading this node's part of the last checkpoint failed", file=sys.stderr)
             return ExitCode.OK
         ok = finish_uploads(self.uploader, None)
         if not ok:

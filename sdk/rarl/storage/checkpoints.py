@@ -15,23 +15,40 @@ Trainer use::
     up.submit(snapshot_dir, step=step, stage=stage, config_hash=h)  # returns at once
     ...
     on SIGTERM: save_state(d); up.submit(d, step=...); up.wait(timeout=grace)
+
+A sharded checkpoint written on several nodes: each other node uploads its own
+files with ``save_part`` (``step-<N>/parts/<name>.json`` listing them, written
+last), and the main node's ``save(..., parts=[names], token=...)`` waits for every
+part of this save (the token tells it from an earlier attempt's) before it writes
+the manifest over all of them. No node sends its shards to another.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rarl.errors import StorageError
 from rarl.storage.base import NotFound, ProgressCallback, Store
-from rarl.storage.manifest import MANIFEST_NAME, ChecksumMismatch, Manifest, parse_manifest
+from rarl.storage.manifest import (
+    MANIFEST_NAME,
+    ChecksumMismatch,
+    FileEntry,
+    Manifest,
+    build_manifest,
+    parse_manifest,
+    safe_join,
+    scan_tree,
+)
 from rarl.storage.transfer import download_manifested, open_store, upload_manifested
 
 if TYPE_CHECKING:
@@ -39,6 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+PARTS_DIR = "parts"
+"""Under a step folder: ``<name>.json`` of each other node's part of a sharded checkpoint (not in the manifest)."""
+PART_POLL_S = 0.5
 
 
 def step_dir(step: int) -> str:
@@ -118,17 +138,63 @@ class CheckpointStore:
         config_hash: str | None = None,
         extra: dict[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        parts: Sequence[str] = (),
+        token: str | None = None,
+        parts_timeout: float = 3600.0,
     ) -> CheckpointInfo:
-        """Upload ``local_dir`` as ``step-<step>/`` (files, then manifest). Blocks; see AsyncCheckpointUploader."""
+        """Upload ``local_dir`` as ``step-<step>/`` (files, then manifest). Blocks; see AsyncCheckpointUploader.
+
+        ``parts``: other nodes' parts of this save (``save_part`` with the same ``token``), waited for up
+        to ``parts_timeout`` seconds after this node's files and listed in the manifest with them; a part
+        that does not arrive in time fails the save (StorageError), which then has no manifest.
+        """
         if step < 0:
             raise StorageError(f"checkpoint step must be >= 0, got {step}")
         d = step_dir(step)
+
+        def more_files() -> list[FileEntry]:
+            return [entry for name in parts for entry in self._wait_for_part(step, name, token, parts_timeout)]
+
         m = upload_manifested(
             self.store, Path(local_dir), d, progress=progress, step=step, stage=stage,
-            config_hash=config_hash, extra=extra,
+            config_hash=config_hash, extra=extra, more_files=more_files if parts else None,
         )
         log.info("checkpoint %s/%s complete (%d files, %d bytes)", self.uri, d, len(m.files), m.total_bytes)
         return CheckpointInfo(step, f"{self.uri.rstrip('/')}/{d}", m)
+
+    def save_part(self, local_dir: str | Path, step: int, *, name: str, token: str | None,
+                  paths: Sequence[str], progress: ProgressCallback | None = None) -> list[FileEntry]:
+        """Upload ``paths`` (relative to ``local_dir``) into ``step-<step>/``, then ``parts/<name>.json`` listing them.
+
+        The files only become part of a checkpoint when the main node's ``save`` lists them in its manifest.
+        """
+        local_dir, d = Path(local_dir), step_dir(step)
+        wanted = set(paths)
+        entries = [e for e in scan_tree(local_dir) if e.path in wanted]
+        if len(entries) != len(wanted):
+            raise StorageError(f"checkpoint part {name} of step {step}: missing in {local_dir}: "
+                               f"{', '.join(sorted(wanted - {e.path for e in entries}))}")
+        self.store.upload_files([(safe_join(local_dir, e.path), f"{d}/{e.path}") for e in entries], progress)
+        record = {"token": token, "files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}
+        self.store.write_bytes(f"{d}/{PARTS_DIR}/{name}.json", json.dumps(record).encode())
+        return entries
+
+    def _wait_for_part(self, step: int, name: str, token: str | None, timeout: float) -> list[FileEntry]:
+        """The files of part ``name`` of this save (its token), once its record is there."""
+        key, deadline = f"{step_dir(step)}/{PARTS_DIR}/{name}.json", time.monotonic() + timeout
+        while True:
+            try:
+                record = json.loads(self.store.read_bytes(key))
+            except NotFound:
+                record = None
+            if record is not None and record.get("token") == token:
+                files = [FileEntry(f["path"], int(f["size"]), f["sha256"]) for f in record["files"]]
+                build_manifest(files)  # the paths are checked like any manifest's
+                return files
+            if time.monotonic() > deadline:
+                raise StorageError(f"checkpoint step {step}: part {name} (another node's shards) did not arrive "
+                                   f"at {self.uri}/{key} within {timeout:g} s")
+            time.sleep(PART_POLL_S)
 
     def restore(
         self, info: CheckpointInfo, dest: str | Path, progress: ProgressCallback | None = None
@@ -241,14 +307,26 @@ class AsyncCheckpointUploader:
         config_hash: str | None = None,
         extra: dict[str, Any] | None = None,
         wait_timeout: float | None = None,
+        parts: Sequence[str] = (),
+        token: str | None = None,
+        parts_timeout: float = 3600.0,
     ) -> None:
-        """Queue ``local_dir`` as checkpoint ``step`` after the previous upload finished."""
+        """Queue ``local_dir`` as checkpoint ``step`` after the previous upload finished (``parts``: as in ``save``)."""
+        kwargs = {"stage": stage, "config_hash": config_hash, "extra": extra, "parts": tuple(parts), "token": token,
+                  "parts_timeout": parts_timeout}
+        self._start(Path(local_dir), step, kwargs, wait_timeout)
+
+    def submit_part(self, local_dir: str | Path, step: int, *, name: str, token: str | None, paths: Sequence[str],
+                    wait_timeout: float | None = None) -> None:
+        """Queue another node's part of checkpoint ``step`` (``CheckpointStore.save_part``); nothing is pruned."""
+        self._start(Path(local_dir), step, {"part": {"name": name, "token": token, "paths": list(paths)}},
+                    wait_timeout)
+
+    def _start(self, local_dir: Path, step: int, kwargs: dict[str, Any], wait_timeout: float | None) -> None:
         if not self.wait(wait_timeout, raise_errors=self.strict):
             raise StorageError(
                 f"previous checkpoint upload to {self.store.uri} still running after {wait_timeout}s"
             )
-        local_dir = Path(local_dir)
-        kwargs = {"stage": stage, "config_hash": config_hash, "extra": extra}
         self._thread = threading.Thread(
             target=self._run, args=(local_dir, step, kwargs), name=f"rarl-ckpt-upload-{step}", daemon=True
         )
@@ -256,8 +334,13 @@ class AsyncCheckpointUploader:
 
     def _run(self, local_dir: Path, step: int, kwargs: dict[str, Any]) -> None:
         t0 = time.monotonic()
+        part = kwargs.get("part")
         try:
-            info = self.store.save(local_dir, step, **kwargs)
+            if part is not None:
+                self.store.save_part(local_dir, step, **part)
+                info = None
+            else:
+                info = self.store.save(local_dir, step, **kwargs)
         except BaseException as e:  # surfaced through wait()/last_error
             with self._lock:
                 self.last_error = e
@@ -265,10 +348,11 @@ class AsyncCheckpointUploader:
                 self.failures += 1
             log.error("checkpoint upload step %d to %s failed: %s", step, self.store.uri, e)
             return
-        with self._lock:
-            self.last_completed = info
-        log.info("checkpoint step %d uploaded in %.1fs", step, time.monotonic() - t0)
-        if self.keep:
+        if info is not None:
+            with self._lock:
+                self.last_completed = info
+        log.info("checkpoint step %d%s uploaded in %.1fs", step, " (a part)" if part else "", time.monotonic() - t0)
+        if self.keep and info is not None:
             try:
                 self.store.prune(self.keep)
             except StorageError as e:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from rarl.storage.local import LocalStore
 from rarl.storage.manifest import (
     MANIFEST_NAME,
     ChecksumMismatch,
+    FileEntry,
     Manifest,
     build_manifest,
     parse_manifest,
@@ -66,11 +67,14 @@ def upload_manifested(
     stage: str | None = None,
     config_hash: str | None = None,
     extra: dict[str, Any] | None = None,
+    more_files: Callable[[], list[FileEntry]] | None = None,
 ) -> Manifest:
     """Hash ``local_dir``, upload its files, then write ``manifest.json`` LAST.
 
     If a manifest already exists at the destination it is deleted first, so a
-    half-overwritten folder is never presented as complete.
+    half-overwritten folder is never presented as complete. ``more_files``: called
+    after the upload, the entries of files others uploaded under ``prefix`` (a
+    sharded checkpoint's other nodes), listed in the manifest too.
     """
     local_dir = Path(local_dir)
     manifest = build_manifest(scan_tree(local_dir), step=step, stage=stage, config_hash=config_hash, extra=extra)
@@ -79,6 +83,9 @@ def upload_manifested(
     pairs = [(local_dir / f.path, f"{prefix.strip('/')}/{f.path}".lstrip("/")) for f in manifest.files]
     announce_total(progress, manifest.total_bytes)
     store.upload_files(pairs, progress)
+    if more_files is not None:
+        manifest = build_manifest([*manifest.files, *more_files()], step=step, stage=stage,
+                                  config_hash=config_hash, extra=extra)
     store.write_bytes(mkey, manifest.to_json())
     return manifest
 
