@@ -317,3 +317,23 @@ def test_two_nodes_with_their_own_disks_store_every_shard_and_resume_exactly(run
     assert "resuming from checkpoint step 4 of 6" in (tmp_path / "node-0-None.log").read_text()
     ref = runs["fsdp"]["dir"] / "model" / "model" / "model.safetensors"  # the same 2 ranks on one node
     assert tensor_digest(tmp_path / "model" / "model" / "model.safetensors") == tensor_digest(ref)
+
+
+def test_a_stage_end_checkpoint_loads_at_another_world_size_and_mid_stage_is_refused(runs, tmp_path):
+    """Two ranks wrote the checkpoints; three resume them. The weights' format reshards, so a stage's last
+    checkpoint starts the next stage; mid-stage, the RNG streams and data order are per rank: refused."""
+    config = fsdp_job(tmp_path, "fsdp")
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(runs["fsdp"]["dir"] / "ckpt" / "step-2", ckpt / "step-2")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(torchrun(config, tmp_path / "run", nproc=3), capture_output=True, text=True, timeout=600,
+                          cwd=REPO, env=env, check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "written with another number of processes (this run has 3)" in proc.stderr
+    shutil.copytree(runs["fsdp"]["dir"] / "ckpt" / "step-3", ckpt / "step-3")
+    proc = subprocess.run(torchrun(config, tmp_path / "run", nproc=3), capture_output=True, text=True, timeout=600,
+                          cwd=REPO, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "resuming from checkpoint step 3 of 6 (the end of stage warmup)" in proc.stdout
+    assert sorted(p.name for p in (ckpt / "step-6" / "rarl_weights").glob("*.distcp")) == [
+        "__0_0.distcp", "__1_0.distcp", "__2_0.distcp"]
