@@ -169,6 +169,20 @@ def test_export_loads_with_plain_transformers_and_equals_the_gathered_weights(ru
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 8)
 
 
+def test_bfloat16_compute_keeps_float32_masters_in_the_checkpoint_and_exports_bfloat16(tmp_path):
+    """model.dtype bfloat16, full fine-tuning, sharded: FSDP's mixed precision computes in bf16, AdamW updates
+    the float32 shards (what the checkpoint holds), and the export is their bf16 cast."""
+    import torch
+
+    config = fsdp_job(tmp_path, "fsdp", steps=1, dtype="bfloat16")
+    run_job(config, tmp_path / "run")
+    final = dcp_tensors(tmp_path / "ckpt" / "step-2" / "rarl_weights")
+    exported = load_safetensors(tmp_path / "model" / "model" / "model.safetensors")
+    assert {t.dtype for t in final.values()} == {torch.float32}
+    assert set(exported) == set(final)
+    assert all(torch.equal(exported[k], final[k].to(torch.bfloat16)) for k in final)
+
+
 GENERATE = textwrap.dedent("""
     import json, sys
     from pathlib import Path
