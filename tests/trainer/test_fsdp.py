@@ -351,3 +351,14 @@ def test_a_stage_end_checkpoint_loads_at_another_world_size_and_mid_stage_is_ref
     assert "resuming from checkpoint step 3 of 6 (the end of stage warmup)" in proc.stdout
     assert sorted(p.name for p in (ckpt / "step-6" / "rarl_weights").glob("*.distcp")) == [
         "__0_0.distcp", "__1_0.distcp", "__2_0.distcp"]
+
+
+def test_evaluation_shares_are_equal_on_a_sharded_model():
+    """A sharded model's forwards are collectives: every rank must run as many queries (a short share repeats
+    its last, counted once in the metrics). Unsharded, ranks split the queries without repeats."""
+    from rarl_trainer.evaluation import rank_share
+
+    assert [rank_share(5, r, 2) for r in (0, 1)] == [[0, 2, 4], [1, 3]]
+    assert [rank_share(5, r, 2, equal=True) for r in (0, 1)] == [[0, 2, 4], [1, 3, 3]]
+    assert [rank_share(1, r, 3, equal=True) for r in (0, 1, 2)] == [[0], [0], [0]]
+    assert rank_share(0, 0, 2, equal=True) == []
