@@ -386,3 +386,27 @@ def test_evaluation_shares_are_equal_on_a_sharded_model():
     assert [rank_share(5, r, 2, equal=True) for r in (0, 1)] == [[0, 2, 4], [1, 3, 3]]
     assert [rank_share(1, r, 3, equal=True) for r in (0, 1, 2)] == [[0], [0], [0]]
     assert rank_share(0, 0, 2, equal=True) == []
+
+
+def test_sharding_that_cannot_run_here_is_refused_at_start_naming_the_field(tmp_path):
+    """One process has nothing to shard over; cpuOffload moves shards off GPUs this CPU run does not have.
+    (cpuOffload itself needs CUDA: its pinned host buffers cannot be made without an accelerator.)"""
+    from rarl.api.validation import parse_job
+    from rarl_trainer.models import load_model
+    from rarl_trainer.sharding import fsdp_training_args
+
+    config = fsdp_job(tmp_path, "fsdp", cpuOffload=True)
+    proc = subprocess.run(torchrun(config, tmp_path / "run"), capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "model.cpuOffload moves the FSDP shards" in proc.stderr and "Traceback" not in proc.stderr
+    spec = parse_job(yaml.safe_load(config.read_text())).spec
+    fsdp = fsdp_training_args(spec, load_model(spec.model).model)
+    assert fsdp["fsdp_config"]["cpu_offload"] is True  # on a GPU it reaches accelerate's plugin
+    assert fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]
+
+    config = fsdp_job(tmp_path, "fsdp")
+    proc = subprocess.run(torchrun(config, tmp_path / "run", nproc=1), capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "there is nothing to shard over" in proc.stderr

@@ -337,6 +337,17 @@ class Run:
         except RolloutEngineError as e:
             raise ConfigError(str(e)) from None
 
+    def check_sharding(self) -> None:
+        """What ``model.sharding``/``cpuOffload`` need of the machine, refused before anything loads."""
+        import torch
+
+        if sharded(self.spec) and not self.dist.distributed:
+            raise ConfigError("model.sharding is 'fsdp' but this run has one process (gpusPerNode GPUs were not all "
+                              "there, or a CPU run): there is nothing to shard over; use sharding 'none'")
+        if self.spec.model.cpu_offload and not torch.cuda.is_available():
+            raise ConfigError("model.cpuOffload moves the FSDP shards from the GPUs to host memory, but this run has "
+                              "no GPU (its shards are in host memory already): remove model.cpuOffload")
+
     def train_strata(self) -> list[int] | None:
         """Each training item's stratum under ``dataset.sampling: balanced`` (None: uniform sampling)."""
         if self.spec.dataset.sampling != "balanced":
@@ -538,9 +549,7 @@ class Run:
         if self.reporter is None and self.dist.is_main:
             self.reporter = make_reporter(self.run_dir)
         self.check_rollout_engine()  # an engine that cannot run here fails before anything loads
-        if sharded(self.spec) and not self.dist.distributed:
-            raise ConfigError("model.sharding is 'fsdp' but this run has one process (gpusPerNode GPUs were not all "
-                              "there, or a CPU run): there is nothing to shard over; use sharding 'none'")
+        self.check_sharding()
         check_trackers(self.spec)  # so does a tracker of spec.logging.reportTo that is not installed
         self.load_data()
         self.load_model()

@@ -203,8 +203,9 @@ class ModelSpec(APIModel):
     cpu_offload: bool = Field(
         False,
         description=(
-            "With sharding fsdp: keep the sharded weights, gradients and optimizer state in host memory and copy "
-            "each layer to the GPU for its compute (FSDP2's CPUOffloadPolicy): less GPU memory, slower steps."
+            "With sharding fsdp, on GPUs: keep the sharded weights, gradients and optimizer state in host memory "
+            "and copy each layer to the GPU for its compute (FSDP2's CPUOffloadPolicy): less GPU memory, slower "
+            "steps. A run without GPUs refuses it."
         ),
     )
 
