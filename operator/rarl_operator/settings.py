@@ -9,18 +9,31 @@ from rarl.api.vocabulary import DEFAULT_TRAINER_IMAGE, ENV_S3_ENDPOINT
 from rarl.manifests import Defaults
 
 
-def _float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
+class SettingsError(ValueError):
+    """An operator setting in the environment that cannot be used (the operator does not start)."""
 
 
-def _int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
+def _number(name: str, default: float, kind: type, minimum: float):
+    """``$name`` as ``kind``, at least ``minimum``; unset: ``default``. A bad value stops the operator, naming it:
+    silently running with the default would hide a typo in the chart's values."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
         return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be at least {minimum:g}")
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    return _number(name, default, float, minimum)
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    return _number(name, default, int, minimum)
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,8 @@ def from_env() -> Settings:
         watch_namespaces=namespaces,
         trainer_image=os.environ.get("RARL_TRAINER_IMAGE", Settings.trainer_image),
         s3_endpoint=os.environ.get(ENV_S3_ENDPOINT) or None,
-        resync_seconds=max(0.05, _float("RARL_RESYNC_SECONDS", Settings.resync_seconds)),
-        workers=max(1, _int("RARL_WORKERS", Settings.workers)),
+        resync_seconds=_float("RARL_RESYNC_SECONDS", Settings.resync_seconds, minimum=0.05),
+        workers=_int("RARL_WORKERS", Settings.workers, minimum=1),
         metrics_port=_int("RARL_METRICS_PORT", Settings.metrics_port),
         termination_grace_seconds=_int("RARL_TERMINATION_GRACE_SECONDS", Settings.termination_grace_seconds),
     )
