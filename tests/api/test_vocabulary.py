@@ -136,3 +136,14 @@ def test_no_package_parses_the_location_grammar_again():
               for path in SOURCES for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
               if _parses_a_scheme(node)]
     assert not copies, "parse locations with rarl.api.uri:\n" + "\n".join(copies)
+
+
+@pytest.mark.parametrize("value,path", [
+    ("./models/m", True), ("/models/m", True), ("~/m", True), ("file:///models/m", True),
+    ("Qwen/Qwen2.5-VL-3B-Instruct", False), ("s3://bucket/m", False), ("builtin:tiny-lm", False),
+])
+def test_a_path_is_named_explicitly_or_it_is_a_hub_id(value, path):
+    """One rule for validate's warnings and the trainer's model loading (rarl.api.uri.names_a_path)."""
+    from rarl.api.uri import names_a_path
+
+    assert names_a_path(value) is path

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rarl.api.uri import InvalidURI, builtin_name, has_scheme, is_s3, local_path
+from rarl.api.uri import InvalidURI, builtin_name, has_scheme, is_s3, local_path, names_a_path
 from rarl_trainer.builtin_models import VISION_TOKENS, BuiltinModelError, builtin_path
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def resolve_model_path(base: str, storage: StorageSpec | None = None) -> Path | 
         raise ModelLoadError(str(e)) from None
     if has_scheme(base) or path.exists():
         return path
-    if base.startswith((".", "/", "~")):
+    if names_a_path(base):
         raise ModelLoadError(f"model folder {base} does not exist")
     return base  # a hub id
 

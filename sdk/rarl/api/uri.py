@@ -65,6 +65,14 @@ def has_scheme(uri: str) -> bool:
     return "://" in uri
 
 
+def names_a_path(value: str) -> bool:
+    """Whether a model or data location names a local path explicitly (``.``, ``/``, ``~`` or file://).
+
+    Why explicitly: ``Qwen/Qwen2.5-VL-3B-Instruct`` is a hub id, not a relative folder, unless written ``./``.
+    """
+    return value.startswith((".", "/", "~", "file://"))
+
+
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 

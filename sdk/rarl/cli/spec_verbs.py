@@ -38,12 +38,12 @@ def _missing_paths(job) -> list[str]:
     They may exist where the job runs, so they are warnings, not problems. ``model.base`` counts as a path
     only when it names one explicitly (``.``, ``/``, ``~`` or file://), as the trainer reads it; else it is a hub id.
     """
-    from rarl.api.uri import local_path
+    from rarl.api.uri import local_path, names_a_path
 
     spec = job.spec
     candidates = [(f"spec.dataset.{field}", getattr(spec.dataset, field)) for field in ("train", "eval", "images")]
     base = spec.model.base
-    if base.startswith((".", "/", "~", "file://")):
+    if names_a_path(base):
         candidates.append(("spec.model.base", base))
     warnings = []
     for path, value in candidates:
