@@ -89,6 +89,10 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
     _supervise(files, monkeypatch, trap, sigterm_after=1.5)
     assert client.get("hist").status.phase == "Suspended"
     client.resume("hist")
+    # the operator's conditions: Suspended turns False (reason Resumed); no condition type of its own
+    conditions = {c.type: c for c in client.get("hist").status.conditions}
+    assert "Resumed" not in conditions
+    assert (conditions["Suspended"].status, conditions["Suspended"].reason) == ("False", "Resumed")
     # attempt 2 runs a while, then succeeds
     _supervise(files, monkeypatch, "import time; time.sleep(1.5)")
     assert client.get("hist").status.phase == "Succeeded"

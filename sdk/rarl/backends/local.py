@@ -31,6 +31,7 @@ from rarl.backends.base import Backend, JobEvent
 from rarl.backends.local_state import (
     JobFiles,
     add_condition,
+    end_condition,
     now_rfc3339,
     process_alive,
     read_state,
@@ -275,7 +276,7 @@ class LocalBackend(Backend):
         started = state.get("exitCode") is not None or state.get("childPid") is not None
         state["attempt"] = int(state.get("attempt", 1)) + (1 if started else 0)
         state["phase"] = "Pending"
-        add_condition(state, "Resumed", "Resumed", "resuming from the newest checkpoint")
+        end_condition(state, CONDITION_SUSPENDED, "Resumed", "resuming from the newest checkpoint")
         state["runnerPid"] = None
         state["pendingSince"] = state["startEpoch"] = time.time()  # the deadline clock restarts on resume
         state["startTime"] = now_rfc3339()

@@ -86,6 +86,16 @@ def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) 
     add_event(state, "Warning" if type_ == CONDITION_FAILED else "Normal", reason, message, now)
 
 
+def end_condition(state: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """Record the end of a phase condition (resume: Suspended becomes False), as the operator does."""
+    now = now_rfc3339()
+    conditions = [c for c in state.get("conditions", []) if c.get("type") != type_]
+    conditions.append({"type": type_, "status": "False", "reason": reason, "message": message,
+                       "lastTransitionTime": now})
+    state["conditions"] = conditions
+    add_event(state, "Normal", reason, message, now)
+
+
 def add_event(state: dict[str, Any], type_: str, reason: str, message: str, time: str | None = None) -> None:
     """Append one event (type, reason, message, time) to the job's append-only history."""
     state.setdefault("events", []).append(
