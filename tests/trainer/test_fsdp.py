@@ -238,6 +238,43 @@ GENERATE = textwrap.dedent("""
 """)
 
 
+MIXED = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import torch, yaml
+    from rarl.api.validation import parse_job
+    from rarl_trainer.config import DistInfo, init_distributed, stage_plan
+    from rarl_trainer.loop import Run
+
+    dist_info = DistInfo.from_env()
+    init_distributed(dist_info, 120)
+    out = Path(sys.argv[2])
+    run = Run(parse_job(yaml.safe_load(open(sys.argv[1]))), out / f"run{dist_info.rank}", resume="never",
+              dist=dist_info)
+    run.load_data(); run.load_model(); run.open_checkpoints()
+    trainer, _ = run.make_trainer(stage_plan(run.spec)[0])
+    policy = trainer.accelerator.state.fsdp_plugin.mixed_precision_policy  # what fully_shard gets in train()
+    params = {str(p.dtype) for p in run.loaded.model.parameters()}
+    if dist_info.is_main:
+        (out / "mixed.json").write_text(json.dumps({"param": str(policy.param_dtype), "reduce": str(policy.reduce_dtype),
+                                                    "weights": sorted(params)}))
+    run.leave_process_group()
+""")
+
+
+def test_bfloat16_compute_reduces_gradients_in_float32_into_float32_weights(tmp_path):
+    config = fsdp_job(tmp_path, "fsdp", dtype="bfloat16")
+    script = tmp_path / "mixed.py"
+    script.write_text(MIXED)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr",
+           "127.0.0.1", "--master_port", str(_free_port()), str(script), str(config), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((tmp_path / "mixed.json").read_text()) == {
+        "param": "torch.bfloat16", "reduce": "torch.float32", "weights": ["torch.float32"]}
+
+
 def test_greedy_generation_on_the_sharded_model_is_token_identical(tmp_path):
     """Ranks get unequal query counts (5 queries on 2 ranks): generate must step them together (synced_gpus)."""
     config = fsdp_job(tmp_path, "fsdp")

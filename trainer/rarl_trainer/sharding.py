@@ -3,7 +3,7 @@
 How: through the HF Trainer's own FSDP2 path (accelerate's ``fsdp2_prepare_model``: ``fully_shard`` on
 every module class in the model's ``_no_split_modules`` — the decoder layers, and a VLM's vision
 blocks — then on the embeddings, the head and the root; bf16 compute through FSDP's mixed precision
-when ``model.dtype`` resolves to bfloat16, float32 master weights kept sharded). TRL's GRPOTrainer
+when ``model.dtype`` resolves to bfloat16, gradients reduced in float32 into float32 master shards). TRL's GRPOTrainer
 shards its reference model the same way (``trl.models.prepare_fsdp``) when ``grpo.beta`` > 0 and
 the model is fully fine-tuned (LoRA's reference is an adapter of the same sharded model).
 
@@ -103,7 +103,8 @@ class FSDPOnCPUMixin:
         state = self.accelerator.state
         plugin = getattr(state, "fsdp_plugin", None)
         if plugin is not None and not getattr(plugin, "rarl_on_cpu", False):
-            return  # accelerate's own (GPUs), fresh for this trainer
+            reduce_in_float32(plugin)  # accelerate's own (GPUs), fresh for this trainer
+            return
         from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
         if state.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.FSDP):
@@ -114,6 +115,7 @@ class FSDPOnCPUMixin:
         plugin.rarl_on_cpu = True
         if state.mixed_precision != "no":
             plugin.set_mixed_precision(state.mixed_precision)
+            reduce_in_float32(plugin)
         from accelerate.state import PartialState
 
         state.distributed_type = DistributedType.FSDP
@@ -121,6 +123,21 @@ class FSDPOnCPUMixin:
         # as accelerate does for GPUs: every later AcceleratorState() copies the type from PartialState's
         PartialState._shared_state["distributed_type"] = DistributedType.FSDP
         self.is_fsdp_enabled = True
+
+
+def reduce_in_float32(plugin) -> None:
+    """Gradients reduce-scattered in float32 under bf16 compute (accelerate's policy reduces in bf16).
+
+    Why: the float32 master shards should get the gradient a DDP run averages in float32, not one
+    rounded to bf16's 8 bits on the way; only the gathered weights and the compute are bf16.
+    """
+    import dataclasses
+
+    import torch
+
+    policy = plugin.mixed_precision_policy
+    if policy is not None and not isinstance(policy, dict) and policy.param_dtype not in (None, torch.float32):
+        plugin.mixed_precision_policy = dataclasses.replace(policy, reduce_dtype=torch.float32)
 
 
 def mark_fsdp_managed(model) -> None:
