@@ -47,7 +47,7 @@ from rarl.storage.manifest import (
     build_manifest,
     parse_manifest,
     safe_join,
-    scan_tree,
+    sha256_file,
 )
 from rarl.storage.transfer import download_manifested, open_store, upload_manifested
 
@@ -169,11 +169,11 @@ class CheckpointStore:
         The files only become part of a checkpoint when the main node's ``save`` lists them in its manifest.
         """
         local_dir, d = Path(local_dir), step_dir(step)
-        wanted = set(paths)
-        entries = [e for e in scan_tree(local_dir) if e.path in wanted]
-        if len(entries) != len(wanted):
-            raise StorageError(f"checkpoint part {name} of step {step}: missing in {local_dir}: "
-                               f"{', '.join(sorted(wanted - {e.path for e in entries}))}")
+        missing = sorted(p for p in paths if not safe_join(local_dir, p).is_file())
+        if missing:
+            raise StorageError(f"checkpoint part {name} of step {step}: missing in {local_dir}: {', '.join(missing)}")
+        entries = [FileEntry(p, safe_join(local_dir, p).stat().st_size, sha256_file(safe_join(local_dir, p)))
+                   for p in sorted(set(paths))]
         self.store.upload_files([(safe_join(local_dir, e.path), f"{d}/{e.path}") for e in entries], progress)
         record = {"token": token, "files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}
         self.store.write_bytes(f"{d}/{PARTS_DIR}/{name}.json", json.dumps(record).encode())
