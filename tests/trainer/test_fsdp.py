@@ -207,15 +207,13 @@ def test_bfloat16_compute_keeps_float32_masters_in_the_checkpoint_and_exports_bf
     assert all(torch.equal(exported[k], final[k].to(torch.bfloat16)) for k in final)
 
 
-GENERATE = textwrap.dedent("""
+RUN_PRELUDE = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     import yaml
     from rarl.api.validation import parse_job
     from rarl_trainer.config import DistInfo, init_distributed, stage_plan
-    from rarl_trainer.evaluation import run_eval
     from rarl_trainer.loop import Run
-    from rarl_trainer.sharding import is_sharded_model
 
     dist_info = DistInfo.from_env()
     init_distributed(dist_info, 120)
@@ -223,6 +221,13 @@ GENERATE = textwrap.dedent("""
     run = Run(parse_job(yaml.safe_load(open(sys.argv[1]))), out / f"run{dist_info.rank}", resume="never",
               dist=dist_info)
     run.load_data(); run.load_model(); run.open_checkpoints()
+""")
+"""A job's Run set up on every rank of a torchrun launch, as the trainer's entry point sets it up."""
+
+GENERATE = RUN_PRELUDE + textwrap.dedent("""
+    from rarl_trainer.evaluation import run_eval
+    from rarl_trainer.sharding import is_sharded_model
+
     table = run.eval_table()
     def answers():
         return [r["completion"] for r in run_eval(run.loaded, table, 24, 1.0, dist_info.rank, dist_info.world_size,
@@ -233,45 +238,35 @@ GENERATE = textwrap.dedent("""
     assert is_sharded_model(run.loaded.model)
     shards = answers()
     if dist_info.is_main:
-        (out / "answers.json").write_text(json.dumps({"whole": whole, "sharded": shards}))
+        (out / "out.json").write_text(json.dumps({"whole": whole, "sharded": shards}))
     run.leave_process_group()
 """)
 
-
-MIXED = textwrap.dedent("""
-    import json, sys
-    from pathlib import Path
-    import torch, yaml
-    from rarl.api.validation import parse_job
-    from rarl_trainer.config import DistInfo, init_distributed, stage_plan
-    from rarl_trainer.loop import Run
-
-    dist_info = DistInfo.from_env()
-    init_distributed(dist_info, 120)
-    out = Path(sys.argv[2])
-    run = Run(parse_job(yaml.safe_load(open(sys.argv[1]))), out / f"run{dist_info.rank}", resume="never",
-              dist=dist_info)
-    run.load_data(); run.load_model(); run.open_checkpoints()
+MIXED = RUN_PRELUDE + textwrap.dedent("""
     trainer, _ = run.make_trainer(stage_plan(run.spec)[0])
     policy = trainer.accelerator.state.fsdp_plugin.mixed_precision_policy  # what fully_shard gets in train()
     params = {str(p.dtype) for p in run.loaded.model.parameters()}
     if dist_info.is_main:
-        (out / "mixed.json").write_text(json.dumps({"param": str(policy.param_dtype), "reduce": str(policy.reduce_dtype),
-                                                    "weights": sorted(params)}))
+        (out / "out.json").write_text(json.dumps({"param": str(policy.param_dtype), "reduce": str(policy.reduce_dtype),
+                                                  "weights": sorted(params)}))
     run.leave_process_group()
 """)
 
 
-def test_bfloat16_compute_reduces_gradients_in_float32_into_float32_weights(tmp_path):
-    config = fsdp_job(tmp_path, "fsdp", dtype="bfloat16")
-    script = tmp_path / "mixed.py"
-    script.write_text(MIXED)
+def run_script(text: str, config: Path, tmp: Path) -> dict:
+    """``text`` under torchrun (two ranks) on the job ``config``: what rank 0 wrote to ``out.json``."""
+    script = tmp / "script.py"
+    script.write_text(text)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr",
-           "127.0.0.1", "--master_port", str(_free_port()), str(script), str(config), str(tmp_path)]
+           "127.0.0.1", "--master_port", str(_free_port()), str(script), str(config), str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert json.loads((tmp_path / "mixed.json").read_text()) == {
+    return json.loads((tmp / "out.json").read_text())
+
+
+def test_bfloat16_compute_reduces_gradients_in_float32_into_float32_weights(tmp_path):
+    assert run_script(MIXED, fsdp_job(tmp_path, "fsdp", dtype="bfloat16"), tmp_path) == {
         "param": "torch.bfloat16", "reduce": "torch.float32", "weights": ["torch.float32"]}
 
 
@@ -281,14 +276,7 @@ def test_greedy_generation_on_the_sharded_model_is_token_identical(tmp_path):
     doc = yaml.safe_load(config.read_text())
     doc["spec"]["grpo"].update(evalQueries=5, evalListSizes=[1], maxCompletionLength=24)
     write_job(tmp_path, doc)
-    script = tmp_path / "generate.py"
-    script.write_text(GENERATE)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr",
-           "127.0.0.1", "--master_port", str(_free_port()), str(script), str(config), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    answers = json.loads((tmp_path / "answers.json").read_text())
+    answers = run_script(GENERATE, config, tmp_path)
     assert len(answers["whole"]) == 5 and len(set(answers["whole"])) > 1
     assert answers["sharded"] == answers["whole"]
 
