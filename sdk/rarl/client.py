@@ -162,7 +162,7 @@ class Client:
         Raises ``JobFinished`` for a Succeeded or Failed job, ``JobNotFound``, ``BackendUnavailable``.
         """
         self._refuse_finished(name, "suspended", "")
-        return self.backend.suspend(name)
+        return self.backend.suspend(_job_name(name))
 
     def resume(self, name: str) -> RARLJob:
         """Start a suspended job again from its newest checkpoint.
@@ -171,7 +171,7 @@ class Client:
         (local backend), ``JobNotFound``, ``BackendUnavailable``.
         """
         self._refuse_finished(name, "resumed", ", not Suspended")
-        return self.backend.resume(name)
+        return self.backend.resume(_job_name(name))
 
     def delete(self, name: str) -> None:
         """Stop and forget the job; checkpoints and the exported model stay in storage.

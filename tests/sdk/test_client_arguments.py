@@ -29,6 +29,8 @@ def client(tmp_path, monkeypatch) -> Client:
 @pytest.mark.parametrize(("call", "words"), [
     (lambda c: c.get(5), "name: expected a job name (a string), got int"),
     (lambda c: c.delete(None), "name: expected a job name (a string), got NoneType"),
+    (lambda c: c.suspend(5), "name: expected a job name (a string), got int"),
+    (lambda c: c.resume(["idle"]), "name: expected a job name (a string), got list"),
     (lambda c: c.wait("idle", until=5), "until: expected a phase, 'A,B' or a set of phases, got int"),
     (lambda c: c.submit(5), "job: expected a RARLJob, a dict or the path of a YAML file, got int"),
     (lambda c: c.list(namespace="ml"), "namespace: only the kubernetes backend has namespaces"),

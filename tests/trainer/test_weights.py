@@ -209,3 +209,22 @@ def test_an_update_of_lr_1e5_survives_in_float32_masters_and_rounds_away_in_bflo
         changed[dtype] = (w.detach() != weight.to(dtype)).float().mean().item()
     assert changed[torch.float32] == 1.0
     assert changed[torch.bfloat16] < 0.5
+
+
+def test_gathered_export_weights_load_strictly_before_anything_is_copied(tmp_path):
+    """The export's copy takes exactly the gathered tensors (the two-rank run is in test_fsdp.py)."""
+    from rarl_trainer.sharding import gather_to_files, load_gathered
+
+    trained = load_model(ModelSpec(base=VLM)).model
+    _perturb(trained)
+    gather_to_files(trained, tmp_path, is_main=True)
+    fresh = load_model(ModelSpec(base=VLM)).model
+    assert load_gathered(fresh, tmp_path) == len(training_tensors(trained))
+    want, got = _snapshot(trained), _snapshot(fresh)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+    other = load_model(ModelSpec(base=VLM, lora=LoRASpec(r=4))).model
+    before = _snapshot(other)
+    with pytest.raises(CheckpointMismatch, match="has shape"):
+        load_gathered(other, tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in _snapshot(other).items())  # nothing half-loaded

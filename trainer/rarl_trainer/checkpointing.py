@@ -293,7 +293,6 @@ class StoreCheckpointCallback(TrainerCallback):
                 self.after_save()
         return control
 
-
     def save_token(self) -> str | None:
         """Rank 0's name for this save, known to every rank (its parts carry it: an older attempt's do not)."""
         if not self.layout.split:

@@ -66,9 +66,11 @@ def layer_classes(model) -> list[str]:
 
 
 def fsdp_training_args(spec, model) -> dict[str, Any]:
-    """The TrainingArguments fields that shard the model (empty for ``sharding: none``)."""
+    """The TrainingArguments fields that shard the model (empty for ``sharding: none``; fsdp needs ``model``)."""
     if not sharded(spec):
         return {}
+    if model is None:
+        raise ValueError("model.sharding: fsdp needs the model to name its layers")
     return dict(
         fsdp=True,
         fsdp_config={
@@ -158,19 +160,14 @@ def copy_gathered(source, target, skip_adapters: tuple[str, ...] = ()) -> int:
     import torch
     from torch.distributed.tensor import DTensor
 
-    from rarl_trainer.weights import CheckpointMismatch, _adapter_of, _examples, training_tensors
+    from rarl_trainer.weights import check_fit, training_tensors
 
-    wanted = {k: v for k, v in training_tensors(source).items()
-              if not skip_adapters or _adapter_of(k, skip_adapters) is None}
+    wanted = training_tensors(source, skip_adapters)
     targets = training_tensors(target)
-    if set(wanted) != set(targets):
-        differ = set(wanted) ^ set(targets)
-        raise CheckpointMismatch(f"the unsharded copy's tensors differ from the model's ({_examples(differ)})")
+    check_fit("the sharded model", targets, set(wanted), {k: tuple(v.shape) for k, v in wanted.items()}, hint="")
     with torch.no_grad():
         for name, t in wanted.items():
             full = t.full_tensor() if isinstance(t, DTensor) else t
-            if tuple(full.shape) != tuple(targets[name].shape):
-                raise CheckpointMismatch(f"{name}: shape {tuple(full.shape)}, the copy's {tuple(targets[name].shape)}")
             targets[name].copy_(full.detach().to(dtype=targets[name].dtype, device=targets[name].device))
     return len(wanted)
 
@@ -186,7 +183,7 @@ def gather_to_files(model, folder: Path, is_main: bool, skip_adapters: tuple[str
     from safetensors.torch import save_file
     from torch.distributed.tensor import DTensor
 
-    from rarl_trainer.weights import _adapter_of, training_tensors
+    from rarl_trainer.weights import training_tensors
 
     folder = Path(folder)
     if is_main:
@@ -203,9 +200,7 @@ def gather_to_files(model, folder: Path, is_main: bool, skip_adapters: tuple[str
             count += 1
         batch, size = {}, 0
 
-    for name, t in training_tensors(model).items():
-        if skip_adapters and _adapter_of(name, skip_adapters) is not None:
-            continue
+    for name, t in training_tensors(model, skip_adapters).items():
         full = t.full_tensor() if isinstance(t, DTensor) else t
         if not is_main:
             continue
@@ -225,31 +220,26 @@ def load_gathered(model, folder: Path) -> int:
     """Copy ``gather_to_files``' tensors into ``model`` (an unsharded copy), strictly; returns how many.
 
     The files must hold exactly the model's training tensors (for LoRA: its adapters but the KL
-    reference), with their shapes: what the export writes is what was trained, or nothing.
+    reference), with their shapes, all checked before anything is copied: what the export writes is
+    what was trained, or nothing.
     """
+    from contextlib import ExitStack
+
     import torch
     from safetensors import safe_open
 
-    from rarl_trainer.weights import REFERENCE_ADAPTER, CheckpointMismatch, _adapter_of, _examples, training_tensors
+    from rarl_trainer.weights import REFERENCE_ADAPTER, check_fit, training_tensors
 
     folder = Path(folder)
     count = json.loads((folder / "gathered.json").read_text())["files"]
-    expected = {k: v for k, v in training_tensors(model).items() if _adapter_of(k, (REFERENCE_ADAPTER,)) is None}
-    seen: set[str] = set()
-    with torch.no_grad():
-        for i in range(count):
-            with safe_open(str(folder / f"gathered-{i:05d}.safetensors"), framework="pt") as fh:
-                for name in fh.keys():
-                    target = expected.get(name)
-                    if target is None:
-                        raise CheckpointMismatch(f"gathered weights: {name} is not a training tensor of the model")
-                    source = fh.get_tensor(name)
-                    if tuple(source.shape) != tuple(target.shape):
-                        raise CheckpointMismatch(f"gathered weights: {name} has shape {tuple(source.shape)}, "
-                                                 f"the model's is {tuple(target.shape)}")
-                    target.copy_(source.to(dtype=target.dtype, device=target.device))
-                    seen.add(name)
-    missing = set(expected) - seen
-    if missing:
-        raise CheckpointMismatch(f"gathered weights lack {len(missing)} training tensors ({_examples(missing)})")
-    return len(seen)
+    expected = training_tensors(model, (REFERENCE_ADAPTER,))
+    with ExitStack() as files:
+        handles = [files.enter_context(safe_open(str(folder / f"gathered-{i:05d}.safetensors"), framework="pt"))
+                   for i in range(count)]
+        where = {name: fh for fh in handles for name in fh.keys()}
+        check_fit(f"the gathered weights in {folder}", expected, set(where),
+                  {name: tuple(fh.get_slice(name).get_shape()) for name, fh in where.items()}, hint="")
+        with torch.no_grad():
+            for name, target in expected.items():
+                target.copy_(where[name].get_tensor(name).to(dtype=target.dtype, device=target.device))
+    return len(expected)

@@ -11,11 +11,9 @@ def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf1
 
     ``model``: the model to train; ``spec.model.sharding: fsdp`` needs it (its layer classes).
     """
-    from rarl_trainer.sharding import fsdp_training_args, sharded
+    from rarl_trainer.sharding import fsdp_training_args
 
     g = job_spec.grpo
-    if sharded(job_spec) and model is None:
-        raise ValueError("spec.model.sharding: fsdp needs the model to name its layers")
     return dict(
         per_device_train_batch_size=g.per_device_batch_size,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
@@ -32,5 +30,5 @@ def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf1
         dataloader_num_workers=0,
         save_strategy="no",
         ddp_find_unused_parameters=False if world_size > 1 else None,
-        **(fsdp_training_args(job_spec, model) if model is not None else {}),
+        **fsdp_training_args(job_spec, model),
     )

@@ -46,13 +46,16 @@ def _adapter_of(key: str, adapters: Iterable[str]) -> str | None:
     return next((a for a in adapters if a in parts), None)
 
 
-def training_tensors(model) -> dict[str, object]:
-    """The tensors a checkpoint must restore, by their in-memory names (live references, not copies)."""
+def training_tensors(model, skip_adapters: Iterable[str] = ()) -> dict[str, object]:
+    """The tensors a checkpoint must restore, by their in-memory names (live references, not copies).
+
+    ``skip_adapters``: adapters left out (TRL's KL reference, when a stage starts or the model is exported).
+    """
     state = model.state_dict(keep_vars=True)
     adapters = _adapters(model)
-    if not adapters:
-        return state
-    return {k: v for k, v in state.items() if _adapter_of(k, adapters) is not None}
+    skip = tuple(skip_adapters)
+    return {k: v for k, v in state.items()
+            if (not adapters or _adapter_of(k, adapters) is not None) and (not skip or _adapter_of(k, skip) is None)}
 
 
 def save_training_weights(model, folder: str | Path) -> Path:
@@ -118,9 +121,9 @@ def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str
         if skip:
             file_keys = {k for k in file_keys if _adapter_of(k, skip) is None}
         expected = training_tensors(model)
-        _check_fit(folder, expected, file_keys,
-                   {name: tuple(fh.get_slice(aliases.get(name, name)).get_shape()) for name in expected
-                    if name in file_keys})
+        check_fit(f"checkpoint {folder}", expected, file_keys,
+                  {name: tuple(fh.get_slice(aliases.get(name, name)).get_shape()) for name in expected
+                   if name in file_keys})
         with torch.no_grad():
             for name, target in expected.items():
                 source = fh.get_tensor(aliases.get(name, name))
@@ -128,26 +131,28 @@ def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str
     return len(expected)
 
 
-def _check_fit(folder, expected: dict, file_keys: set[str], file_shapes: dict[str, tuple]) -> None:
-    """Refuse (before anything is copied) a checkpoint with missing, unexpected or reshaped tensors."""
-    missing, unexpected = set(expected) - file_keys, file_keys - set(expected)
+CHECKPOINT_HINT = "It was written for another model or LoRA setting: use a new checkpoint.uri (or job name)"
+
+
+def check_fit(source: str, expected: dict, keys: set[str], shapes: dict[str, tuple], hint: str = CHECKPOINT_HINT) -> None:
+    """Refuse (before anything is copied) a ``source`` with missing, unexpected or reshaped tensors.
+
+    ``expected``: the model's tensors by name; ``keys`` and ``shapes``: what ``source`` holds.
+    """
+    tail = f". {hint}" if hint else ""
+    missing, unexpected = set(expected) - keys, keys - set(expected)
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"{len(missing)} tensors of the model are missing from it ({_examples(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} tensors in it are not in the model ({_examples(unexpected)})")
-        raise CheckpointMismatch(
-            f"checkpoint {folder} does not fit this model: " + "; ".join(parts)
-            + ". It was written for another model or LoRA setting: use a new checkpoint.uri (or job name)"
-        )
+        raise CheckpointMismatch(f"{source} does not fit this model: " + "; ".join(parts) + tail)
     for name, target in expected.items():  # every shape is checked before anything is copied
-        shape = file_shapes[name]
+        shape = shapes[name]
         if shape != tuple(target.shape):
-            raise CheckpointMismatch(
-                f"checkpoint {folder}: tensor {name} has shape {shape}, the model's is "
-                f"{tuple(target.shape)}: use a new checkpoint.uri (or job name)"
-            )
+            raise CheckpointMismatch(f"{source}: tensor {name} has shape {shape}, the model's is "
+                                     f"{tuple(target.shape)}{tail}")
 
 
 def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...]) -> int:
@@ -165,7 +170,7 @@ def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...]) -
               if isinstance(v, TensorStorageMetadata)}
     file_keys = {k for k in stored if not skip or _adapter_of(k, skip) is None}
     expected = training_tensors(model)
-    _check_fit(folder, expected, file_keys, stored)
+    check_fit(f"checkpoint {folder}", expected, file_keys, stored)
     with torch.no_grad():
         dcp.load({name: t.detach() for name, t in expected.items()}, storage_reader=reader)
     return len(expected)
