@@ -189,3 +189,18 @@ def test_a_part_that_never_arrives_fails_the_save_without_a_manifest(root_uri: s
     assert ckpts.latest().step == 2  # step 4 does not exist
     with pytest.raises(StorageError, match="missing"):
         ckpts.save_part(tmp_path / "node0", 4, name="rank-1", token="t", paths=["weights/__9_0.distcp"])
+
+
+def test_a_part_that_failed_fails_the_save_at_once(root_uri: str, settings: StorageSpec | None,
+                                                   tmp_path: Path) -> None:
+    """The other node says its part failed: rank 0's save ends now, not after its parts timeout."""
+    import time
+
+    ckpts = CheckpointStore(root_uri, settings)
+    with pytest.raises(StorageError, match="missing"):
+        ckpts.save_part(tmp_path / "node1", 4, name="rank-1", token="t", paths=["weights/__1_0.distcp"])
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"step 4: checkpoint part rank-1 of step 4: missing"):
+        ckpts.save(_shard(tmp_path, "node0", 0), 4, parts=["rank-1"], token="t", parts_timeout=60)
+    assert time.monotonic() - started < 30
+    assert ckpts.latest() is None

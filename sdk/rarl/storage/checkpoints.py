@@ -167,16 +167,27 @@ class CheckpointStore:
         """Upload ``paths`` (relative to ``local_dir``) into ``step-<step>/``, then ``parts/<name>.json`` listing them.
 
         The files only become part of a checkpoint when the main node's ``save`` lists them in its manifest.
+        A part that fails records its error there (where the store still answers), so that ``save`` fails
+        at once instead of waiting out its ``parts_timeout``.
         """
         local_dir, d = Path(local_dir), step_dir(step)
-        missing = sorted(p for p in paths if not safe_join(local_dir, p).is_file())
-        if missing:
-            raise StorageError(f"checkpoint part {name} of step {step}: missing in {local_dir}: {', '.join(missing)}")
-        entries = [FileEntry(p, safe_join(local_dir, p).stat().st_size, sha256_file(safe_join(local_dir, p)))
-                   for p in sorted(set(paths))]
-        self.store.upload_files([(safe_join(local_dir, e.path), f"{d}/{e.path}") for e in entries], progress)
+        key = f"{d}/{PARTS_DIR}/{name}.json"
+        try:
+            missing = sorted(p for p in paths if not safe_join(local_dir, p).is_file())
+            if missing:
+                raise StorageError(f"missing in {local_dir}: {', '.join(missing)}")
+            entries = [FileEntry(p, safe_join(local_dir, p).stat().st_size, sha256_file(safe_join(local_dir, p)))
+                       for p in sorted(set(paths))]
+            self.store.upload_files([(safe_join(local_dir, e.path), f"{d}/{e.path}") for e in entries], progress)
+        except Exception as e:
+            why = f"checkpoint part {name} of step {step}: {e}"
+            try:
+                self.store.write_bytes(key, json.dumps({"token": token, "error": why}).encode())
+            except StorageError as record_failed:  # the store itself is gone: save waits out its timeout
+                log.warning("could not record the failure of %s: %s", key, record_failed)
+            raise StorageError(why) from e
         record = {"token": token, "files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]}
-        self.store.write_bytes(f"{d}/{PARTS_DIR}/{name}.json", json.dumps(record).encode())
+        self.store.write_bytes(key, json.dumps(record).encode())
         return entries
 
     def _wait_for_part(self, step: int, name: str, token: str | None, timeout: float) -> list[FileEntry]:
@@ -188,6 +199,8 @@ class CheckpointStore:
             except NotFound:
                 record = None
             if record is not None and record.get("token") == token:
+                if "error" in record:
+                    raise StorageError(f"checkpoint step {step}: {record['error']}")
                 files = [FileEntry(f["path"], int(f["size"]), f["sha256"]) for f in record["files"]]
                 build_manifest(files)  # the paths are checked like any manifest's
                 return files
