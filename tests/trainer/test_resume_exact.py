@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 STEPS_PER_STAGE = 4
 KILL_POINTS = (2, 4, 6, 8)
+MODEL_CARD = Path("adapter") / "README.md"
 
 
 def exact_job(tmp: Path, lora: bool) -> dict:
@@ -114,55 +115,77 @@ def test_reference_checkpoints_and_export_are_complete(reference):
     assert set(reference["export"]) == ({"model", "adapter"} if reference["lora"] else {"model"})
 
 
-def test_two_fresh_runs_with_one_seed_export_identical_weights(reference, tmp_path):
-    config = write(tmp_path, exact_job(tmp_path, reference["lora"]))
-    proc = run_trainer(config, tmp_path / "run")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert export_digests(tmp_path / "model") == reference["export"]
-    assert checkpoint_digests(tmp_path / "ckpt") == reference["checkpoints"]
-
-
-def test_sigkill_at_every_kill_point_resumes_into_the_uninterrupted_weights(reference, tmp_path):
+def test_killed_at_every_kill_point_resumes_into_the_uninterrupted_weights(reference, tmp_path):
+    """One attempt per kill point, each resuming the last: SIGKILL at steps 2 and 4 (mid stage 1, the stage
+    boundary), SIGTERM at 6 (mid stage 2: the trainer checkpoints where it is and exits 3), SIGKILL at 8 (the
+    final checkpoint, before the export ends). Then the newest checkpoint is damaged and a manifest-less folder
+    left above it: the last attempt falls back to the newest good one. Every checkpoint any attempt wrote, and
+    the export, hold the uninterrupted run's weights; the first attempt trains from step 0, so this also shows
+    that two runs with one seed agree."""
     config = write(tmp_path, exact_job(tmp_path, reference["lora"]))
     ckpt, run_dir = tmp_path / "ckpt", tmp_path / "run"
     cmd = trainer_cmd(config, run_dir, "--resume", "auto")
+    interrupted: set[int] = set()  # a SIGTERM checkpoint lands where the trainer was: maybe not a scheduled step
     for step in KILL_POINTS:
-        code = kill_at(cmd, ckpt, step, signal.SIGKILL, tmp_path / f"kill-{step}.log")
-        assert code == -signal.SIGKILL
+        sig = signal.SIGTERM if step == 6 else signal.SIGKILL
+        before = set(checkpoint_digests(ckpt))
+        log = tmp_path / f"kill-{step}.log"
+        code = kill_at(cmd, ckpt, step, sig, log)
         shutil.rmtree(tmp_path / "model", ignore_errors=True)  # whatever the attempt exported is not evidence
-        # every checkpoint written so far, by any attempt, holds the uninterrupted run's weights
         got = checkpoint_digests(ckpt)
-        assert got == {s: reference["checkpoints"][s] for s in got}, f"after the kill at step {step}"
-    proc = run_trainer(config, run_dir, "--resume", "auto")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"resuming from checkpoint step {KILL_POINTS[-1]} of 8 (the end of stage" in proc.stdout
-    assert export_digests(tmp_path / "model") == reference["export"]
+        if sig == signal.SIGTERM:
+            text = log.read_text()
+            assert code == 3, text[-3000:]
+            assert "interrupted (SIGTERM) after checkpoint" in text and "Traceback" not in text, text[-3000:]
+            newest = max(got)
+            assert json.loads((run_dir / "progress.json").read_text())["latest_checkpoint"].endswith(f"step-{newest}")
+            interrupted = set(got) - before - set(KILL_POINTS)
+        else:
+            assert code == -signal.SIGKILL
+        # every checkpoint written so far, by any attempt, holds the uninterrupted run's weights
+        assert {s: got[s] for s in got if s not in interrupted} == {s: reference["checkpoints"][s] for s in got
+                                                                   if s not in interrupted}, f"after step {step}"
+        assert set(got) - interrupted <= set(KILL_POINTS), sorted(got)
 
-    # A finished job run again re-exports the same files (nothing trains: the final checkpoint is complete).
-    first = {p.relative_to(tmp_path / "model"): p.read_bytes() for p in (tmp_path / "model").rglob("*")
-             if p.is_file() and p.name != "manifest.json"}
+    # the newest checkpoint damaged (its state file no longer matches the manifest's sha256), and a newer
+    # folder without a manifest (an upload that never finished)
+    last = max(checkpoint_digests(ckpt))
+    fallback = max(s for s in checkpoint_digests(ckpt) if s < last)
+    with open(ckpt / f"step-{last}" / "rarl_state.json", "a") as fh:
+        fh.write(" ")
+    (ckpt / "step-99").mkdir()
+    (ckpt / "step-99" / "optimizer.pt").write_bytes(b"partial upload")
     proc = run_trainer(config, run_dir, "--resume", "auto")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "is damaged" in proc.stderr and f"step-{last}" in proc.stderr, proc.stderr[-3000:]
+    assert f"resuming from checkpoint step {fallback} of 8" in proc.stdout and "] step 1/8" not in proc.stdout
+    assert export_digests(tmp_path / "model") == reference["export"]
+    assert checkpoint_digests(ckpt)[8] == reference["checkpoints"][8]  # the damaged final one written again
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert [h["global_step"] for h in history] == list(range(1, 9))
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["step"] == 8 and progress["model_uri"]
+
+    # A finished job run again re-exports the same files (nothing trains: the final checkpoint is complete), but
+    # for PEFT's model card (adapter/README.md), whose tags name the trainers built in the exporting process.
+    def exported_files() -> dict[Path, bytes]:
+        return {p.relative_to(tmp_path / "model"): p.read_bytes() for p in (tmp_path / "model").rglob("*")
+                if p.is_file() and p.name != "manifest.json" and p.relative_to(tmp_path / "model") != MODEL_CARD}
+
+    first = exported_files()
+    proc = run_trainer(config, run_dir, "--resume", "auto")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from checkpoint step 8 of 8 (the end of stage" in proc.stdout
     assert "] step " not in proc.stdout
-    again = {p.relative_to(tmp_path / "model"): p.read_bytes() for p in (tmp_path / "model").rglob("*")
-             if p.is_file() and p.name != "manifest.json"}
+    again = exported_files()
     assert again.keys() == first.keys() and all(again[k] == first[k] for k in first), \
         [str(k) for k in first if again.get(k) != first[k]]
-
-
-def test_sigterm_mid_stage_checkpoints_and_resumes_exactly(reference, tmp_path):
-    config = write(tmp_path, exact_job(tmp_path, reference["lora"]))
-    cmd = trainer_cmd(config, tmp_path / "run", "--resume", "auto")
-    assert kill_at(cmd, tmp_path / "ckpt", 6, signal.SIGTERM, tmp_path / "term.log") == 3
-    proc = run_trainer(config, tmp_path / "run", "--resume", "auto")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resuming from checkpoint step " in proc.stdout
-    assert export_digests(tmp_path / "model") == reference["export"]
 
 
 # --------------------------------------------------------------------------- spec changes
 
 
+@pytest.mark.parametrize("reference", ["lora"], indirect=True)  # the settings check is the same for both
 def test_changed_training_settings_are_refused_and_the_opt_ins_work(reference, tmp_path):
     """A finished reference's checkpoints, then the same job with another learning rate."""
     shutil.copytree(reference["dir"] / "ckpt", tmp_path / "ckpt")
