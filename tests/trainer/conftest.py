@@ -76,6 +76,28 @@ def run_trainer(config: Path, run_dir: Path, *extra: str, timeout: float = 300, 
                           timeout=timeout, cwd=REPO, env=full_env)
 
 
+def run_trainer_in_process(capsys, config: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``python -m rarl_trainer``'s ``main`` called in this process: its exit code and what it printed.
+
+    For runs that end before training (a refused configuration): the same code path as the process without
+    its start-up cost (test_cli.py keeps one real process for the entry point). The stop handlers the trainer
+    installs are put back afterwards, so they do not outlive the call in the test worker.
+    """
+    import signal
+
+    from rarl_trainer import cli
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    capsys.readouterr()
+    try:
+        code = cli.main(["--config", str(config), "--run-dir", str(run_dir), *extra])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["rarl_trainer"], int(code), out.out, out.err)
+
+
 def first_stage_trainer(tmp: Path, doc: dict):
     """(Run, the trainer of the job's first stage) built in-process, ready for a manual step."""
     from rarl.api.validation import parse_job

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.conftest import job_doc, run_trainer, write_job
+from tests.trainer.conftest import job_doc, run_trainer, run_trainer_in_process, write_job
 
 STAGE = "warmup"
 
@@ -38,6 +38,7 @@ def event_files(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("events.out.tfevents.*"))}
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_loss_reward_terms_rmo_and_eval_and_reaches_the_checkpoint_store(tmp_path):
     config = write_job(tmp_path, one_stage_job(tmp_path))  # logging omitted: the default is [tensorboard]
     run_dir = tmp_path / "run"
@@ -70,6 +71,7 @@ def test_tensorboard_holds_loss_reward_terms_rmo_and_eval_and_reaches_the_checkp
     assert not list((tmp_path / "ckpt").glob("step-*/**/events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_report_to_none_writes_no_event_files(tmp_path):
     config = write_job(tmp_path, one_stage_job(tmp_path, reportTo=["none"]))
     run_dir = tmp_path / "run"
@@ -82,9 +84,9 @@ def test_report_to_none_writes_no_event_files(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
-def test_a_tracker_that_is_not_installed_exits_2_naming_the_field(tmp_path):
+def test_a_tracker_that_is_not_installed_exits_2_naming_the_field(tmp_path, capsys):
     config = write_job(tmp_path, one_stage_job(tmp_path, reportTo=["tensorboard", "wandb"]))
-    proc = run_trainer(config, tmp_path / "run", timeout=120)
+    proc = run_trainer_in_process(capsys, config, tmp_path / "run")
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if "spec.logging.reportTo" in line]
     assert len(lines) == 1 and "wandb" in lines[0], proc.stderr[-3000:]
