@@ -1,12 +1,17 @@
 # The two commands a user needs: `make demo` (set up + train SmolLM2 on word valence, locally)
 # and `make test` (set up + run the whole test suite). Both create .venv if missing.
+# `make test-fast` is the inner loop of a change: every test that starts no trainer process (-m "not slow").
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rarl-installed
 PYTEST_ARGS ?=
+# pytest-xdist workers; each test file goes whole to one worker (its module fixtures train once), in the order
+# tests/conftest.py gives (the heaviest files first). 0 runs in this process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscopereorder)
 
-.PHONY: setup test demo bench lint crd docs clean
+.PHONY: setup test test-fast demo bench lint crd docs clean
 
 setup: $(STAMP)
 
@@ -19,7 +24,10 @@ $(STAMP): pyproject.toml constraints-cpu.txt constraints-trainer.txt
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" $(PYTEST_ARGS)
 
 # examples/demo.yaml, trained here in the foreground; a fresh run each time (its old checkpoints are removed).
 demo: $(STAMP)

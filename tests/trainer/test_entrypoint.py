@@ -75,6 +75,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("timeout_env,code", [(None, 3), ("1", 1)])
 def test_workers_get_time_to_checkpoint_after_sigterm(tmp_path, timeout_env, code):
     """torchrun kills workers 30 s after SIGTERM unless told otherwise: the launcher's default gives them

@@ -462,6 +462,7 @@ def test_grpo_trainer_trl_engine_is_plain_trl(tmp_path):
     assert trainer.rarl_timing["generated_tokens"] > 0
 
 
+@pytest.mark.slow
 def test_job_with_vllm_engine_but_no_vllm_exits_2(tmp_path):
     from rarl_trainer.rollout import vllm_available
     from tests.trainer.conftest import job_doc, run_trainer, write_job
