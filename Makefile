@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # pytest-xdist workers; each test file goes whole to one worker (its module fixtures train once), in the order
 # tests/conftest.py gives (the heaviest files first). 0 runs in this process.
 PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscopereorder)
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: setup test test-fast demo bench lint crd docs clean
 
