@@ -240,6 +240,8 @@ GENERATE = RUN_PRELUDE + textwrap.dedent("""
     if dist_info.is_main:
         (out / "out.json").write_text(json.dumps({"whole": whole, "sharded": shards}))
     run.leave_process_group()
+    from rarl_trainer.cli import exit_process
+    exit_process(0, dist_info)  # as the trainer's entry point ends a rank
 """)
 
 MIXED = RUN_PRELUDE + textwrap.dedent("""
@@ -250,6 +252,8 @@ MIXED = RUN_PRELUDE + textwrap.dedent("""
         (out / "out.json").write_text(json.dumps({"param": str(policy.param_dtype), "reduce": str(policy.reduce_dtype),
                                                   "weights": sorted(params)}))
     run.leave_process_group()
+    from rarl_trainer.cli import exit_process
+    exit_process(0, dist_info)
 """)
 
 
