@@ -7,12 +7,39 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from rarl_trainer.entrypoint import combine
 from tests.trainer.conftest import REPO, job_doc, write_job
-from tests.trainer.test_resume import STAGES, _complete_steps, _wait_for_line
+
+STAGES = [
+    {"name": "warmup", "steps": 4, "listSizes": [1],
+     "rewardWeights": {"regression": 1.0, "ranking": 0.0, "format": 0.5},
+     "rmo": {"epsilon": 0.01, "probability": 0.3, "sigma": 0.1}},
+    {"name": "ranking", "steps": 6, "listSizes": [1, 2], "rmo": {"epsilon": 0.01, "probability": 0.3, "sigma": 0.1}},
+]
+
+
+def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 240) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if needle in line:
+            return seen
+    proc.kill()
+    raise AssertionError(f"never saw {needle!r}; stdout so far: {''.join(seen)}\nstderr: {proc.stderr.read()}")
+
+
+def _complete_steps(ckpt: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in ckpt.glob("step-*") if (p / "manifest.json").is_file())
 
 
 @pytest.mark.parametrize("codes,expected,result", [
