@@ -165,6 +165,8 @@ def test_killed_at_every_kill_point_resumes_into_the_uninterrupted_weights(refer
     assert [h["global_step"] for h in history] == list(range(1, 9))
     progress = json.loads((run_dir / "progress.json").read_text())
     assert progress["step"] == 8 and progress["model_uri"]
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["baseline"] and all(stage["end"] for stage in metrics["stages"].values()), metrics
 
     # A finished job run again re-exports the same files (nothing trains: the final checkpoint is complete), but
     # for PEFT's model card (adapter/README.md), whose tags name the trainers built in the exporting process.
