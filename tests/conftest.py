@@ -93,7 +93,6 @@ def _unmarked_tests_start_no_trainer(request, monkeypatch):
 RARLCTL = Path(sys.executable).with_name("rarlctl")
 
 
-
 @dataclass
 class Result:
     """What a ``rarlctl`` call returned."""

@@ -52,8 +52,8 @@ def save_model(loaded, dest: Path, merge: bool = True) -> dict[str, str]:
     if not is_peft or merge:
         if loaded.dtype is not None and model.dtype != loaded.dtype:
             model.to(loaded.dtype)
-        # Training turns the KV cache off (gradient checkpointing: TRL sets config.use_cache False); the exported
-        # model is for generation, and one final checkpoint exports one config whether or not this process trained.
+        # Training leaves config.use_cache False (the KV cache is off while training); the exported model is for
+        # generation, and one final checkpoint exports one config whether or not this process trained.
         model.config.use_cache = True
         model.save_pretrained(dest / "model")
         loaded.processor.save_pretrained(dest / "model")
