@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +84,6 @@ def run_trainer_in_process(capsys, config: Path, run_dir: Path, *extra: str) -> 
     its start-up cost (test_cli.py keeps one real process for the entry point). The stop handlers the trainer
     installs are put back afterwards, so they do not outlive the call in the test worker.
     """
-    import signal
-
     from rarl_trainer import cli
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -128,7 +128,6 @@ def test_killed_at_every_kill_point_resumes_into_the_uninterrupted_weights(refer
     interrupted: set[int] = set()  # a SIGTERM checkpoint lands where the trainer was: maybe not a scheduled step
     for step in KILL_POINTS:
         sig = signal.SIGTERM if step == 6 else signal.SIGKILL
-        before = set(checkpoint_digests(ckpt))
         log = tmp_path / f"kill-{step}.log"
         code = kill_at(cmd, ckpt, step, sig, log)
         shutil.rmtree(tmp_path / "model", ignore_errors=True)  # whatever the attempt exported is not evidence
@@ -139,7 +138,7 @@ def test_killed_at_every_kill_point_resumes_into_the_uninterrupted_weights(refer
             assert "interrupted (SIGTERM) after checkpoint" in text and "Traceback" not in text, text[-3000:]
             newest = max(got)
             assert json.loads((run_dir / "progress.json").read_text())["latest_checkpoint"].endswith(f"step-{newest}")
-            interrupted = set(got) - before - set(KILL_POINTS)
+            interrupted = set(got) - set(KILL_POINTS)  # before it, only scheduled ones exist (checked below)
         else:
             assert code == -signal.SIGKILL
         # every checkpoint written so far, by any attempt, holds the uninterrupted run's weights
@@ -149,8 +148,7 @@ def test_killed_at_every_kill_point_resumes_into_the_uninterrupted_weights(refer
 
     # the newest checkpoint damaged (its state file no longer matches the manifest's sha256), and a newer
     # folder without a manifest (an upload that never finished)
-    last = max(checkpoint_digests(ckpt))
-    fallback = max(s for s in checkpoint_digests(ckpt) if s < last)
+    *_, fallback, last = sorted(checkpoint_digests(ckpt))
     with open(ckpt / f"step-{last}" / "rarl_state.json", "a") as fh:
         fh.write(" ")
     (ckpt / "step-99").mkdir()
