@@ -11,8 +11,9 @@ silently:
   cannot raise its accuracy by refusing to answer;
 * MAE, SRCC, PLCC and tau need a value, so they use valid rows only; ``invalid_rate`` and
   ``nK/invalid_rate`` report the share of rows left out.
-* A valid list whose predictions are all equal has no ranking: its tau counts as 0. A list whose
-  targets are all equal has nothing to rank and is left out of ``nK/tau``.
+* A valid list whose predictions are all equal has no ranking: its tau counts as 0, and
+  ``nK/tied_rate`` reports the share of such lists, so "cannot tell" is not mistaken for "ranked at
+  chance". A list whose targets are all equal has nothing to rank and is left out of both.
 * A metric that is undefined (no valid row, constant inputs for SRCC/PLCC) is NaN; use
   ``finite_metrics`` before writing metrics where NaN is not allowed (JSON, Kubernetes status).
 
@@ -163,7 +164,8 @@ def evaluate(
     A row may carry ``"completion"`` (model text) instead of ``"pred"``; it is parsed with
     ``parse_answer``. Keys (K = list size present in the rows): ``count``, ``invalid_rate``,
     ``nK/count``, ``nK/invalid_rate``, ``nK/mae``, ``nK/acc``, ``nK/acc_within_<k>``,
-    ``n1/srcc``, ``n1/plcc``, ``n1/tau`` (pooled), and for K >= 2 ``nK/tau`` (mean per list).
+    ``n1/srcc``, ``n1/plcc``, ``n1/tau`` (pooled), and for K >= 2 ``nK/tau`` (mean per list) and
+    ``nK/tied_rate`` (share of those lists whose predictions are all tied).
     """
     by_size: dict[int, list[tuple[list[float], list[float] | None]]] = defaultdict(list)
     for row in rows:
@@ -200,12 +202,15 @@ def evaluate(
             out[f"{key}/tau"] = kendall_tau_b(valid_p, valid_t) if len(valid_p) >= 2 else NAN
         else:
             taus = []
+            tied = 0
             for t, p in valid:
                 if len(set(t)) < 2:
                     continue  # nothing to rank
                 tau = kendall_tau_b(p, t)
+                tied += math.isnan(tau)
                 taus.append(0.0 if math.isnan(tau) else tau)
             out[f"{key}/tau"] = _mean(taus) if taus else NAN
+            out[f"{key}/tied_rate"] = tied / len(taus) if taus else NAN
     return out
 
 

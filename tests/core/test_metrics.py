@@ -93,6 +93,12 @@ def test_evaluate_keys_and_invalid_rows() -> None:
 def test_evaluate_constant_predictions_and_finite_filter() -> None:
     m = evaluate([{"pred": [2, 2], "target": [1, 3]}, {"pred": [1, 2], "target": [2, 2]}])
     assert m["n2/tau"] == 0.0  # constant prediction counts as tau 0; tied targets left out
+    assert m["n2/tied_rate"] == 1.0  # ... and is reported as "cannot tell", not hidden in the mean
+    mixed = evaluate([{"pred": [2, 2], "target": [1, 3]}, {"pred": [1, 3], "target": [1, 3]},
+                      {"pred": [3, 1], "target": [1, 3]}, {"pred": None, "target": [1, 3]},
+                      {"pred": [5, 5, 5, 4], "target": [1, 2, 3, 4]}])
+    assert mixed["n2/tau"] == pytest.approx(0.0) and mixed["n2/tied_rate"] == pytest.approx(1 / 3)
+    assert mixed["n4/tied_rate"] == 0.0  # a partial tie still ranks (tau-b), only all-tied lists count
     only = evaluate([{"pred": [3], "target": [3]}])
     assert math.isnan(only["n1/srcc"])
     assert "n1/srcc" not in finite_metrics(only)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rarl.answers import has_valid_format, parse_answer
 from rarl.api.types import DatasetSpec, TargetSpec
 from rarl_trainer.data import Item
@@ -67,6 +69,41 @@ def test_balanced_sampling_draws_every_level_equally_often_on_skewed_data() -> N
     assert balanced_strata(items, no_levels) == [1] * 600 + [0] * 60 + [2] * 330
 
 
+def test_balanced_per_step_sampling_covers_every_level_in_every_deck() -> None:
+    """Dealt strata: any run of draws as long as the number of levels holds each level once (per step,
+    not only on average over the run), while items inside a level stay uniform."""
+    target = TargetSpec(min=-5, max=5, precision=1, levels=["negative", "neutral", "positive"])
+    items = _items([-4.0] * 30 + [0.0] * 600 + [3.0] * 330)
+    strata = balanced_strata(items, target)
+    assert sorted(set(strata)) == [0, 1, 2]
+    dealt = QuerySampler(items, [1], rng_seed=0, strata=strata, deal=True).sample_many(300)
+    levels = [strata[items.index(q.items[0])] for q in dealt]
+    assert all(sorted(levels[i:i + 3]) == [0, 1, 2] for i in range(0, 300, 3))
+    drawn = QuerySampler(items, [1], rng_seed=0, strata=strata).sample_many(300)  # balanced only on average
+    levels = [strata[items.index(q.items[0])] for q in drawn]
+    assert not all(sorted(levels[i:i + 3]) == [0, 1, 2] for i in range(0, 300, 3))
+    with pytest.raises(ValueError, match="deal needs strata"):
+        QuerySampler(items, [1], deal=True)
+
+
+def test_whole_split_evaluation_asks_every_item_once_in_lists_with_distinct_targets() -> None:
+    from rarl_trainer.evaluation import eval_queries
+
+    items = _items([float(v % 13) for v in range(41)])  # 13 distinct targets, 41 items
+    queries = eval_queries(items, [1, 2, 4], "all", seed=3)
+    by_n = {n: [q for q in queries if q.n == n] for n in (1, 2, 4)}
+    assert sorted(it.id for q in by_n[1] for it in q.items) == sorted(it.id for it in items)
+    for n, count in ((2, 20), (4, 10)):
+        asked = [it.id for q in by_n[n] for it in q.items]
+        assert len(by_n[n]) == count and len(set(asked)) == len(asked) == count * n
+        assert all(len(set(q.targets)) == n for q in by_n[n])
+    assert queries == eval_queries(items, [1, 2, 4], "all", seed=3)  # the same at every evaluation
+    assert [q.targets for q in by_n[2]] != [q.targets for q in eval_queries(items, [2], "all", seed=4)]
+    # Too few distinct targets left for the last lists: they take a tie rather than drop items.
+    two_values = eval_queries(_items([1.0] * 6 + [2.0] * 2), [2], "all", seed=0)
+    assert sorted(tuple(sorted(q.targets)) for q in two_values) == [(1.0, 1.0), (1.0, 1.0), (1.0, 2.0), (1.0, 2.0)]
+
+
 def test_build_messages_images_and_text() -> None:
     items = _items([20, 30])
     msgs = build_messages(items, TARGET, None, "image", "the age of the person")
@@ -116,13 +153,17 @@ def test_levels_split_the_scale_into_equal_bands_lowest_first() -> None:
     assert level_of(-9, AFINN_LIKE) == "very negative" and level_of(9, AFINN_LIKE) == "very positive"
 
 
-def test_sft_reasoning_names_each_items_level_only_when_the_target_has_levels() -> None:
-    from rarl_trainer.prompts import DEFAULT_REASONING, reference_reasoning
+def test_sft_reasoning_names_each_items_level_declared_or_derived_from_the_range() -> None:
+    """A target without level words gets five bands of its range (a user's own JSONL data declares none)."""
+    from rarl_trainer.prompts import reference_reasoning
 
     text = reference_answer([-2, 4], 1, reference_reasoning([-2, 4], AFINN_LIKE))
     assert text == "<think>Item 1 is negative. Item 2 is very positive.</think><answer>[-2, 4]</answer>"
     assert parse_answer(text, 2).values == [-2, 4]
-    assert reference_reasoning([3, 7], TARGET) == DEFAULT_REASONING
+    valence = TargetSpec(min=-4, max=4, precision=0.1)  # only what a user must declare
+    assert reference_reasoning([-3.9, -2.0, 0.3, 1.7, 4.0], valence) == (
+        "Item 1 is very low. Item 2 is low. Item 3 is middle. Item 4 is high. Item 5 is very high.")
+    assert reference_reasoning([3, 7], TARGET) == "Item 1 is very low. Item 2 is very low."
 
 
 def test_sft_completions_carry_the_level_reasoning() -> None:

@@ -22,15 +22,48 @@ from rarl_trainer.queries import QueryTable
 EVAL_SEED_OFFSET = 7_919
 
 
-def eval_queries(items, list_sizes, per_size: int, seed: int) -> list[Query]:
-    """``per_size`` queries for every list size (sizes larger than the split are skipped)."""
+def eval_queries(items, list_sizes, per_size: int | str, seed: int) -> list[Query]:
+    """``per_size`` queries for every list size (sizes larger than the split are skipped); ``all``: ``whole_split``."""
     out: list[Query] = []
     for n in list_sizes:
         if n > len(items):
             continue
+        if per_size == "all":
+            out.extend(whole_split(items, n, seed + EVAL_SEED_OFFSET + n))
+            continue
         sampler = QuerySampler(items, [n], rng_seed=seed + EVAL_SEED_OFFSET + n)
-        out.extend(sampler.sample_many(per_size, n))
+        out.extend(sampler.sample_many(int(per_size), n))
     return out
+
+
+def whole_split(items, n: int, seed: int) -> list[Query]:
+    """Every item once, in ``len(items) // n`` lists of n (shuffled), each list's targets distinct where possible.
+
+    Why distinct: a list whose targets tie cannot be ranked, so it says nothing about Kendall tau.
+    Items are dealt in a seeded random order; an item whose target a list already holds waits for
+    the next list. Lists the leftovers can only fill with a tie get one (the last few at most);
+    the ``len(items) % n`` items left over are not asked in lists of n.
+    """
+    import numpy as np
+
+    order = [items[int(i)] for i in np.random.default_rng(seed).permutation(len(items))]
+    if n == 1:
+        return [Query((it,)) for it in order]
+    queries: list[Query] = []
+    waiting = order
+    for _ in range(len(items) // n):
+        chosen, later, targets = [], [], set()
+        for it in waiting:
+            if len(chosen) < n and it.target not in targets:
+                chosen.append(it)
+                targets.add(it.target)
+            else:
+                later.append(it)
+        while len(chosen) < n:  # only ties are left: fill from the waiting items
+            chosen.append(later.pop(0))
+        queries.append(Query(tuple(chosen)))
+        waiting = later
+    return queries
 
 
 @torch.no_grad()

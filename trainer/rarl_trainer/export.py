@@ -7,7 +7,7 @@ Layout under ``output.uri`` (uploaded through the store, manifest last)::
                   Qwen-VL processor with models.load_exported_processor (AutoProcessor needs torchvision)
     metrics.json  evaluation before and after each stage (rarl.api.reports.RunMetrics)
     history.json  per-step training log (reward terms, spread, mutation rate)
-    plots/rewards.png, plots/eval.png, plots/pred_vs_target.png
+    plots/rewards.png, plots/eval.png, plots/pred_vs_target.png, plots/drift.png (GRPO stages)
     REPORT.md     configuration, the paper-style table, sample answers, the plots
 """
 
@@ -132,7 +132,7 @@ def _sample_lines(samples: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def report_markdown(metrics: RunMetrics, summary: RunSummary) -> str:
+def report_markdown(metrics: RunMetrics, summary: RunSummary, history: list[dict[str, Any]] | None = None) -> str:
     """The paper-style table (n = 1 MAE/accuracy/SRCC/PLCC, tau per list size), configuration, samples, plots."""
     rows = [("baseline", metrics.baseline or {})]
     for name, m in metrics.stages.items():
@@ -162,12 +162,77 @@ def report_markdown(metrics: RunMetrics, summary: RunSummary) -> str:
               "per list, averaged; invalid = share of answers that did not parse. A '-' is undefined, not zero:",
               "MAE needs one parsed n=1 answer, SRCC/PLCC need two and are undefined when the predictions (or the",
               "targets) are all equal, tau needs a parsed list whose values are not all tied."]
+    drift = _drift_lines(history or [])
+    if drift:
+        lines += ["", "## GRPO step diagnostics", "", *drift]
     if summary.samples:
         lines += ["", "## Sample answers", *_sample_lines(summary.samples)]
     lines += ["", "## Plots", "", "![reward terms per step](plots/rewards.png)",
-              "![evaluation over training](plots/eval.png)", "![predictions against targets](plots/pred_vs_target.png)",
-              ""]
+              "![evaluation over training](plots/eval.png)", "![predictions against targets](plots/pred_vs_target.png)"]
+    if drift:
+        lines.append("![collapse diagnostics per GRPO step](plots/drift.png)")
+    lines.append("")
     return "\n".join(lines)
+
+
+DRIFT_KEYS = {
+    "bias": "rarl/bias",
+    "spread ratio": "rarl/spread_ratio",
+    "zero-spread groups": "rarl/zero_spread_groups",
+    "KL": "kl",
+    "entropy": "entropy",
+}
+"""The collapse diagnostics of a GRPO step (``rarl_trainer.drift``; KL and entropy are TRL's), by label."""
+
+
+def _drift_lines(history: list[dict[str, Any]]) -> list[str]:
+    """First and last step of each GRPO stage: has the answers' bias grown, has their spread shrunk?"""
+    stages: dict[str, list[dict[str, Any]]] = {}
+    for h in history:
+        if "rarl/bias" in h or "rarl/zero_spread_groups" in h:
+            stages.setdefault(str(h.get("stage")), []).append(h)
+    if not stages:
+        return []
+    head = ["stage", "step", *DRIFT_KEYS]
+    lines = ["Bias: mean (prediction - target) of the step's rollouts; spread ratio: std of their predictions / std",
+             "of the targets (1: spread like the targets, 0: one answer for everything); zero-spread groups: share",
+             "of groups whose rewards are all equal before RMO. A recipe that drifts shows a growing |bias| or a",
+             "falling spread ratio within a few steps.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rows in stages.items():
+        for h in (rows[0], rows[-1]) if len(rows) > 1 else rows:
+            cells = [name, str(h.get("global_step", "")), *(_fmt(h.get(k)) for k in DRIFT_KEYS.values())]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_drift(history: list[dict[str, Any]], path: Path, summary: RunSummary) -> bool:
+    """The collapse diagnostics per GRPO step (False, and no file, when no step logged them)."""
+    if not any("rarl/bias" in h for h in history):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for ax, keys in ((top, ("bias",)), (bottom, ("spread ratio", "zero-spread groups", "KL", "entropy"))):
+        for label in keys:
+            pts = [(h["global_step"], h[DRIFT_KEYS[label]]) for h in history if DRIFT_KEYS[label] in h]
+            if pts:
+                xs, ys = zip(*pts, strict=False)
+                ax.plot(xs, ys, label=label, linewidth=1.2, marker=".")
+        _mark_stages(ax, summary)
+        ax.legend(fontsize=8, loc="upper left")
+    top.axhline(0.0, color="grey", linewidth=0.8)
+    top.set_ylabel("bias (target units)")
+    bottom.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    bottom.set_xlabel("global step")
+    top.set_title("Collapse diagnostics of the GRPO rollouts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def _mark_stages(ax, summary: RunSummary) -> None:
@@ -290,7 +355,8 @@ def write_reports(dest: Path, metrics: RunMetrics, history: list[dict[str, Any]]
     plot_rewards(history, plots / "rewards.png", summary)
     plot_eval(metrics, plots / "eval.png", summary)
     plot_predictions(eval_rows, plots / "pred_vs_target.png")
-    (dest / "REPORT.md").write_text(report_markdown(metrics, summary))
+    plot_drift(history, plots / "drift.png", summary)
+    (dest / "REPORT.md").write_text(report_markdown(metrics, summary, history))
 
 
 def export_run(loaded, dest: Path, output_uri: str, storage, metrics: RunMetrics,

@@ -11,7 +11,8 @@ rollouts over ranks), so the texts are gathered, every rank runs the same seeded
 whole batch, and each keeps its slice.
 
 ``_generate_and_score_completions`` is wrapped only to hand the batch's targets to that hook
-and to log RARL's per-step figures (pre-RMO reward, group spread before/after, mutation rate).
+and to log RARL's per-step figures (pre-RMO reward, group spread before/after, mutation rate,
+and the collapse diagnostics of ``drift``: bias and spread ratio of the rollouts' answers).
 RMO decides on each completion's own reward (without the optional batch ranking term, which
 depends on the whole batch); the loss then uses the full reward TRL computes.
 
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
+from rarl_trainer.drift import drift_stats
 from rarl_trainer.rewards import RewardConfig, score, score_batch
 from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
 from rarl_trainer.sharding import FSDPOnCPUMixin
@@ -305,9 +307,11 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
         targets = self._gather(local_targets)
         G = self.num_generations
         cfg = self.rarl_reward_config
-        before = [score(t, tg, cfg).total for t, tg in zip(texts, targets, strict=False)]
+        scored = [score(t, tg, cfg) for t, tg in zip(texts, targets, strict=False)]
+        before = [b.total for b in scored]
         spreads_before = _group_spreads(before, G)
         stats = {
+            **drift_stats([b.values for b in scored], targets),  # the policy's own rollouts, before RMO
             "rarl/reward_before_rmo": float(np.mean(before)),
             "rarl/spread_before_rmo": float(np.mean(spreads_before)),
             "rarl/zero_spread_groups": float(np.mean([s < self.rarl_rmo_config.epsilon for s in spreads_before])),
@@ -351,6 +355,11 @@ def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16:
         temperature=g.temperature,
         top_p=g.top_p,
         max_completion_length=g.max_completion_length,
+        scale_rewards=g.scale_rewards,
+        loss_type=g.loss_type,
+        epsilon=g.epsilon,
+        epsilon_high=g.epsilon_high,
+        num_iterations=g.num_iterations,
         shuffle_dataset=False,
         remove_unused_columns=False,
     )

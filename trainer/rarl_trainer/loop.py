@@ -349,12 +349,21 @@ class Run:
                               "no GPU (its shards are in host memory already): remove model.cpuOffload")
 
     def train_strata(self) -> list[int] | None:
-        """Each training item's stratum under ``dataset.sampling: balanced`` (None: uniform sampling)."""
-        if self.spec.dataset.sampling != "balanced":
+        """Each training item's stratum under ``dataset.sampling: balanced[-per-step]`` (None: uniform sampling)."""
+        if self.spec.dataset.sampling == "uniform":
             return None
         from rarl_trainer.prompts import balanced_strata
 
         return balanced_strata(self.train_items, self.spec.dataset.target)
+
+    def train_table(self, stage, count: int, seed: int):
+        """A stage's ``count`` training queries (queries.QueryTable), drawn as ``dataset.sampling`` says."""
+        from rarl_trainer.queries import QueryTable, draw_queries
+
+        spec = self.spec
+        queries = draw_queries(self.train_items, stage.list_sizes, count, seed, self.train_strata(),
+                               deal=spec.dataset.sampling == "balanced-per-step")
+        return QueryTable(queries, spec.dataset, spec.dataset.modality, self.loaded.string_content, self.loaded.pixels)
 
     def unshard(self) -> None:
         """Every rank (collective): the sharded model replaced by a whole copy holding its trained tensors.
@@ -377,7 +386,6 @@ class Run:
         gc.collect()  # the sharded model and the last trainer's optimizer state
 
     def make_trainer(self, plan: StagePlan):
-        from rarl_trainer.queries import QueryTable, draw_queries
         from rarl_trainer.sharding import is_sharded_model
 
         stage, spec = plan.stage, self.spec
@@ -391,9 +399,7 @@ class Run:
             from rarl_trainer.sft import make_sft_trainer, queries_per_step
 
             count = stage.steps * queries_per_step(spec, self.dist.world_size)
-            table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed, self.train_strata()),
-                               spec.dataset, spec.dataset.modality, self.loaded.string_content,
-                               self.loaded.pixels)
+            table = self.train_table(stage, count, seed)
             trainer = make_sft_trainer(self.loaded, table, spec, stage, out_dir, world_size=self.dist.world_size,
                                        use_cpu=self.use_cpu, bf16=self.bf16, callbacks=[])
         else:
@@ -406,9 +412,7 @@ class Run:
 
             engine = self.check_rollout_engine()
             count = stage.steps * prompts_per_step(spec, self.dist.world_size)
-            table = QueryTable(draw_queries(self.train_items, stage.list_sizes, count, seed, self.train_strata()),
-                               spec.dataset, spec.dataset.modality, self.loaded.string_content,
-                               self.loaded.pixels)
+            table = self.train_table(stage, count, seed)
             reward_cfg = RewardConfig.from_spec(spec, stage)
             terms = RewardTerms(reward_cfg, spec.grpo.num_generations)
             args = GRPOConfig(

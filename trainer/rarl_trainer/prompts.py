@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
+    "DEFAULT_LEVELS",
     "Query",
     "QuerySampler",
     "answer_format",
@@ -34,6 +35,7 @@ __all__ = [
     "format_values",
     "level_index",
     "level_of",
+    "level_words",
     "prompt_for",
     "reference_answer",
     "reference_reasoning",
@@ -81,11 +83,13 @@ class QuerySampler:
 
     ``strata`` (one label per item, ``balanced_strata``) draws each item from a stratum chosen
     uniformly first, then uniformly within it: every level comes up equally often however skewed
-    the data set is (``dataset.sampling: balanced``).
+    the data set is (``dataset.sampling: balanced``). ``deal``: the strata are dealt from shuffled
+    decks instead (every stratum once per deck), so any run of consecutive draws (one optimizer
+    step's queries) covers the levels evenly, not only in expectation (``balanced-per-step``).
     """
 
     def __init__(self, items: Sequence[Item], list_sizes: Sequence[int], rng_seed: int = 0,
-                 strata: Sequence[int] | None = None):
+                 strata: Sequence[int] | None = None, deal: bool = False):
         if not items:
             raise ValueError("QuerySampler needs at least one item")
         if not list_sizes or any(int(n) < 1 for n in list_sizes):
@@ -102,11 +106,22 @@ class QuerySampler:
             for i, label in enumerate(strata):
                 groups.setdefault(int(label), []).append(i)
             self._groups = [groups[k] for k in sorted(groups)]
+        elif deal:
+            raise ValueError("deal needs strata")
+        self._deal = deal
+        self._deck: list[int] = []
+
+    def _stratum(self) -> int:
+        if not self._deal:
+            return int(self.rng.integers(len(self._groups)))
+        if not self._deck:
+            self._deck = [int(k) for k in self.rng.permutation(len(self._groups))]
+        return self._deck.pop()
 
     def _draw(self) -> int:
         if self._groups is None:
             return int(self.rng.integers(len(self.items)))
-        group = self._groups[int(self.rng.integers(len(self._groups)))]
+        group = self._groups[self._stratum()]
         return group[int(self.rng.integers(len(group)))]
 
     def get_state(self) -> dict[str, Any]:
@@ -273,11 +288,18 @@ def as_string_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+DEFAULT_LEVELS = ("very low", "low", "middle", "high", "very high")
+"""The level words of a target that declares none: five equal bands of [min, max]."""
+
+
+def level_words(target_spec: TargetSpec) -> tuple[str, ...]:
+    """``target.levels`` when declared, else ``DEFAULT_LEVELS``: the words the SFT reasoning names."""
+    return tuple(target_spec.levels) if target_spec.levels else DEFAULT_LEVELS
+
+
 def level_of(value: float, target_spec: TargetSpec) -> str:
-    """The word of ``target_spec.levels`` for the equal band of [min, max] that holds value."""
-    levels = target_spec.levels
-    if not levels:
-        raise ValueError("the target has no levels")
+    """The level word (``level_words``) for the equal band of [min, max] that holds value."""
+    levels = level_words(target_spec)
     return levels[level_index(value, target_spec, len(levels))]
 
 
@@ -297,9 +319,12 @@ def balanced_strata(items: Sequence[Item], target_spec: TargetSpec) -> list[int]
 
 
 def reference_reasoning(targets: Sequence[float], target_spec: TargetSpec) -> str:
-    """The SFT reasoning for these targets: each item's level ("Item 1 is negative."), or the fixed sentence."""
-    if not target_spec.levels:
-        return DEFAULT_REASONING
+    """The SFT reasoning for these targets: each item's level ("Item 1 is negative.", ``level_words``).
+
+    Why levels even when the data declares none: with one fixed sentence shared by every answer the
+    number barely depended on the item (a word-valence list with -4..4 targets reached SRCC 0.15
+    after SFT, bench/RESULTS.md); naming a band first gives the model a step it can take.
+    """
     return " ".join(f"Item {i} is {level_of(v, target_spec)}." for i, v in enumerate(targets, start=1))
 
 

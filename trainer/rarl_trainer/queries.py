@@ -86,5 +86,5 @@ class QueryTable:
 
 
 def draw_queries(items, list_sizes: Sequence[int], count: int, seed: int,
-                 strata: Sequence[int] | None = None) -> list[Query]:
-    return QuerySampler(items, list_sizes, rng_seed=seed, strata=strata).sample_many(count)
+                 strata: Sequence[int] | None = None, deal: bool = False) -> list[Query]:
+    return QuerySampler(items, list_sizes, rng_seed=seed, strata=strata, deal=deal).sample_many(count)

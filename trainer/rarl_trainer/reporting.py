@@ -22,7 +22,7 @@ from rarl.api.vocabulary import ENV_JOB_NAME, ENV_JOB_NAMESPACE, ENV_TERMINATION
 from rarl.progress import ProgressReporter
 from rarl_trainer.config import StagePlan
 
-HISTORY_KEYS = ("loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "step_time",
+HISTORY_KEYS = ("loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "kl", "step_time",
                 "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio")
 
 STATUS_METRIC_KEYS = ("n1/mae", "n1/acc", "n1/srcc", "n1/plcc", "invalid_rate")
@@ -137,6 +137,10 @@ class RunCallback(TrainerCallback):
                      for t in ("format", "regression", "ranking")]
             parts.append("(" + " ".join(terms) + ")")
             parts.append(f"mut {row.get('rarl/mutation_rate', 0.0):.2f}")
+            if "rarl/bias" in row:  # drift diagnostics (drift module): a recipe that collapses shows here first
+                parts.append(f"bias {row['rarl/bias']:+.2f}")
+            if "rarl/spread_ratio" in row:
+                parts.append(f"spread {row['rarl/spread_ratio']:.2f}")
         if "loss" in row:
             parts.append(f"loss {row['loss']:.4f}")
         if eta is not None:

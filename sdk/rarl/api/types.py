@@ -16,6 +16,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -107,6 +109,22 @@ def check_uri(value: str) -> str:
 
 
 StorageURI = Annotated[str, BeforeValidator(lambda v: check_uri(v) if isinstance(v, str) else v)]
+
+
+def _eval_queries(value: Any) -> int | str:
+    if value == "all":
+        return "all"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a whole number >= 1 or 'all', got {value!r}")
+    return value
+
+
+EvalQueries = Annotated[
+    int | str,
+    PlainValidator(_eval_queries),
+    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+]
+"""``grpo.evalQueries``: a count per list size, or ``all`` (the whole held-out split)."""
 
 
 # --------------------------------------------------------------------------- model
@@ -244,8 +262,8 @@ class TargetSpec(APIModel):
         description=(
             "Words for equal bands of the scale, lowest first (e.g. [very negative, negative, positive, very "
             "positive]). An sft stage's reference reasoning then names each item's band before its value "
-            "('Item 1 is negative.'), so the model says what it knows about the item before the number; "
-            "without levels the reasoning is one fixed sentence."
+            "('Item 1 is negative.'), so the model says what it knows about the item before the number. "
+            "Default: five equal bands named very low, low, middle, high, very high."
         ),
     )
 
@@ -276,12 +294,14 @@ TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
 class BuiltinDataset:
     """A real, human-rated ordinal data set that a PyPI package ships; read from the package at run time."""
 
-    package: str  # what to pip install
-    file: str  # the data file inside the package
+    package: str  # the module to import (the data file is read from it)
+    file: str  # the data file inside the package: tab-separated, the item's text first
     modality: str
     target: dict[str, Any]
     what: str  # the quantity, as the prompt names it
     licence: str
+    column: int = 1  # the tab-separated field that holds the target
+    distribution: str = ""  # what to pip install, when it differs from ``package``
 
 
 # ``dataset.train: builtin:<name>`` (format jsonl): the trainer converts the package's file into a
@@ -294,6 +314,14 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
                            "very positive"]},
         what="the emotional valence (how negative or positive it is)",
         licence="AFINN word list by Finn Arup Nielsen, Open Database License (ODbL) v1.0 (afinn/data/LICENSE)",
+    ),
+    # Declares only what a user with their own JSONL data would: min, max, precision (no level words).
+    "vader-lexicon": BuiltinDataset(
+        package="vaderSentiment", distribution="vaderSentiment", file="vader_lexicon.txt", modality="text",
+        target={"min": -4, "max": 4, "unit": "valence points", "precision": 0.1},
+        what="the emotional valence (how negative or positive it is)",
+        licence="VADER sentiment lexicon by C.J. Hutto and Eric Gilbert, MIT licence (vaderSentiment's LICENSE.txt): "
+                "7,500 words and emoticons, each the mean of 10 human ratings from -4 to 4",
     ),
 }
 
@@ -344,12 +372,15 @@ class DatasetSpec(APIModel):
         False, description="Skip (and count) missing or corrupt items instead of failing on the first one."
     )
     max_items: int | None = Field(None, ge=1, description="Use at most this many training items (after shuffling).")
-    sampling: Literal["uniform", "balanced"] = Field(
+    sampling: Literal["uniform", "balanced", "balanced-per-step"] = Field(
         "uniform",
         description=(
             "How training queries draw their items: uniform over the items, or balanced: a level first (the bands "
             "of target.levels, else each distinct target value), equally often, then an item of it; rare levels are "
-            "then seen more often than they occur. Evaluation always uses the held-out items as they are."
+            "then seen more often than they occur. balanced-per-step: the levels are dealt like shuffled decks, one "
+            "level per item drawn and every level once per deck, so each step's items spread over the whole scale "
+            "instead of only on average over the run (a small GRPO batch that happens to lean to one end moves "
+            "every answer that way: bench_drift.py). Evaluation always uses the held-out items as they are."
         ),
     )
     instruction: str | None = Field(
@@ -541,8 +572,52 @@ class GRPOSpec(APIModel):
     eval_list_sizes: list[Annotated[int, Field(ge=1, le=16)]] = Field(
         default_factory=lambda: [1, 2, 4, 8], description="List sizes evaluated (each in 1..16)."
     )
-    eval_queries: int = Field(64, ge=1, description="Evaluation queries per list size.")
+    eval_queries: EvalQueries = Field(
+        64, description=(
+            "Evaluation queries per list size, drawn at random from the held-out items; all: the whole held-out "
+            "split once per list size (every item alone, and dealt into lists of n with distinct targets), so "
+            "recipes can be told apart on every held-out item."
+        ),
+    )
     logging_steps: int = Field(1, ge=1, description="Log metrics every N steps.")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description=(
+            "How advantages are scaled (TRL's scale_rewards): group divides each group's centred rewards by the "
+            "group's std (near-identical groups get inflated advantages, Dr. GRPO arXiv 2503.20783), batch by "
+            "the std of the whole batch, none leaves them in reward units."
+        ),
+    )
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
+        "dapo", description=(
+            "How per-token losses are averaged (TRL's loss_type): grpo per sequence then per batch, bnpo and "
+            "dapo over the batch's tokens (dapo over the whole accumulated step), dr_grpo over batch size x "
+            "maxCompletionLength (no length bias)."
+        ),
+    )
+    epsilon: float = Field(
+        0.2, gt=0, lt=1, description="Lower clipping bound of the policy ratio (1 - epsilon; TRL's epsilon)."
+    )
+    epsilon_high: float | None = Field(
+        None, gt=0, lt=10, description=(
+            "Upper clipping bound of the policy ratio (1 + epsilonHigh; DAPO's clip-higher, e.g. 0.28); "
+            "default: epsilon. At least epsilon."
+        ),
+    )
+    num_iterations: int = Field(
+        1, ge=1, le=64, description=(
+            "Optimisation passes over each generated batch (TRL's num_iterations, mu in the GRPO paper): more "
+            "updates per rollout, with the policy-ratio clip active from the second pass on."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _clip_bounds(self) -> GRPOSpec:
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise field_rule_error(
+                "epsilonHigh", f"must be at least epsilon ({self.epsilon}); got {self.epsilon_high}"
+            )
+        return self
+
     def completions_per_step(self, world_size: int) -> int:
         """Completions of one optimizer step; ValueError when it is not a whole number of groups."""
         total = self.per_device_batch_size * self.gradient_accumulation_steps * world_size

@@ -39,18 +39,21 @@ def builtin_manifest(name: str) -> Path:
         source = importlib.resources.files(spec.package).joinpath(spec.file)
         raw = source.read_bytes()
     except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise DataError(f"builtin:{name} is read from the {spec.package!r} package: pip install {spec.package} "
-                        f"({exc})") from None
+        raise DataError(f"builtin:{name} is read from the {spec.package!r} package: pip install "
+                        f"{spec.distribution or spec.package} ({exc})") from None
     dest = default_cache_dir() / "datasets" / f"{name}-{hashlib.sha256(raw).hexdigest()[:12]}.jsonl"
     if not dest.is_file():
         rows = []
         for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
-            text, sep, value = line.rpartition("\t")
-            if not sep:
-                raise DataError(f"builtin:{name}: {spec.file} line {lineno}: expected '<text>\\t<value>'")
-            rows.append(json.dumps({"id": f"{name}-{lineno}", "text": text, "target": float(value)}))
+            fields = line.rstrip("\r").split("\t")
+            try:
+                text, value = fields[0], float(fields[spec.column])
+            except (IndexError, ValueError):
+                raise DataError(f"builtin:{name}: {spec.file} line {lineno}: expected the text, then the target in "
+                                f"tab-separated field {spec.column + 1}") from None
+            rows.append(json.dumps({"id": f"{name}-{lineno}", "text": text, "target": value}))
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")

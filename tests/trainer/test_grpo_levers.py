@@ -1,0 +1,32 @@
+"""The GRPO levers of the spec (advantage scaling, loss, clipping, passes per batch) reach TRL's trainer."""
+
+from __future__ import annotations
+
+from tests.trainer.conftest import first_stage_trainer, job_doc
+
+ONE_STAGE = [{"name": "s1", "steps": 1, "listSizes": [1], "rmo": {"enabled": False}}]
+
+
+def test_spec_levers_reach_trls_config_and_trainer(tmp_path):
+    doc = job_doc(tmp_path, stages=ONE_STAGE, scaleRewards="batch", lossType="dr_grpo", epsilon=0.1,
+                  epsilonHigh=0.28, numIterations=2)
+    _, trainer = first_stage_trainer(tmp_path, doc)
+    args = trainer.args
+    assert (args.scale_rewards, args.loss_type, args.epsilon, args.epsilon_high, args.num_iterations) == (
+        "batch", "dr_grpo", 0.1, 0.28, 2)
+    # What TRL's step reads (not only its config): advantages, loss and clip bounds come from these.
+    assert (trainer.scale_rewards, trainer.loss_type, trainer.num_iterations) == ("batch", "dr_grpo", 2)
+    assert (trainer.epsilon_low, trainer.epsilon_high) == (0.1, 0.28)
+
+
+def test_unset_levers_keep_trls_defaults(tmp_path):
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    trl_defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    _, trainer = first_stage_trainer(tmp_path, job_doc(tmp_path, stages=ONE_STAGE))
+    for name in ("scale_rewards", "loss_type", "epsilon", "epsilon_high", "num_iterations"):
+        assert getattr(trainer.args, name) == trl_defaults[name], name
+    assert (trainer.scale_rewards, trainer.loss_type, trainer.num_iterations) == ("group", "dapo", 1)
+    assert (trainer.epsilon_low, trainer.epsilon_high) == (0.2, 0.2)
