@@ -1,22 +1,28 @@
 """Does RARL teach a real model a real ordinal task? The paper's comparison, at our scale.
 
-Run: ``.venv/bin/python bench/bench_learning.py [--recipe examples/smollm2-afinn.yaml] [--seeds 0 1]
-[--sft-steps N] [--rl-steps N] [--quick] [--no-record]``.
+Run: ``.venv/bin/python bench/bench_learning.py [--recipe examples/smollm2-afinn.yaml] [--seeds 0 1 2]
+[--sft-steps N] [--rl-steps N] [--eval-queries all|N] [--workdir DIR] [--quick] [--no-record]``.
 
-Every row is evaluated on the same held-out queries (the recipe's ``grpo.evalQueries`` per list
-size of ``evalListSizes``, drawn from the held-out split with the recipe's seed):
+Every row is evaluated on the same held-out queries: by default the whole held-out split
+(``grpo.evalQueries: all``: every item alone, and dealt into lists of 2 and 4 with distinct targets):
 
 - mean: predict the training targets' mean for every item (the floor a model must beat);
 - zero-shot: the base model as it is (the SFT job's baseline evaluation);
 - SFT: the recipe's sft stage alone;
 - regression GRPO: SFT, then GRPO with the regression + format reward on single items, no RMO;
 - RARL without RMO: SFT, then the recipe's GRPO stages with RMO off;
-- RARL: SFT, then the recipe's GRPO stages as written.
+- RARL (full method): SFT, then the recipe's GRPO stages as written.
 
 The three RL rows start from the SFT job's exported (merged) model with a fresh adapter and run
-the same total number of GRPO steps. Every job runs through ``rarlctl run`` as a user's would.
-The table, the configuration and the time each job took are appended to bench/RESULTS.md
-unless ``--no-record``. ``--quick`` shortens every stage (a smoke run; the figures mean little).
+the same number of GRPO steps on the same number of queries a step. Every job runs through
+``rarlctl run`` as a user's would. Each figure comes with a bootstrap 95 % interval over the
+held-out queries (1000 resamples of the queries, within each list size); with several seeds the
+table gives the mean and the population std over seeds, and a second table every seed's figures.
+
+``--workdir`` keeps the jobs; a job whose folder already holds an export made from the same job
+document is reused, so seeds can run side by side (one ``--no-record`` process per seed on the
+same workdir, then one run with every seed writes the table). ``--quick`` shortens every stage
+(a smoke run; the figures mean little).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import copy
 import json
 import math
+import random
 import statistics
 import subprocess
 import sys
@@ -36,8 +43,13 @@ from typing import Any
 import yaml
 from _common import REPO, add_common_args, record
 
-COLUMNS = [("n1/mae", "n=1 MAE", "lower"), ("n1/srcc", "n=1 SRCC", "higher"), ("n1/plcc", "n=1 PLCC", "higher"),
-           ("n2/tau", "n=2 tau", "higher"), ("n4/tau", "n=4 tau", "higher"), ("invalid_rate", "invalid", "lower")]
+COLUMNS = [("n1/mae", "n=1 MAE"), ("n1/srcc", "n=1 SRCC"), ("n1/plcc", "n=1 PLCC"), ("n2/tau", "n=2 tau"),
+           ("n2/tied_rate", "n=2 tied"), ("n4/tau", "n=4 tau"), ("n4/tied_rate", "n=4 tied"),
+           ("invalid_rate", "invalid")]
+ROWS = {"mean": "predict the training mean", "zero-shot": "zero-shot", "sft": "SFT only",
+        "reg": "SFT + GRPO, regression reward only, no RMO", "no-rmo": "RARL without RMO",
+        "rarl": "RARL, full method (ranking-aware reward + RMO)"}
+BOOTSTRAP = 1000
 
 
 def rl_stages(recipe: dict[str, Any], row: str, rl_steps: int | None) -> list[dict[str, Any]]:
@@ -78,33 +90,35 @@ def job_doc(recipe: dict[str, Any], name: str, work: Path, seed: int, stages: li
     return doc
 
 
-def run_job(doc: dict[str, Any], work: Path) -> tuple[dict[str, Any], float]:
-    """``rarlctl run`` the job; (its metrics.json, seconds)."""
+def run_job(doc: dict[str, Any], work: Path) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    """``rarlctl run`` the job, or reuse its export when the same document made it: (metrics, rows, seconds)."""
     name = doc["metadata"]["name"]
     path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    t0 = time.monotonic()
-    log = work / f"{name}.log"
-    with log.open("w") as out:
-        proc = subprocess.run([str(Path(sys.executable).parent / "rarlctl"), "run", "-f", str(path),
-                               "--home", str(work / "home")], stdout=out, stderr=subprocess.STDOUT, cwd=work, check=False)
-    seconds = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"job {name} failed (rc {proc.returncode}); its log: {log}")
-    metrics = json.loads((work / name / "export" / "metrics.json").read_text())
-    print(f"{name}: {seconds:.0f} s", flush=True)
-    return metrics, seconds
+    text = yaml.safe_dump(doc, sort_keys=False)
+    export = work / name / "export"
+    timing = work / name / "seconds.json"
+    if path.is_file() and path.read_text() == text and (export / "predictions.jsonl").is_file() and timing.is_file():
+        print(f"{name}: reused", flush=True)
+    else:
+        path.write_text(text)
+        t0 = time.monotonic()
+        log = work / f"{name}.log"
+        with log.open("w") as out:
+            proc = subprocess.run([str(Path(sys.executable).parent / "rarlctl"), "run", "-f", str(path),
+                                   "--home", str(work / "home")], stdout=out, stderr=subprocess.STDOUT, cwd=work,
+                                  check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"job {name} failed (rc {proc.returncode}); its log: {log}")
+        timing.write_text(json.dumps(time.monotonic() - t0))
+        print(f"{name}: {json.loads(timing.read_text()):.0f} s", flush=True)
+    metrics = json.loads((export / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (export / "predictions.jsonl").read_text().splitlines()]
+    return metrics, rows, json.loads(timing.read_text())
 
 
-def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The evaluation after the last stage (metrics.json ``final``)."""
-    return metrics["final"]
-
-
-def mean_floor(recipe: dict[str, Any], seed: int) -> dict[str, float]:
-    """Metrics of predicting the training mean on the same held-out queries as the jobs."""
+def mean_floor(recipe: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """Rows of predicting the training mean on the same held-out queries as the jobs."""
     from rarl.api.validation import parse_job
-    from rarl.metrics import evaluate, finite_metrics
     from rarl_trainer.data import load_items
     from rarl_trainer.evaluation import eval_queries
 
@@ -113,16 +127,47 @@ def mean_floor(recipe: dict[str, Any], seed: int) -> dict[str, float]:
     held_out = load_items(spec.dataset, "eval").items
     mean = statistics.fmean(it.target for it in train)
     queries = eval_queries(held_out, spec.grpo.eval_list_sizes, spec.grpo.eval_queries, seed)
-    rows = [{"pred": [mean] * q.n, "target": q.targets} for q in queries]
-    return finite_metrics(evaluate(rows, precision=float(spec.dataset.target.precision)))
+    return [{"pred": [mean] * q.n, "target": q.targets} for q in queries]
 
 
-def fmt(values: list[float | None]) -> str:
+def figures(rows: list[dict[str, Any]], precision: float) -> dict[str, float]:
+    from rarl.metrics import evaluate
+
+    return evaluate(rows, precision=precision)
+
+
+def bootstrap(rows: list[dict[str, Any]], precision: float, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of every figure: the queries resampled with replacement within each list size."""
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_size.setdefault(len(r["target"]), []).append(r)
+    rng = random.Random(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(BOOTSTRAP):
+        sample = [rng.choice(group) for group in by_size.values() for _ in group]
+        for key, value in figures(sample, precision).items():
+            if math.isfinite(value):
+                draws.setdefault(key, []).append(value)
+    out = {}
+    for key, values in draws.items():
+        values.sort()
+        if len(values) >= BOOTSTRAP // 2:  # undefined in most resamples: no interval
+            out[key] = (values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))])
+    return out
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    """The same evaluation, written once by the trainer (finite figures) and once recomputed here."""
+    return all(math.isclose(v, b[k], abs_tol=1e-9) for k, v in a.items() if k in b)
+
+
+def cell(values: list[float | None], interval: tuple[float, float] | None = None) -> str:
+    """One seed: value [95 % interval]; several: mean ± population std over seeds."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return "-"
     if len(vals) == 1:
-        return f"{vals[0]:.3f}"
+        return f"{vals[0]:.3f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
     return f"{statistics.fmean(vals):.3f} ± {statistics.pstdev(vals):.3f}"
 
 
@@ -133,9 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sft-steps", type=int, default=None, help="steps of the sft stage (default: the recipe's)")
     p.add_argument("--rl-steps", type=int, default=None, help="total GRPO steps of each RL row (default: the recipe's)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the jobs here (default: a temporary folder)")
+    p.add_argument("--eval-queries", default="all", help="grpo.evalQueries of every job: all (the whole held-out "
+                                                              "split) or a count per list size")
     add_common_args(p)
     args = p.parse_args(argv)
     recipe = yaml.safe_load(args.recipe.read_text())
+    recipe["spec"]["grpo"]["evalQueries"] = args.eval_queries if args.eval_queries == "all" else int(args.eval_queries)
     if args.quick:
         args.sft_steps = args.sft_steps or 2
         args.rl_steps = args.rl_steps or 2
@@ -146,54 +194,75 @@ def main(argv: list[str] | None = None) -> int:
     if args.sft_steps is not None:
         sft[0]["steps"] = args.sft_steps
 
-    rows: dict[str, list[dict[str, float]]] = {k: [] for k in ("mean", "zero-shot", "sft", "reg", "no-rmo", "rarl")}
-    seconds: dict[str, list[float]] = {k: [] for k in rows}
+    from rarl.api.validation import parse_job
+
+    precision = float(parse_job(job_doc(recipe, "p", Path("/tmp"), 0, sft)).spec.dataset.target.precision)
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in ROWS}
+    intervals: dict[str, list[dict[str, tuple[float, float]]]] = {k: [] for k in ROWS}
+    seconds: dict[str, list[float]] = {k: [] for k in ROWS}
     same_start: list[bool] = []  # each RL job's evaluation before training equals the SFT row's
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
     work = Path(tmp.name) if tmp is not None else args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+
+    def add(row: str, evaluated: list[dict[str, Any]], seed: int) -> None:
+        rows[row].append(figures(evaluated, precision))
+        intervals[row].append(bootstrap(evaluated, precision, seed))
+
     for seed in args.seeds:
-        rows["mean"].append(mean_floor(recipe, seed))
-        metrics, secs = run_job(job_doc(recipe, f"sft-s{seed}", work, seed, sft), work)
+        add("mean", mean_floor(recipe, seed), seed)
+        metrics, evaluated, secs = run_job(job_doc(recipe, f"sft-s{seed}", work, seed, sft), work)
         rows["zero-shot"].append(metrics["baseline"])
-        rows["sft"].append(final_metrics(metrics))
+        intervals["zero-shot"].append({})
+        add("sft", evaluated, seed)
         seconds["sft"].append(secs)
         base = str(work / f"sft-s{seed}" / "export" / "model")
         for row in ("reg", "no-rmo", "rarl"):
             stages = rl_stages(recipe, row, args.rl_steps)
-            metrics, secs = run_job(job_doc(recipe, f"{row}-s{seed}", work, seed, stages, base=base), work)
-            rows[row].append(final_metrics(metrics))
+            metrics, evaluated, secs = run_job(job_doc(recipe, f"{row}-s{seed}", work, seed, stages, base=base), work)
+            add(row, evaluated, seed)
             seconds[row].append(secs)
-            same_start.append(metrics["baseline"] == rows["sft"][-1])
+            same_start.append(metrics["baseline"] == rows["sft"][-1] or _same(metrics["baseline"], rows["sft"][-1]))
     total = time.monotonic() - started
 
-    labels = {"mean": "predict the training mean", "zero-shot": "zero-shot", "sft": "SFT only",
-              "reg": "SFT + GRPO, regression reward only, no RMO", "no-rmo": "RARL without RMO",
-              "rarl": "RARL (ranking-aware reward + RMO)"}
     header = "| row | " + " | ".join(c[1] for c in COLUMNS) + " | job time (s) |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
-    for key, label in labels.items():
-        cells = [fmt([m.get(col) for m in rows[key]]) for col, _, _ in COLUMNS]
+    for key, label in ROWS.items():
+        cells = [cell([m.get(col) for m in rows[key]], intervals[key][0].get(col) if len(args.seeds) == 1 else None)
+                 for col, _ in COLUMNS]
         secs = f"{statistics.fmean(seconds[key]):.0f}" if seconds[key] else "-"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {secs} |")
+    if len(args.seeds) > 1:
+        lines += ["", "Every seed (value [bootstrap 95 % interval over the held-out queries]):", "",
+                  "| row | seed | " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 2)]
+        for key, label in ROWS.items():
+            for seed, m, iv in zip(args.seeds, rows[key], intervals[key], strict=True):
+                cells = [cell([m.get(col)], iv.get(col)) for col, _ in COLUMNS]
+                lines.append(f"| {label} | {seed} | " + " | ".join(cells) + " |")
     spec = recipe["spec"]
     rl = rl_stages(recipe, "rarl", args.rl_steps)
     rl_text = ", ".join(f"{s['name']} {s['steps']}" for s in rl)
     config = (
         f"Recipe {args.recipe.relative_to(REPO) if args.recipe.is_relative_to(REPO) else args.recipe} "
-        f"(model {spec['model']['base']}, data {spec['dataset']['train']}); seeds {args.seeds}; "
+        f"(model {spec['model']['base']}, data {spec['dataset'].get('train', spec['dataset']['format'])}); seeds {args.seeds}; "
         f"SFT {sft[0]['steps']} steps, list sizes {sft[0].get('listSizes', [1])}; RL rows "
         f"{sum(s['steps'] for s in rl)} GRPO steps ({rl_text}); "
-        f"G={spec['grpo']['numGenerations']}, batch {spec['grpo']['perDeviceBatchSize']} completions, max "
+        f"G={spec['grpo']['numGenerations']}, {spec['grpo']['perDeviceBatchSize']} completions x "
+        f"{spec['grpo'].get('gradientAccumulationSteps', 1)} micro-batches a step, max "
         f"{spec['grpo']['maxCompletionLength']} tokens; evaluation: {spec['grpo']['evalQueries']} held-out queries per "
-        f"list size {spec['grpo']['evalListSizes']}, greedy. Mean ± population std over seeds where there are "
-        f"several; '-': undefined (constant predictions) or not measured. Total {total / 60:.1f} min. "
+        f"list size {spec['grpo']['evalListSizes']} ('all': the whole held-out split), greedy. One seed: value "
+        f"[bootstrap 95 % interval over the queries]; several: mean ± population std over seeds. tied: share of "
+        f"lists whose predictions are all equal (tau counts them as 0). '-': undefined or not measured. "
+        f"Total {total / 60:.1f} min (jobs reused from --workdir count 0). "
         f"Every RL job's evaluation before training equals the SFT row's: {all(same_start)}."
     )
+    default_recipe = args.recipe.resolve() == (REPO / "examples" / "smollm2-afinn.yaml").resolve()
     command = (f"Reproduce: `.venv/bin/python bench/bench_learning.py --seeds {' '.join(map(str, args.seeds))}"
+               + ("" if default_recipe else f" --recipe {args.recipe}")
                + (f" --sft-steps {args.sft_steps}" if args.sft_steps is not None else "")
                + (f" --rl-steps {args.rl_steps}" if args.rl_steps is not None else "")
+               + (f" --eval-queries {args.eval_queries}" if args.eval_queries != "all" else "")
                + (" --quick" if args.quick else "") + "`.")
     body = "\n".join([config, "", *lines, "", command])
     print(body)

@@ -47,3 +47,20 @@ def test_reports_write_every_plot(tmp_path):
     for name in ("rewards.png", "eval.png", "pred_vs_target.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000, name
     assert (tmp_path / "REPORT.md").read_text().startswith("# RARL report: quickstart")
+
+
+def test_grpo_steps_diagnostics_are_tabled_and_plotted(tmp_path):
+    """A drifting stage: its first and last step's bias and spread ratio are in REPORT.md, with the plot."""
+    history = [{"global_step": s, "stage": "ranking-aware", "reward": 0.5, "rarl/bias": -0.25 * s,
+                "rarl/spread_ratio": 1.0 - 0.1 * s, "rarl/zero_spread_groups": 0.5, "entropy": 0.3}
+               for s in range(1, 6)]
+    write_reports(tmp_path, METRICS, [{"global_step": 0, "stage": "cold-start", "loss": 1.0}, *history],
+                  [{"target": [2.0], "pred": [2.0]}], _summary())
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "## GRPO step diagnostics" in text
+    assert "| ranking-aware | 1 | -0.250 | 0.900 | 0.500 | - | 0.300 |" in text
+    assert "| ranking-aware | 5 | -1.250 | 0.500 | 0.500 | - | 0.300 |" in text
+    assert "](plots/drift.png)" in text and (tmp_path / "plots" / "drift.png").stat().st_size > 1000
+    plain = tmp_path / "sft-only"
+    write_reports(plain, METRICS, [{"global_step": 1, "stage": "cold-start", "loss": 1.0}], [], _summary())
+    assert "diagnostics" not in (plain / "REPORT.md").read_text() and not (plain / "plots" / "drift.png").exists()

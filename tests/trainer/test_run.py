@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+from rarl.metrics import evaluate
 from rarl_trainer.weight_digest import WEIGHT_DIGEST_DIR_ENV
 from tests.trainer.conftest import REPO, job_doc, run_trainer, write_job
 
@@ -37,8 +38,13 @@ def _check_run(tmp_path, total_steps: int, stage_names: list[str]) -> dict:
     assert [h["global_step"] for h in history] == list(range(1, total_steps + 1))
     grpo_rows = [h for h in history if "reward" in h]
     for key in ("rewards/format/mean", "rewards/regression/mean", "rewards/ranking/mean", "reward_std",
-                "rarl/mutation_rate", "rarl/spread_before_rmo", "rarl/spread_after_rmo"):
+                "rarl/mutation_rate", "rarl/spread_before_rmo", "rarl/spread_after_rmo", "rarl/parsed_rate",
+                "frac_reward_zero_std", "entropy"):
         assert all(key in h for h in grpo_rows), key
+    # The last evaluation's rows, one per query: what the final figures of metrics.json are computed from.
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["final"]["count"]
+    assert evaluate(rows)["invalid_rate"] == pytest.approx(metrics["final"]["invalid_rate"])
     progress = json.loads((tmp_path / "run" / "progress.json").read_text())
     assert progress["step"] == progress["total_steps"] == total_steps
     assert progress["model_uri"] == str(out) and progress["latest_checkpoint"]

@@ -6,7 +6,9 @@ Layout under ``output.uri`` (uploaded through the store, manifest last)::
     model/        the merged model + processor/tokenizer: the model loads with plain from_pretrained; a
                   Qwen-VL processor with models.load_exported_processor (AutoProcessor needs torchvision)
     metrics.json  evaluation before and after each stage (rarl.api.reports.RunMetrics)
-    history.json  per-step training log (reward terms, spread, mutation rate)
+    history.json  per-step training log (reward terms, spread, mutation rate, drift diagnostics)
+    predictions.jsonl  the last evaluation's queries: target, parsed prediction and the answer text, one per
+                  line (per-query figures: bootstrap intervals, error analysis)
     plots/rewards.png, plots/eval.png, plots/pred_vs_target.png, plots/drift.png (GRPO stages)
     REPORT.md     configuration, the paper-style table, sample answers, the plots
 """
@@ -223,7 +225,8 @@ def plot_drift(history: list[dict[str, Any]], path: Path, summary: RunSummary) -
                 xs, ys = zip(*pts, strict=False)
                 ax.plot(xs, ys, label=label, linewidth=1.2, marker=".")
         _mark_stages(ax, summary)
-        ax.legend(fontsize=8, loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left")
     top.axhline(0.0, color="grey", linewidth=0.8)
     top.set_ylabel("bias (target units)")
     bottom.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
@@ -265,7 +268,8 @@ def plot_rewards(history: list[dict[str, Any]], path: Path, summary: RunSummary)
         ax2.set_ylim(0, 1.05)
         ax2.legend(fontsize=8, loc="lower right")
     ax.set_title("Reward terms per step")
-    ax.legend(fontsize=8, loc="upper left")
+    if ax.get_legend_handles_labels()[0]:  # an sft-only run logs no reward
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -350,6 +354,10 @@ def write_reports(dest: Path, metrics: RunMetrics, history: list[dict[str, Any]]
     dest.mkdir(parents=True, exist_ok=True)
     write_metrics(dest / "metrics.json", metrics)
     (dest / "history.json").write_text(json.dumps(history, default=json_default))
+    with (dest / "predictions.jsonl").open("w") as out:
+        for r in eval_rows:
+            out.write(json.dumps({k: r[k] for k in ("target", "pred", "completion") if k in r},
+                                 default=json_default) + "\n")
     plots = dest / "plots"
     plots.mkdir(exist_ok=True)
     plot_rewards(history, plots / "rewards.png", summary)
