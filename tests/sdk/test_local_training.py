@@ -154,7 +154,8 @@ def test_rarlctl_run_in_the_foreground(rarlctl_proc, tmp_path):
         if (home / "jobs" / "fg").exists():
             LocalBackend(home).delete("fg")
     assert "rarljob/fg Succeeded" in r.out
-    assert "Evaluation before vs after training" in r.out and "BEFORE" in r.out
+    assert "Evaluation before training and after each stage" in r.out and "BEFORE" in r.out
+    assert "AFTER regression-warmup" in r.out and "AFTER ranking-aware" in r.out  # every stage's end, side by side
     assert f"model:   {tmp_path / 'fg' / 'model'}" in r.out
     assert "REPORT.md" in r.out and "training reward (regression-warmup, before RMO)" in r.out
     model = tmp_path / "fg" / "model"

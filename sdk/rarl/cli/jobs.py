@@ -549,7 +549,11 @@ def _print_reward_trend(console, run_dir: Path) -> None:
 
 
 def _print_before_after(console, run_dir: Path) -> None:
-    """The metrics table before vs after training, from the trainer's metrics.json."""
+    """The metrics before training and after each stage, side by side, from the trainer's metrics.json.
+
+    One column per stage end (not only before vs after the whole job), so what each stage added
+    shows: an RL stage after an SFT cold start is judged against the SFT column.
+    """
     from rich.table import Table
 
     from rarl.api.reports import read_run_metrics
@@ -557,18 +561,22 @@ def _print_before_after(console, run_dir: Path) -> None:
     metrics = read_run_metrics(run_dir / "metrics.json")
     if metrics is None:
         return
-    before = metrics.baseline or {}
-    after = metrics.final or {}
-    keys = [k for k in sorted(set(before) | set(after)) if not k.endswith("/count")]
+    columns = [("BEFORE", metrics.baseline or {})]
+    columns += [(f"AFTER {name}", m.end) for name, m in metrics.stages.items() if m.end]
+    if len(columns) == 1 and metrics.final:
+        columns.append(("AFTER", metrics.final))
+    keys = [k for k in sorted({k for _, m in columns for k in m}) if not k.endswith("/count")]
     if not keys:
         return
-    table = Table(title="Evaluation before vs after training", box=None, header_style="bold", title_justify="left")
-    for col, justify in (("METRIC", "left"), ("BEFORE", "right"), ("AFTER", "right")):
-        table.add_column(col, justify=justify)
+    table = Table(title="Evaluation before training and after each stage", box=None, header_style="bold",
+                  title_justify="left")
+    table.add_column("METRIC", justify="left")
+    for label, _ in columns:
+        table.add_column(label, justify="right")
 
     def fmt(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
     for key in keys:
-        table.add_row(key, fmt(before.get(key)), fmt(after.get(key)))
+        table.add_row(key, *(fmt(m.get(key)) for _, m in columns))
     console.print(table)
