@@ -550,7 +550,13 @@ class GRPOSpec(APIModel):
     )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
-    beta: float = Field(0.04, ge=0, description="KL penalty coefficient against the reference model (0 disables it).")
+    beta: float = Field(
+        0.04, ge=0, description=(
+            "KL penalty coefficient against the reference model (0 disables it). The reference: with LoRA, the "
+            "policy as the stage starts (the previous stage's, e.g. the SFT cold start's); with full fine-tuning, "
+            "the base model (model.base)."
+        ),
+    )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold of rollouts.")
     max_prompt_length: int | None = Field(
