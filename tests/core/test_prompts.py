@@ -153,17 +153,23 @@ def test_levels_split_the_scale_into_equal_bands_lowest_first() -> None:
     assert level_of(-9, AFINN_LIKE) == "very negative" and level_of(9, AFINN_LIKE) == "very positive"
 
 
-def test_sft_reasoning_names_each_items_level_declared_or_derived_from_the_range() -> None:
-    """A target without level words gets five bands of its range (a user's own JSONL data declares none)."""
-    from rarl_trainer.prompts import reference_reasoning
+def test_sft_reasoning_names_each_items_level_declared_or_from_the_instructions_scale_words() -> None:
+    """Without target.levels (a user's own JSONL declares only min, max, precision), the words the instruction
+    gives the ends of the scale are the two levels; with neither, the fixed sentence."""
+    from rarl_trainer.prompts import DEFAULT_REASONING, level_words, reference_reasoning
 
     text = reference_answer([-2, 4], 1, reference_reasoning([-2, 4], AFINN_LIKE))
     assert text == "<think>Item 1 is negative. Item 2 is very positive.</think><answer>[-2, 4]</answer>"
     assert parse_answer(text, 2).values == [-2, 4]
-    valence = TargetSpec(min=-4, max=4, precision=0.1)  # only what a user must declare
-    assert reference_reasoning([-3.9, -2.0, 0.3, 1.7, 4.0], valence) == (
-        "Item 1 is very low. Item 2 is low. Item 3 is middle. Item 4 is high. Item 5 is very high.")
-    assert reference_reasoning([3, 7], TARGET) == "Item 1 is very low. Item 2 is very low."
+    valence = TargetSpec(min=-4, max=4, precision=0.1)
+    instruction = "Rate {items} from {min} (very negative) to {max} (very positive). Reply as {format}"
+    assert level_words(valence, instruction) == ("very negative", "very positive")
+    assert reference_reasoning([-3.9, -0.1, 0.3, 4.0], valence, instruction) == (
+        "Item 1 is very negative. Item 2 is very negative. Item 3 is very positive. Item 4 is very positive.")
+    assert level_words(AFINN_LIKE, instruction) == tuple(AFINN_LIKE.levels)  # declared levels win
+    for plain in (None, "Rate {items} from {min} to {max}.", "from {min} (bad) to {max} (bad)"):
+        assert level_words(valence, plain) is None
+        assert reference_reasoning([3, 7], TARGET, plain) == DEFAULT_REASONING
 
 
 def test_sft_completions_carry_the_level_reasoning() -> None:
@@ -175,9 +181,14 @@ def test_sft_completions_carry_the_level_reasoning() -> None:
     spec = DatasetSpec(format="jsonl", modality="text", train="x.jsonl", target=AFINN_LIKE)
     items = _items([-4, 3])
     table = QueryTable([Query((items[0],)), Query((items[1], items[0]))], spec, "text", True)
-    rows = sft_dataset(table, spec.target)
+    rows = sft_dataset(table, spec)
     assert [r["completion"][0]["content"] for r in rows] == [
         "<think>Item 1 is very negative.</think><answer>[-4]</answer>",
         "<think>Item 1 is positive. Item 2 is very negative.</think><answer>[3, -4]</answer>",
     ]
+    # A user's data without levels: the instruction's scale words reach the completions.
+    plain = spec.model_copy(update={"target": TargetSpec(min=-5, max=5, precision=1),
+                                    "instruction": "Rate {items} from {min} (awful) to {max} (great). {format}"})
+    rows = sft_dataset(QueryTable(table.queries, plain, "text", True), plain)
+    assert rows[1]["completion"][0]["content"] == "<think>Item 1 is great. Item 2 is awful.</think><answer>[3, -4]</answer>"
     assert isinstance(rows[0]["prompt"][0]["content"], str)  # string_content: the template's form

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
-    "DEFAULT_LEVELS",
     "Query",
     "QuerySampler",
     "answer_format",
@@ -288,18 +287,33 @@ def as_string_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-DEFAULT_LEVELS = ("very low", "low", "middle", "high", "very high")
-"""The level words of a target that declares none: five equal bands of [min, max]."""
+_ANCHOR = r"\{%s\}\s*\(([^()]{1,40})\)"
 
 
-def level_words(target_spec: TargetSpec) -> tuple[str, ...]:
-    """``target.levels`` when declared, else ``DEFAULT_LEVELS``: the words the SFT reasoning names."""
-    return tuple(target_spec.levels) if target_spec.levels else DEFAULT_LEVELS
+def level_words(target_spec: TargetSpec, instruction: str | None = None) -> tuple[str, ...] | None:
+    """The words the SFT reasoning names for the scale's bands, lowest first; None: the fixed sentence.
+
+    ``target.levels`` when declared; else the words an instruction gives the ends of its scale,
+    ``{min} (very negative) to {max} (very positive)`` -> (very negative, very positive), two
+    bands. Why: the model answers from what it can say about an item, and these words carry the
+    quantity's meaning; five neutral bands (very low ... very high) did not help (bench/RESULTS.md).
+    """
+    if target_spec.levels:
+        return tuple(target_spec.levels)
+    if instruction:
+        import re
+
+        low, high = re.search(_ANCHOR % "min", instruction), re.search(_ANCHOR % "max", instruction)
+        if low and high and low.group(1).strip() != high.group(1).strip():
+            return (low.group(1).strip(), high.group(1).strip())
+    return None
 
 
-def level_of(value: float, target_spec: TargetSpec) -> str:
-    """The level word (``level_words``) for the equal band of [min, max] that holds value."""
-    levels = level_words(target_spec)
+def level_of(value: float, target_spec: TargetSpec, levels: Sequence[str] | None = None) -> str:
+    """The level word (``levels``, default ``target.levels``) for the equal band of [min, max] that holds value."""
+    levels = levels or target_spec.levels
+    if not levels:
+        raise ValueError("the target has no levels")
     return levels[level_index(value, target_spec, len(levels))]
 
 
@@ -318,14 +332,13 @@ def balanced_strata(items: Sequence[Item], target_spec: TargetSpec) -> list[int]
     return [rank[it.target] for it in items]
 
 
-def reference_reasoning(targets: Sequence[float], target_spec: TargetSpec) -> str:
-    """The SFT reasoning for these targets: each item's level ("Item 1 is negative.", ``level_words``).
-
-    Why levels even when the data declares none: with one fixed sentence shared by every answer the
-    number barely depended on the item (a word-valence list with -4..4 targets reached SRCC 0.15
-    after SFT, bench/RESULTS.md); naming a band first gives the model a step it can take.
-    """
-    return " ".join(f"Item {i} is {level_of(v, target_spec)}." for i, v in enumerate(targets, start=1))
+def reference_reasoning(targets: Sequence[float], target_spec: TargetSpec, instruction: str | None = None) -> str:
+    """The SFT reasoning for these targets: each item's level ("Item 1 is negative.", ``level_words``),
+    or the fixed sentence when there are no level words."""
+    levels = level_words(target_spec, instruction)
+    if levels is None:
+        return DEFAULT_REASONING
+    return " ".join(f"Item {i} is {level_of(v, target_spec, levels)}." for i, v in enumerate(targets, start=1))
 
 
 def reference_answer(targets: Sequence[float], precision: float, reasoning: str = DEFAULT_REASONING) -> str:

@@ -2,7 +2,8 @@
 
 The queries are drawn like a GRPO stage's; the completion is ``prompts.reference_answer`` for the
 query's targets, so the model learns the answer format and the scale before RL. With
-``target.levels`` the reasoning names each item's level first (``reference_reasoning``): the answer
+level words (``target.levels``, or the instruction's words for the ends of the scale:
+``prompts.level_words``) the reasoning names each item's level first (``reference_reasoning``): the answer
 then follows from something the model can say about the item, rather than one fixed sentence
 that every item shares. Loss on the completion only (prompt-completion format).
 """
@@ -24,17 +25,18 @@ class RARLSFTTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, SFTTrainer):
     """TRL's SFTTrainer with exact, strict checkpoint weights (see ``weights``)."""
 
 
-def sft_dataset(table: QueryTable, target_spec):
+def sft_dataset(table: QueryTable, dataset_spec):
     """A materialised prompt/completion dataset (SFTTrainer tokenises it up front for text models)."""
     from datasets import Dataset
 
+    target_spec = dataset_spec.target
     rows = []
     for i, q in enumerate(table.queries):
         row = table.row(i)
         item: dict[str, Any] = {
             "prompt": row["prompt"],
             "completion": [{"role": "assistant", "content": reference_answer(
-                q.targets, target_spec.precision, reference_reasoning(q.targets, target_spec))}],
+                q.targets, target_spec.precision, reference_reasoning(q.targets, target_spec, dataset_spec.instruction))}],
         }
         if "images" in row:
             item["images"] = row["images"]
@@ -66,7 +68,7 @@ def make_sft_trainer(loaded, table: QueryTable, job_spec, stage, output_dir: str
     return RARLSFTTrainer(
         model=loaded.model,
         args=args,
-        train_dataset=sft_dataset(table, job_spec.dataset.target),
+        train_dataset=sft_dataset(table, job_spec.dataset),
         processing_class=loaded.processor,
         callbacks=callbacks,
     )

@@ -263,7 +263,8 @@ class TargetSpec(APIModel):
             "Words for equal bands of the scale, lowest first (e.g. [very negative, negative, positive, very "
             "positive]). An sft stage's reference reasoning then names each item's band before its value "
             "('Item 1 is negative.'), so the model says what it knows about the item before the number. "
-            "Default: five equal bands named very low, low, middle, high, very high."
+            "Default: the words the instruction gives the ends of the scale, as in '{min} (very negative) to {max} "
+            "(very positive)' (two bands); without those, one fixed sentence."
         ),
     )
 
