@@ -1,4 +1,5 @@
-"""The GRPO levers of the spec (advantage scaling, loss, clipping, passes per batch) reach TRL's trainer."""
+"""The GRPO levers of the spec (advantage scaling, loss, clipping, passes per batch) reach TRL's trainer, and a
+maxCompletionLength too short for the SFT answers is said before training."""
 
 from __future__ import annotations
 
@@ -30,3 +31,14 @@ def test_unset_levers_keep_trls_defaults(tmp_path):
         assert getattr(trainer.args, name) == trl_defaults[name], name
     assert (trainer.scale_rewards, trainer.loss_type, trainer.num_iterations) == ("group", "dapo", 1)
     assert (trainer.epsilon_low, trainer.epsilon_high) == (0.2, 0.2)
+
+
+def test_an_sft_stage_whose_answers_do_not_fit_max_completion_length_says_so(tmp_path, capsys):
+    """Answers longer than grpo.maxCompletionLength are cut off in every rollout and evaluation: warned up front."""
+    sft = [{"name": "cold", "kind": "sft", "steps": 1, "listSizes": [1, 2]}]
+    first_stage_trainer(tmp_path / "short", job_doc(tmp_path / "short", stages=sft, maxCompletionLength=8))
+    err = capsys.readouterr().err
+    assert "reference answers of stage cold are longer than grpo.maxCompletionLength (8 tokens" in err
+    longest = int(err.split("raise maxCompletionLength to at least ")[1].split()[0])
+    first_stage_trainer(tmp_path / "fits", job_doc(tmp_path / "fits", stages=sft, maxCompletionLength=longest))
+    assert "maxCompletionLength" not in capsys.readouterr().err

@@ -401,7 +401,7 @@ class Run:
             count = stage.steps * queries_per_step(spec, self.dist.world_size)
             table = self.train_table(stage, count, seed)
             trainer = make_sft_trainer(self.loaded, table, spec, stage, out_dir, world_size=self.dist.world_size,
-                                       use_cpu=self.use_cpu, bf16=self.bf16, callbacks=[])
+                                       use_cpu=self.use_cpu, bf16=self.bf16, callbacks=[], is_main=self.dist.is_main)
         else:
             from trl import GRPOConfig
 
