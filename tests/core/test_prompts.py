@@ -163,9 +163,9 @@ def test_sft_reasoning_names_each_items_level_declared_or_from_the_instructions_
     assert parse_answer(text, 2).values == [-2, 4]
     valence = TargetSpec(min=-4, max=4, precision=0.1)
     instruction = "Rate {items} from {min} (very negative) to {max} (very positive). Reply as {format}"
-    assert level_words(valence, instruction) == ("very negative", "negative", "positive", "very positive")
+    assert level_words(valence, instruction) == ("very negative", "very positive")
     assert reference_reasoning([-3.9, -0.1, 0.3, 4.0], valence, instruction) == (
-        "Item 1 is very negative. Item 2 is negative. Item 3 is positive. Item 4 is very positive.")
+        "Item 1 is very negative. Item 2 is very negative. Item 3 is very positive. Item 4 is very positive.")
     assert level_words(valence, "from {min} (awful) to {max} (great)") == ("awful", "great")
     assert level_words(AFINN_LIKE, instruction) == tuple(AFINN_LIKE.levels)  # declared levels win
     for plain in (None, "Rate {items} from {min} to {max}.", "from {min} (bad) to {max} (bad)"):

@@ -72,8 +72,9 @@ def warn_cut_off_answers(dataset, tokenizer, job_spec, stage) -> None:
     """A stage whose reference answers do not fit ``grpo.maxCompletionLength`` teaches answers that every
     rollout and evaluation cuts off (they then count as invalid): say so before training, with the fix.
 
-    Measured: a -4..4 target with precision 0.1 gave lists of 4 about 60 tokens of answer, over the
-    AFINN recipe's 56, and every list of 4 was invalid after SFT (bench/RESULTS.md)."""
+    Measured: a -4..4 target with precision 0.1 gave lists of 4 about 60 tokens of answer (59 with
+    SmolLM2's tokenizer), over the AFINN recipe's 56, and every list of 4 was invalid after SFT
+    (bench/RESULTS.md)."""
     limit = job_spec.grpo.max_completion_length
     cut, longest = answers_cut_off(dataset, tokenizer, limit)
     if cut:

@@ -263,10 +263,8 @@ class TargetSpec(APIModel):
             "Words for equal bands of the scale, lowest first (e.g. [very negative, negative, positive, very "
             "positive]). An sft stage's reference reasoning then names each item's band before its value "
             "('Item 1 is negative.'), so the model says what it knows about the item before the number. "
-            "Default: the words the instruction gives the ends of the scale: '{min} (awful) to {max} (great)' gives "
-            "awful, great; '{min} (very negative) to {max} (very positive)' gives very negative, negative, positive, "
-            "very positive (a shared first word is dropped for the inner bands); without such words, one fixed "
-            "sentence."
+            "Default: the words the instruction gives the ends of the scale: '{min} (very negative) to {max} (very "
+            "positive)' gives two bands, very negative and very positive; without such words, one fixed sentence."
         ),
     )
 
