@@ -57,7 +57,8 @@ def dev_split(sft_doc: dict[str, Any], work: Path) -> tuple[Path, Path]:
     train = load_items(spec.dataset, "train").items
     stage = next(s for s in spec.stages if s.kind == "sft")
     index = spec.stages.index(stage)
-    drawn = draw_queries(train, stage.list_sizes, stage.steps * queries_per_step(spec, 1), spec.grpo.seed * 1000 + index)
+    drawn = draw_queries(train, stage.list_sizes, stage.steps * queries_per_step(spec, 1, stage),
+                         spec.grpo.seed * 1000 + index)
     seen = {it.id for q in drawn for it in q.items}
     unseen = [it for it in train if it.id not in seen]
     dev = {unseen[int(i)].id for i in np.random.default_rng(123).choice(len(unseen), DEV_ITEMS, replace=False)}

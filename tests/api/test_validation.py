@@ -71,6 +71,8 @@ CASES = [
     ("eval queries neither a count nor all", with_("spec.grpo", {"evalQueries": "most"}), "spec.grpo.evalQueries",
      "whole number >= 1 or 'all'"),
     ("unknown sampling", with_("spec.dataset.sampling", "per-step"), "spec.dataset.sampling", "balanced-per-step"),
+    ("stage accumulation below 1", with_("spec.stages", [{"name": "a", "steps": 1, "gradientAccumulationSteps": 0}]),
+     "spec.stages[0].gradientAccumulationSteps", "greater than"),
     ("list for object", with_("spec.model", ["x"]), "spec.model", "dictionary"),
     ("unknown format", with_("spec.dataset.format", "imagenet"), "spec.dataset.format", "'synthetic'"),
     ("unknown stage kind", with_("spec.stages", [{"name": "a", "steps": 1, "kind": "ppo"}]),
@@ -296,3 +298,19 @@ def test_fsdp_refuses_the_rollout_engines_that_need_whole_weights(engine):
     job, problems = validate_document(doc)
     assert job is not None, problems
     assert job.spec.model.sharding == "fsdp" and not job.spec.model.cpu_offload
+
+
+def test_a_stage_may_accumulate_its_own_batch_and_the_batch_rule_checks_it():
+    """An sft stage of 8 queries a step beside a grpo stage of 64 completions (16 queries x 4) a step."""
+    doc = _grpo_job({"perDeviceBatchSize": 8, "numGenerations": 4})
+    doc["spec"]["stages"] = [{"name": "cold", "kind": "sft", "steps": 1},
+                             {"name": "rank", "steps": 1, "gradientAccumulationSteps": 8}]
+    job, problems = validate_document(doc)
+    assert job is not None, problems
+    assert [job.spec.grpo.accumulation(s) for s in job.spec.stages] == [1, 8]
+    doc = _grpo_job({"perDeviceBatchSize": 3, "numGenerations": 4})
+    doc["spec"]["stages"] = [{"name": "a", "steps": 1, "gradientAccumulationSteps": 4},  # 12: three groups
+                             {"name": "b", "steps": 1, "gradientAccumulationSteps": 3}]  # 9: not whole groups
+    job, problems = validate_document(doc)
+    assert job is None and [p.path for p in problems] == ["spec.stages[1].gradientAccumulationSteps"]
+    assert "stage b's gradientAccumulationSteps (3)" in problems[0].message

@@ -42,3 +42,16 @@ def test_an_sft_stage_whose_answers_do_not_fit_max_completion_length_says_so(tmp
     longest = int(err.split("raise maxCompletionLength to at least ")[1].split()[0])
     first_stage_trainer(tmp_path / "fits", job_doc(tmp_path / "fits", stages=sft, maxCompletionLength=longest))
     assert "maxCompletionLength" not in capsys.readouterr().err
+
+
+def test_a_stages_own_accumulation_reaches_its_trainer_and_its_query_count(tmp_path):
+    """SFT at 8 queries a step, GRPO at 16 queries x G=4 a step: each stage's trainer and data get its own."""
+    from rarl_trainer.config import stage_plan
+
+    stages = [{"name": "cold", "kind": "sft", "steps": 2, "listSizes": [1]},
+              {"name": "rank", "steps": 2, "listSizes": [1], "gradientAccumulationSteps": 8, "rmo": {"enabled": False}}]
+    run, sft = first_stage_trainer(tmp_path, job_doc(tmp_path, stages=stages))
+    assert sft.args.gradient_accumulation_steps == 1 and len(sft.train_dataset) == 2 * 8
+    grpo, _ = run.make_trainer(stage_plan(run.spec)[1])
+    assert grpo.args.gradient_accumulation_steps == 8 and grpo.args.steps_per_generation == 8
+    assert len(grpo.train_dataset) == 2 * 16  # 2 steps x 16 queries (64 completions / G)

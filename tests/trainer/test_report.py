@@ -30,7 +30,7 @@ def test_report_has_configuration_table_and_samples():
     text = report_markdown(METRICS, _summary(samples=samples, train_seconds=90.0))
     assert "`builtin:tiny-qwen2.5-vl` (full fine-tuning, float32)" in text and "80 steps in 2 stages" in text
     assert "1.5 min of training (all attempts)" in text
-    assert "| ranking-aware | grpo | 40 | 1, 2, 4 | 0.005 | 0.1 |" in text
+    assert "| ranking-aware | grpo | 40 | 1, 2, 4 | 0.005 | 1 | 0.1 |" in text
     assert "| after ranking-aware | 1.250 | - | - | 0.500 | - | 0.400 | - | 0.000 |" in text
     assert "### end of ranking-aware" in text
     assert "- target [3.0, 1.0], predicted [3.0, 2.0]: `<think>x</think><answer>[3, 2]</answer>`" in text

@@ -113,13 +113,13 @@ def _config_lines(summary: RunSummary) -> list[str]:
         f"accumulation, beta {g.beta}, temperature {g.temperature}, {g.max_completion_length} completion tokens, "
         f"seed {g.seed}; reward delta {spec.delta():g}.",
         "",
-        "| stage | kind | steps | list sizes | learning rate | RMO p |",
-        "|---|---|---|---|---|---|",
+        "| stage | kind | steps | list sizes | learning rate | accumulation | RMO p |",
+        "|---|---|---|---|---|---|---|",
     ]
     for stage in spec.stages:
         rmo = f"{stage.rmo.probability:g}" if stage.kind == "grpo" and stage.rmo.enabled else "-"
         lines.append(f"| {stage.name} | {stage.kind} | {stage.steps} | {', '.join(map(str, stage.list_sizes))} | "
-                     f"{stage.learning_rate or g.learning_rate:g} | {rmo} |")
+                     f"{stage.learning_rate or g.learning_rate:g} | {g.accumulation(stage)} | {rmo} |")
     return lines
 
 

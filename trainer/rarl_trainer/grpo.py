@@ -365,7 +365,7 @@ def grpo_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16:
     )
 
 
-def prompts_per_step(job_spec, world_size: int) -> int:
+def prompts_per_step(job_spec, world_size: int, stage=None) -> int:
     """Distinct queries consumed per optimizer step (global batch / G).
 
     The spec checked the rule for ``spec.resources``' processes; a local run may have fewer GPUs,
@@ -374,6 +374,6 @@ def prompts_per_step(job_spec, world_size: int) -> int:
     from rarl_trainer.config import ConfigError
 
     try:
-        return job_spec.grpo.completions_per_step(world_size) // job_spec.grpo.num_generations
+        return job_spec.grpo.completions_per_step(world_size, stage) // job_spec.grpo.num_generations
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -398,7 +398,7 @@ class Run:
         if stage.kind == "sft":
             from rarl_trainer.sft import make_sft_trainer, queries_per_step
 
-            count = stage.steps * queries_per_step(spec, self.dist.world_size)
+            count = stage.steps * queries_per_step(spec, self.dist.world_size, stage)
             table = self.train_table(stage, count, seed)
             trainer = make_sft_trainer(self.loaded, table, spec, stage, out_dir, world_size=self.dist.world_size,
                                        use_cpu=self.use_cpu, bf16=self.bf16, callbacks=[], is_main=self.dist.is_main)
@@ -411,7 +411,7 @@ class Run:
             from rarl_trainer.rollout import vllm_config_kwargs
 
             engine = self.check_rollout_engine()
-            count = stage.steps * prompts_per_step(spec, self.dist.world_size)
+            count = stage.steps * prompts_per_step(spec, self.dist.world_size, stage)
             table = self.train_table(stage, count, seed)
             reward_cfg = RewardConfig.from_spec(spec, stage)
             terms = RewardTerms(reward_cfg, spec.grpo.num_generations)

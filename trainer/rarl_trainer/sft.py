@@ -56,9 +56,9 @@ def sft_config_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: 
     )
 
 
-def queries_per_step(job_spec, world_size: int) -> int:
+def queries_per_step(job_spec, world_size: int, stage=None) -> int:
     g = job_spec.grpo
-    return g.per_device_batch_size * g.gradient_accumulation_steps * world_size
+    return g.per_device_batch_size * g.accumulation(stage) * world_size
 
 
 def answers_cut_off(dataset, tokenizer, limit: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf1
     g = job_spec.grpo
     return dict(
         per_device_train_batch_size=g.per_device_batch_size,
-        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        gradient_accumulation_steps=g.accumulation(stage),
         learning_rate=stage.learning_rate or g.learning_rate,
         warmup_steps=round(g.warmup_ratio * stage.steps),
         max_grad_norm=g.max_grad_norm,

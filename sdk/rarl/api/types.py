@@ -512,6 +512,12 @@ class StageSpec(APIModel):
     )
     rmo: RMOSpec = Field(default_factory=RMOSpec, description="Response Mutation Operations in this stage (grpo only).")
     learning_rate: float | None = Field(None, gt=0, description="Learning rate for this stage; default: grpo.learningRate.")
+    gradient_accumulation_steps: int | None = Field(
+        None, ge=1, description=(
+            "Micro-batches accumulated per optimizer step in this stage; default: grpo.gradientAccumulationSteps. "
+            "E.g. an sft stage of 8 queries a step, then a grpo stage of 64 completions (16 queries x G=4) a step."
+        ),
+    )
     reward_weights: RewardWeights | None = Field(
         None, description="Reward weights for this stage; default: reward.weights."
     )
@@ -625,16 +631,25 @@ class GRPOSpec(APIModel):
             )
         return self
 
-    def completions_per_step(self, world_size: int) -> int:
-        """Completions of one optimizer step; ValueError when it is not a whole number of groups."""
-        total = self.per_device_batch_size * self.gradient_accumulation_steps * world_size
+    def completions_per_step(self, world_size: int, stage: StageSpec | None = None) -> int:
+        """Completions of one optimizer step (of ``stage``, when it sets its own accumulation); ValueError when it
+        is not a whole number of groups."""
+        accumulation = self.accumulation(stage)
+        total = self.per_device_batch_size * accumulation * world_size
         if total % self.num_generations:
+            where = f"stage {stage.name}'s " if stage is not None and stage.gradient_accumulation_steps else ""
             raise ValueError(
-                f"grpo: perDeviceBatchSize ({self.per_device_batch_size}) x gradientAccumulationSteps "
-                f"({self.gradient_accumulation_steps}) x processes ({world_size}) = {total} completions per step is "
+                f"grpo: perDeviceBatchSize ({self.per_device_batch_size}) x {where}gradientAccumulationSteps "
+                f"({accumulation}) x processes ({world_size}) = {total} completions per step is "
                 f"not a multiple of numGenerations ({self.num_generations})"
             )
         return total
+
+    def accumulation(self, stage: StageSpec | None = None) -> int:
+        """Micro-batches per optimizer step: the stage's own, else ``gradientAccumulationSteps``."""
+        if stage is not None and stage.gradient_accumulation_steps is not None:
+            return stage.gradient_accumulation_steps
+        return self.gradient_accumulation_steps
 
     rollout_engine: Literal["auto", "trl", "merged", "vllm"] = Field(
         "auto", description=(
@@ -933,11 +948,15 @@ class RARLJobSpec(APIModel):
                 "model.sharding is 'fsdp' (each process holds a shard); use rolloutEngine 'auto' or 'trl' (TRL's "
                 "generate on the sharded model, one layer gathered at a time)"
             ))
-        if any(stage.kind == "grpo" for stage in self.stages):
+        for i, stage in enumerate(self.stages):
+            if stage.kind != "grpo":
+                continue
             try:  # the trainer's rule, caught at submit
-                self.grpo.completions_per_step(self.resources.processes())
+                self.grpo.completions_per_step(self.resources.processes(), stage)
             except ValueError as exc:
-                raise field_rule_error("grpo.perDeviceBatchSize", str(exc)) from None
+                field = (f"stages[{i}].gradientAccumulationSteps" if stage.gradient_accumulation_steps is not None
+                         else "grpo.perDeviceBatchSize")
+                raise field_rule_error(field, str(exc)) from None
         return self
 
     def total_steps(self) -> int:
