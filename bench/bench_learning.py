@@ -71,8 +71,8 @@ def rl_stages(recipe: dict[str, Any], row: str, rl_steps: int | None) -> list[di
     first = stages[0]
     weights = dict(first.get("rewardWeights") or recipe["spec"].get("reward", {}).get("weights") or {})
     weights.update(ranking=0.0)
-    return [{"name": "regression", "steps": total, "listSizes": [1], "rewardWeights": weights,
-             **({"learningRate": first["learningRate"]} if "learningRate" in first else {}),
+    same_compute = {k: first[k] for k in ("learningRate", "gradientAccumulationSteps") if k in first}
+    return [{"name": "regression", "steps": total, "listSizes": [1], "rewardWeights": weights, **same_compute,
              "rmo": {"enabled": False}}]
 
 

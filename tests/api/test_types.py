@@ -92,7 +92,8 @@ def test_the_demo_is_a_shortened_copy_of_the_smollm2_recipe():
     assert [(s.name, s.kind, s.learning_rate, s.reward_weights, s.rmo) for s in demo.stages] == [
         (s.name, s.kind, s.learning_rate, s.reward_weights, s.rmo) for s in recipe.stages]
     assert all(d.steps <= r.steps for d, r in zip(demo.stages, recipe.stages, strict=True))
-    same = ("num_generations", "per_device_batch_size", "learning_rate", "beta", "temperature", "seed")
+    same = ("num_generations", "per_device_batch_size", "learning_rate", "beta", "temperature", "seed",
+            "scale_rewards", "loss_type", "epsilon", "epsilon_high", "num_iterations")
     assert {k: getattr(demo.grpo, k) for k in same} == {k: getattr(recipe.grpo, k) for k in same}
 
 
