@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics, evaluated, secs = run_job(job_doc(recipe, f"{row}-s{seed}", work, seed, stages, base=base), work)
             add(row, evaluated, seed)
             seconds[row].append(secs)
-            same_start.append(metrics["baseline"] == rows["sft"][-1] or _same(metrics["baseline"], rows["sft"][-1]))
+            same_start.append(_same(metrics["baseline"], rows["sft"][-1]))
     total = time.monotonic() - started
 
     header = "| row | " + " | ".join(c[1] for c in COLUMNS) + " | job time (s) |"

@@ -40,15 +40,16 @@ def drift_stats(predictions: Sequence[Sequence[float] | None], targets: Sequence
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} target lists")
     pred: list[float] = []
     true: list[float] = []
+    parsed = 0
     for p, t in zip(predictions, targets, strict=True):
         if p is None or len(p) != len(t):
             continue
+        parsed += 1
         pred.extend(float(v) for v in p)
         true.extend(float(v) for v in t)
     out: dict[str, float] = {}
     if predictions:
-        out["rarl/parsed_rate"] = sum(1 for p, t in zip(predictions, targets, strict=True)
-                                      if p is not None and len(p) == len(t)) / len(predictions)
+        out["rarl/parsed_rate"] = parsed / len(predictions)
     if not pred:
         return out
     out["rarl/bias"] = math.fsum(p - t for p, t in zip(pred, true, strict=True)) / len(pred)
