@@ -49,6 +49,7 @@ COLUMNS = [("n1/mae", "n=1 MAE"), ("n1/srcc", "n=1 SRCC"), ("n1/plcc", "n=1 PLCC
 ROWS = {"mean": "predict the training mean", "zero-shot": "zero-shot", "sft": "SFT only",
         "reg": "SFT + GRPO, regression reward only, no RMO", "no-rmo": "RARL without RMO",
         "rarl": "RARL, full method (ranking-aware reward + RMO)"}
+RL_ROWS = ("reg", "no-rmo", "rarl")
 BOOTSTRAP = 1000
 
 
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sft-steps", type=int, default=None, help="steps of the sft stage (default: the recipe's)")
     p.add_argument("--rl-steps", type=int, default=None, help="total GRPO steps of each RL row (default: the recipe's)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the jobs here (default: a temporary folder)")
+    p.add_argument("--rows", nargs="+", choices=RL_ROWS, default=list(RL_ROWS),
+                   help="which RL rows to run (mean, zero-shot and SFT always are); the others show '-'")
     p.add_argument("--eval-queries", default="all", help="grpo.evalQueries of every job: all (the whole held-out "
                                                               "split) or a count per list size")
     add_common_args(p)
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         add("sft", evaluated, seed)
         seconds["sft"].append(secs)
         base = str(work / f"sft-s{seed}" / "export" / "model")
-        for row in ("reg", "no-rmo", "rarl"):
+        for row in (r for r in RL_ROWS if r in args.rows):
             stages = rl_stages(recipe, row, args.rl_steps)
             metrics, evaluated, secs = run_job(job_doc(recipe, f"{row}-s{seed}", work, seed, stages, base=base), work)
             add(row, evaluated, seed)
@@ -229,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     header = "| row | " + " | ".join(c[1] for c in COLUMNS) + " | job time (s) |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
     for key, label in ROWS.items():
+        if not rows[key]:
+            continue  # an RL row left out with --rows
         cells = [cell([m.get(col) for m in rows[key]], intervals[key][0].get(col) if len(args.seeds) == 1 else None)
                  for col, _ in COLUMNS]
         secs = f"{statistics.fmean(seconds[key]):.0f}" if seconds[key] else "-"
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Every seed (value [bootstrap 95 % interval over the held-out queries]):", "",
                   "| row | seed | " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 2)]
         for key, label in ROWS.items():
-            for seed, m, iv in zip(args.seeds, rows[key], intervals[key], strict=True):
+            for seed, m, iv in zip(args.seeds if rows[key] else [], rows[key], intervals[key], strict=True):
                 cells = [cell([m.get(col)], iv.get(col)) for col, _ in COLUMNS]
                 lines.append(f"| {label} | {seed} | " + " | ".join(cells) + " |")
     spec = recipe["spec"]
@@ -262,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                + ("" if default_recipe else f" --recipe {args.recipe}")
                + (f" --sft-steps {args.sft_steps}" if args.sft_steps is not None else "")
                + (f" --rl-steps {args.rl_steps}" if args.rl_steps is not None else "")
+               + (f" --rows {' '.join(args.rows)}" if set(args.rows) != set(RL_ROWS) else "")
                + (f" --eval-queries {args.eval_queries}" if args.eval_queries != "all" else "")
                + (" --quick" if args.quick else "") + "`.")
     body = "\n".join([config, "", *lines, "", command])
