@@ -145,7 +145,10 @@ def test_fsdp_steps_end_within_a_tight_tolerance_of_ddp(runs):
 
 def test_sft_then_grpo_with_a_kl_reference_model_and_gradient_checkpointing_match_ddp(tmp_path):
     """The SFT stage, TRL's reference model (full fine-tuning, beta > 0: a second model, sharded by TRL) and
-    transformers' gradient checkpointing, each under FSDP, against the same job under DDP."""
+    transformers' gradient checkpointing, each under FSDP, against the same job under DDP. The GRPO stage's
+    reference holds the SFT policy (the stage-boundary checkpoint's weights), copied shard by shard under FSDP."""
+    from rarl_trainer.weights import REFERENCE_DIR, REFERENCE_FILE, WEIGHTS_DIR, WEIGHTS_FILE
+
     dirs = {}
     for sharding in ("none", "fsdp"):
         tmp = tmp_path / sharding
@@ -156,6 +159,10 @@ def test_sft_then_grpo_with_a_kl_reference_model_and_gradient_checkpointing_matc
         run_job(config, tmp / "run")
         dirs[sharding] = tmp
     assert_fsdp_matches_ddp(dirs["none"], dirs["fsdp"])
+    ddp, fsdp = dirs["none"] / "ckpt", dirs["fsdp"] / "ckpt"
+    assert tensor_digest(ddp / "step-4" / REFERENCE_FILE) == tensor_digest(ddp / "step-2" / WEIGHTS_FILE)
+    assert (tensors_digest(dcp_tensors(fsdp / "step-4" / REFERENCE_DIR))
+            == tensors_digest(dcp_tensors(fsdp / "step-2" / WEIGHTS_DIR)))
 
 
 def test_every_rank_holds_only_its_shard(runs):

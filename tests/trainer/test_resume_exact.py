@@ -5,8 +5,9 @@ every 2 steps, so the kill points are: step 2 (mid stage 1), step 4 (the stage-b
 checkpoint), step 6 (mid stage 2) and step 8 (the final checkpoint, before the export ends).
 Every kill is a real signal to the trainer process, sent as soon as that checkpoint's manifest
 exists (the trainer may be a little further by then: it resumes from the newest complete one).
-The LoRA variant uses ``beta > 0``, so stage 2 trains against TRL's frozen "ref" adapter (the KL
-reference), which a resume must restore too.
+Both variants use ``beta > 0``, so stage 2 trains against a KL reference a resume must restore too:
+with LoRA TRL's frozen "ref" adapter, with full fine-tuning the reference model holding stage 1's
+final policy (``weights.REFERENCE_FILE``).
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def exact_job(tmp: Path, lora: bool) -> dict:
         stage["rmo"]["probability"] = 0.5  # RMO fires often: its random stream must continue exactly
     spec["dataset"]["synthetic"].update(trainSize=32, evalSize=8)
     spec["grpo"].update(numGenerations=4, perDeviceBatchSize=8, evalQueries=2, evalListSizes=[1, 2])
+    spec["grpo"]["beta"] = 0.1
     if lora:
         spec["model"]["lora"] = {"enabled": True, "r": 8}
-        spec["grpo"].update(beta=0.1, learningRate=5e-3)
+        spec["grpo"]["learningRate"] = 5e-3
     spec["checkpoint"] = {"uri": str(tmp / "ckpt"), "everySteps": 2, "keep": 10}
     spec["output"] = {"uri": str(tmp / "model")}
     return doc

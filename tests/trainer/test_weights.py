@@ -228,3 +228,26 @@ def test_gathered_export_weights_load_strictly_before_anything_is_copied(tmp_pat
     with pytest.raises(CheckpointMismatch, match="has shape"):
         load_gathered(other, tmp_path)
     assert all(torch.equal(before[k], v) for k, v in _snapshot(other).items())  # nothing half-loaded
+
+
+def test_copy_into_reference_makes_the_reference_hold_the_policy_exactly():
+    """Full fine-tuning's KL reference of a later stage: TRL built it from model.base, it must hold the policy."""
+    from rarl_trainer.weights import copy_into_reference
+
+    policy = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    _perturb(policy)
+    reference = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    assert copy_into_reference(policy, reference) == len(reference.state_dict())
+    want, got = policy.state_dict(), reference.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_a_checkpoint_without_the_reference_model_is_refused_by_name(tmp_path):
+    from rarl_trainer.weights import REFERENCE_FILE
+
+    model = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
+    save_training_weights(model, tmp_path)  # the policy only, as an older trainer wrote it
+    with pytest.raises(CheckpointMismatch, match=f"has no {REFERENCE_FILE}: .*KL reference model"):
+        load_training_weights(model, tmp_path, file=REFERENCE_FILE)
+    save_training_weights(model, tmp_path, REFERENCE_FILE)
+    assert load_training_weights(model, tmp_path, file=REFERENCE_FILE) == len(training_tensors(model))

@@ -125,12 +125,13 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
 
     Checkpoints hold the exact training tensors and restore strictly (``weights.ExactCheckpointMixin``).
     ``reward_terms``: the scorer behind ``reward_funcs`` when they are ``RewardTerms.functions()``,
-    kept so benchmarks can read its scoring time.
+    kept so benchmarks can read its scoring time. ``reference_from_policy``: the KL reference of a fully
+    fine-tuned model (``beta`` > 0) is the policy as this trainer starts, not ``model.base`` (stages after the first).
     """
 
     def __init__(self, *args, reward_config: RewardConfig, rmo_config: RMOConfig, rmo_seed: int = 0,
                  rollout_engine: str = "merged", max_prompt_length: int | None = None,
-                 reward_terms: RewardTerms | None = None, **kwargs):
+                 reward_terms: RewardTerms | None = None, reference_from_policy: bool = False, **kwargs):
         self.rarl_reward_config = reward_config
         self.rarl_reward_terms = reward_terms
         self.rarl_max_prompt_length = max_prompt_length
@@ -142,6 +143,13 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
         self._rarl_warned_vision = False  # each warning once per trainer
         self._rarl_warned_shape = False
         super().__init__(*args, **kwargs)
+        if reference_from_policy and self.ref_model is not None:
+            # TRL builds a fully fine-tuned run's KL reference from model.base; a later stage's is the policy
+            # it starts from, as with LoRA (TRL's "ref" adapter copies the trained one); checkpoints carry it
+            from rarl_trainer.weights import copy_into_reference
+
+            copy_into_reference(self.accelerator.unwrap_model(self.model), self.accelerator.unwrap_model(self.ref_model))
+            self.rarl_checkpoint_reference = True
         self.rarl_vllm = self.use_vllm  # TRL's own vLLM generation (``use_vllm`` is toggled below, see _trl_is_correction)
         self.rarl_engine = None
         if rollout_engine in ("merged", "auto") and not self.use_vllm:

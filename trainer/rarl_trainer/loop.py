@@ -436,6 +436,7 @@ class Run:
                 rollout_engine=engine,
                 max_prompt_length=spec.grpo.max_prompt_length,
                 reward_terms=terms,
+                reference_from_policy=plan.index > 0,
             )
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)

@@ -13,6 +13,11 @@ adapter's tensors (the trained ``default`` and, under GRPO with ``beta > 0``, TR
 ``ref`` copy, the KL reference), since the frozen base weights are rebuilt from ``model.base``.
 Tensors that share storage (tied embeddings) are stored once and re-expanded on load.
 
+The KL reference of a fully fine-tuned GRPO stage after the first (``beta > 0``) is the policy that
+stage started from, a second model (TRL's ``ref_model``): its checkpoints carry that model too
+(``rarl_reference.safetensors`` or ``rarl_reference/``), since it can no longer be rebuilt from
+``model.base``. With LoRA the reference is the ``ref`` adapter, saved with the weights.
+
 A sharded model (``model.sharding: fsdp``) writes the same tensors as a torch distributed
 checkpoint instead (``rarl_weights/``: each rank writes its own shards, rank 0 the metadata), so
 no rank ever holds the whole model for a checkpoint; it loads strictly too, into a sharded model
@@ -31,6 +36,8 @@ from rarl_trainer.config import ConfigError
 WEIGHTS_FILE = "rarl_weights.safetensors"
 WEIGHTS_DIR = "rarl_weights"  # a sharded model's: torch.distributed.checkpoint, one .distcp file per rank
 REFERENCE_ADAPTER = "ref"  # the name TRL gives the frozen copy of the adapter (GRPO, beta > 0, LoRA)
+REFERENCE_FILE = "rarl_reference.safetensors"  # full fine-tuning's KL reference model (a stage after the first)
+REFERENCE_DIR = "rarl_reference"  # the same, of a sharded run
 
 
 class CheckpointMismatch(ConfigError):
@@ -58,8 +65,8 @@ def training_tensors(model, skip_adapters: Iterable[str] = ()) -> dict[str, obje
             if (not adapters or _adapter_of(k, adapters) is not None) and (not skip or _adapter_of(k, skip) is None)}
 
 
-def save_training_weights(model, folder: str | Path) -> Path:
-    """Write the model's training tensors into ``folder/rarl_weights.safetensors``."""
+def save_training_weights(model, folder: str | Path, file: str = WEIGHTS_FILE) -> Path:
+    """Write the model's training tensors into ``folder/file`` (``rarl_weights.safetensors``)."""
     from safetensors.torch import save_file
 
     stored, aliases, seen = {}, {}, {}
@@ -71,18 +78,18 @@ def save_training_weights(model, folder: str | Path) -> Path:
             continue
         seen[key] = name
         stored[name] = t.contiguous().cpu()
-    path = Path(folder) / WEIGHTS_FILE
+    path = Path(folder) / file
     tmp = path.with_suffix(".tmp")
     save_file(stored, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases, sort_keys=True)})
     os.replace(tmp, path)
     return path
 
 
-def save_sharded_training_weights(model, folder: str | Path) -> Path:
-    """A sharded model's training tensors into ``folder/rarl_weights/`` (every rank must call it: collective)."""
+def save_sharded_training_weights(model, folder: str | Path, name: str = WEIGHTS_DIR) -> Path:
+    """A sharded model's training tensors into ``folder/name`` (``rarl_weights/``; every rank must call it: collective)."""
     import torch.distributed.checkpoint as dcp
 
-    path = Path(folder) / WEIGHTS_DIR
+    path = Path(folder) / name
     tensors = {name: t.detach() for name, t in training_tensors(model).items()}
     dcp.save(tensors, storage_writer=dcp.FileSystemWriter(str(path)))
     return path
@@ -94,20 +101,27 @@ def _examples(keys: Iterable[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str] = ()) -> int:
+def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str] = (), file: str = WEIGHTS_FILE,
+                          sharded_dir: str = WEIGHTS_DIR) -> int:
     """Copy a checkpoint's tensors into ``model`` in place; returns how many were restored.
 
     Every tensor the model trains must be in the file with its shape, and the file may hold
     nothing else, except tensors of the adapters named in ``skip_adapters`` (a stage-boundary
     checkpoint carries the finished stage's KL reference adapter, which the next stage rebuilds).
+    ``file``/``sharded_dir``: which tensors of the checkpoint (the policy's, or ``REFERENCE_FILE``/``REFERENCE_DIR``).
     """
     import torch
     from safetensors import safe_open
 
-    if (Path(folder) / WEIGHTS_DIR).is_dir():
-        return _load_sharded_training_weights(model, Path(folder), tuple(skip_adapters))
-    path = Path(folder) / WEIGHTS_FILE
+    if (Path(folder) / sharded_dir).is_dir():
+        return _load_sharded_training_weights(model, Path(folder), tuple(skip_adapters), sharded_dir)
+    path = Path(folder) / file
     if not path.is_file():
+        if file == REFERENCE_FILE:
+            raise CheckpointMismatch(
+                f"checkpoint {folder} has no {file}: its stage trains against the KL reference model (full fine-"
+                "tuning, grpo.beta > 0, a stage after the first), which an older rarl trainer did not save; "
+                "start from a new checkpoint.uri")
         present = sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
         raise CheckpointMismatch(
             f"checkpoint {folder} has no {WEIGHTS_FILE} (files: {', '.join(present) or 'none'}); it was written by "
@@ -155,7 +169,7 @@ def check_fit(source: str, expected: dict, keys: set[str], shapes: dict[str, tup
                                      f"{tuple(target.shape)}{tail}")
 
 
-def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...]) -> int:
+def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...], name: str = WEIGHTS_DIR) -> int:
     """``load_training_weights`` of a ``rarl_weights/`` checkpoint; collective when a process group is up.
 
     torch.distributed.checkpoint reads into the model's own tensors in place: each rank of a sharded
@@ -165,7 +179,7 @@ def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...]) -
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    reader = dcp.FileSystemReader(str(folder / WEIGHTS_DIR))
+    reader = dcp.FileSystemReader(str(folder / name))
     stored = {k: tuple(v.size) for k, v in reader.read_metadata().state_dict_metadata.items()
               if isinstance(v, TensorStorageMetadata)}
     file_keys = {k for k in stored if not skip or _adapter_of(k, skip) is None}
@@ -176,6 +190,37 @@ def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...]) -
     return len(expected)
 
 
+def copy_into_reference(policy, reference) -> int:
+    """Make ``reference`` (TRL's KL reference model) hold ``policy``'s weights, name by name; returns how many.
+
+    Both have the same names (the same architecture); a sharded (FSDP2, DTensor) reference takes its
+    local shards from a policy sharded alike, or slices them from a whole policy without communication.
+    """
+    import torch
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    source, target = policy.state_dict(), reference.state_dict()
+    check_fit("the policy", target, set(source), {k: tuple(v.shape) for k, v in source.items()},
+              hint="the KL reference model was built from another architecture")
+    with torch.no_grad():
+        for name, t in target.items():
+            s = source[name]
+            if isinstance(t, DTensor):
+                if isinstance(s, DTensor):
+                    if s.placements != t.placements or s.device_mesh.shape != t.device_mesh.shape:
+                        raise RuntimeError(f"{name}: the policy is sharded as {s.placements} on mesh "
+                                           f"{s.device_mesh.shape}, the KL reference as {t.placements} on "
+                                           f"{t.device_mesh.shape}")
+                    local = s.to_local()
+                else:
+                    local = distribute_tensor(s.detach().to(t.device), t.device_mesh, t.placements,
+                                              src_data_rank=None).to_local()
+                t.to_local().copy_(local)
+            else:
+                t.copy_(s.full_tensor() if isinstance(s, DTensor) else s)
+    return len(target)
+
+
 class ExactCheckpointMixin:
     """For HF ``Trainer`` subclasses: checkpoints hold exact training tensors; restores are strict.
 
@@ -183,7 +228,14 @@ class ExactCheckpointMixin:
     ``rarl_weights.safetensors`` and the training arguments instead of HF's model files;
     ``_load_from_checkpoint`` restores it strictly; ``_load_rng_state`` refuses a checkpoint that
     lacks this process's RNG file (HF only logs that and continues with another random stream).
+    A trainer whose ``rarl_checkpoint_reference`` is set also saves and restores its ``ref_model``.
     """
+
+    rarl_checkpoint_reference = False
+
+    def _rarl_reference(self):
+        """The KL reference model that checkpoints carry (full fine-tuning, a stage after the first), or None."""
+        return self.accelerator.unwrap_model(self.ref_model) if self.rarl_checkpoint_reference else None
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         import torch
@@ -194,6 +246,8 @@ class ExactCheckpointMixin:
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         save_training_weights(self.accelerator.unwrap_model(self.model), output_dir)
+        if (reference := self._rarl_reference()) is not None:
+            save_training_weights(reference, output_dir, REFERENCE_FILE)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
@@ -211,6 +265,8 @@ class ExactCheckpointMixin:
         from transformers.trainer import SCHEDULER_NAME, TRAINING_ARGS_NAME
 
         save_sharded_training_weights(self.accelerator.unwrap_model(self.model), output_dir)
+        if (reference := self._rarl_reference()) is not None:
+            save_sharded_training_weights(reference, output_dir, REFERENCE_DIR)
         save_fsdp_optimizer(self.accelerator.state.fsdp_plugin, self.accelerator, self.optimizer, self.model,
                             output_dir)
         if self.args.should_save:
@@ -228,6 +284,8 @@ class ExactCheckpointMixin:
             )
         load_training_weights(model if model is not None else self.accelerator.unwrap_model(self.model),
                               resume_from_checkpoint)
+        if (reference := self._rarl_reference()) is not None:
+            load_training_weights(reference, resume_from_checkpoint, file=REFERENCE_FILE, sharded_dir=REFERENCE_DIR)
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
         if checkpoint is not None:

@@ -559,9 +559,9 @@ class GRPOSpec(APIModel):
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
     beta: float = Field(
         0.04, ge=0, description=(
-            "KL penalty coefficient against the reference model (0 disables it). The reference: with LoRA, the "
-            "policy as the stage starts (the previous stage's, e.g. the SFT cold start's); with full fine-tuning, "
-            "the base model (model.base)."
+            "KL penalty coefficient against the reference model (0 disables it). The reference is the policy as "
+            "the stage starts: the previous stage's (e.g. the SFT cold start's), model.base for the first stage; "
+            "with LoRA and with full fine-tuning (whose checkpoints then also carry the reference model's weights)."
         ),
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
