@@ -16,7 +16,6 @@ import pytest
 from tests.trainer.conftest import job_doc, run_trainer, write_job
 from tests.trainer.test_resume_exact import tensor_digest
 
-
 pytestmark = pytest.mark.slow  # a real trainer process
 
 
