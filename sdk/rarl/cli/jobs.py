@@ -7,6 +7,7 @@ Each verb is a thin layer over ``rarl.Client``; what is printed depends on
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,8 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="Wait until the job succeeds or fails (exit 1 on failure)."),
     timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", help="With --wait: give up after this many seconds."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the Kubernetes manifests the operator would create."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress while waiting (a bar on a terminal, "
+                               "otherwise one line per step at most every 10 s)."),
     output: OutputFormat | None = output_option(),
 ) -> None:
     """Validate a RARLJob and start it on the chosen backend."""
@@ -129,7 +132,7 @@ def submit(
     else:
         _print_jobs([job], fmt, single=True)
     if wait:
-        job = _wait_with_progress(client, job.name, timeout)
+        job = _wait_with_progress(client, job.name, timeout, quiet=quiet)
         raise typer.Exit(_job_exit(job))
 
 
@@ -303,13 +306,121 @@ def logs(
         typer.echo(line)
 
 
+PLAIN_STEP_SECONDS = 10.0
+"""Without a terminal: at most one line per this many seconds while only the step moves (phase and stage changes
+always print); the environment variable ``RARL_PROGRESS_SECONDS`` sets another (0: every step)."""
+PLAIN_HEARTBEAT_SECONDS = 60.0
+"""Without a terminal: the latest line again after this many seconds without a change (an evaluation, a restart), so
+a CI runner that stops silent jobs sees the job alive."""
+
+
+def _progress_seconds() -> float:
+    import os
+
+    raw = os.environ.get("RARL_PROGRESS_SECONDS")
+    if raw is None:
+        return PLAIN_STEP_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise CLIError(f"RARL_PROGRESS_SECONDS must be a number of seconds >= 0, not {raw!r}")
+    return value
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def progress_line(job, elapsed: float) -> str:
+    """One plain line of a job's progress: phase, stage, step/total, reward, eta, elapsed (for logs, not terminals)."""
+    s = job.status
+    phase = (s.phase if s else None) or "Pending"
+    parts = [f"rarljob/{job.name}", phase]
+    if s and s.stage:
+        parts.append(f"stage {s.stage}")
+    total = (s.total_steps if s else None) or job.spec.total_steps()
+    parts.append(f"step {(s.step or 0) if s else 0}/{total}")
+    if s and s.reward is not None:
+        parts.append(f"reward {s.reward:.3f}")
+    if s and s.eta_seconds and phase == "Running":
+        parts.append(f"eta {_duration(s.eta_seconds)}")
+    parts.append(f"elapsed {_duration(elapsed)}")
+    return " ".join(parts)
+
+
+class PlainProgress:
+    """``client.wait``'s ``on_progress`` for a log: one flushed line per change, step-only changes rate-limited."""
+
+    def __init__(self, echo=None, step_seconds: float | None = None, clock=time.monotonic):
+        self.echo = echo or typer.echo
+        self.step_seconds = step_seconds if step_seconds is not None else _progress_seconds()
+        self.clock = clock
+        self.started = clock()
+        self.printed_at: float | None = None
+        self.printed_key: tuple | None = None
+        self.latest = None  # the newest job seen, printed or not
+
+    def __call__(self, job) -> None:
+        s = job.status
+        key = (s.phase, s.stage, s.step, s.reward) if s else None
+        if key == self.printed_key:
+            return
+        self.latest = job
+        moved_on = self.printed_key is None or key is None or key[:2] != self.printed_key[:2]
+        if moved_on or self.printed_at is None or self.clock() - self.printed_at >= self.step_seconds:
+            self._print(job, key)
+
+    def heartbeat(self) -> None:
+        """Print the newest state (again, or for the first time if it was held back)."""
+        if self.latest is not None:
+            s = self.latest.status
+            self._print(self.latest, (s.phase, s.stage, s.step, s.reward) if s else None)
+
+    def _print(self, job, key) -> None:
+        self.echo(progress_line(job, self.clock() - self.started))
+        sys.stdout.flush()
+        self.printed_at, self.printed_key = self.clock(), key
+
+
+def _wait_plain(client, name: str, timeout: float | None, until: frozenset[str]):
+    """``client.wait`` printing ``PlainProgress`` lines, and the latest again at least every heartbeat."""
+    from rarl.errors import WaitTimeout
+
+    plain = PlainProgress()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return client.wait(name, until=until, timeout=PLAIN_HEARTBEAT_SECONDS if left is None else
+                               min(PLAIN_HEARTBEAT_SECONDS, left), on_progress=plain, poll_interval=1.0)
+        except WaitTimeout:
+            if deadline is not None and time.monotonic() >= deadline:
+                job = client.get(name)
+                phase = (job.status.phase if job.status else None) or "Pending"
+                raise WaitTimeout(f"job {name!r} is still {phase} after {timeout:g} s "
+                                  f"(waiting for {', '.join(sorted(until))})") from None
+            plain.heartbeat()
+
+
 def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = False,
                         until: frozenset[str] | None = None):
+    """Wait with a live bar on a terminal, plain progress lines otherwise (a CI log, ``> out.log``), or silently."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rarl.api.vocabulary import TERMINAL_PHASES
+
+    until = until or TERMINAL_PHASES
+    if quiet:
+        return client.wait(name, until=until, timeout=timeout, poll_interval=1.0)
+    console = _console()
+    if not console.is_terminal:
+        return _wait_plain(client, name, timeout, until)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=_console(), transient=False, disable=quiet) as bar:
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("Pending", total=None, info="")
 
         def update(job) -> None:
@@ -322,10 +433,7 @@ def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = 
             bar.update(task, description=f"{phase}{stage}", total=total, completed=(s.step or 0) if s else 0,
                        info="  ".join(x for x in (reward, eta) if x))
 
-        from rarl.api.vocabulary import TERMINAL_PHASES
-
-        return client.wait(name, until=until or TERMINAL_PHASES, timeout=timeout, on_progress=update,
-                           poll_interval=1.0)
+        return client.wait(name, until=until, timeout=timeout, on_progress=update, poll_interval=1.0)
 
 
 @app.command()
@@ -333,6 +441,8 @@ def wait(
     name: str = typer.Argument(..., metavar="NAME", help="Job name."),
     timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", help="Give up after this many seconds (exit 124)."),
     for_: str = typer.Option("Succeeded,Failed", "--for", metavar="PHASES", help="Comma-separated phases to wait for."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress while waiting (a bar on a terminal, "
+                               "otherwise one line per step at most every 10 s)."),
     output: OutputFormat | None = output_option(),
 ) -> None:
     """Wait for a job to reach a phase (default: until it succeeds or fails; exit 1 if it failed).
@@ -348,7 +458,7 @@ def wait(
     client = make_client()
     fmt = output_format(output)
     if fmt is OutputFormat.table:
-        job = _wait_with_progress(client, name, timeout, until=until)
+        job = _wait_with_progress(client, name, timeout, quiet=quiet, until=until)
         phase = job.status.phase if job.status else "Pending"
         typer.echo(f"rarljob/{name} {phase}" + (f": {_failure_text(job)}" if phase == "Failed" else ""))
     else:
@@ -445,8 +555,13 @@ def fetch(
 @app.command()
 def run(
     file: str = typer.Option(..., "-f", "--filename", metavar="FILE", help="RARLJob YAML file."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress while waiting (a bar on a terminal, "
+                               "otherwise one line per step at most every 10 s)."),
 ) -> None:
-    """Run a job here in the foreground (local backend) with a live progress bar; Ctrl-C suspends it."""
+    """Run a job here in the foreground (local backend) with a live progress bar; Ctrl-C suspends it.
+
+    Without a terminal (a CI log, a file) the bar is one plain line per step instead.
+    """
     from rarl.api.validation import parse_job
     from rarl.api.vocabulary import TERMINAL_PHASES
     from rarl.backends.local import absolutize
@@ -482,7 +597,7 @@ def run(
                   f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f{home}", markup=False)
     started = time.time()
     try:
-        final = _wait_with_progress(client, job.name, None)
+        final = _wait_with_progress(client, job.name, None, quiet=quiet)
     except KeyboardInterrupt:
         console.print("interrupted: suspending after a checkpoint...")
         try:
