@@ -178,6 +178,16 @@ class LocalBackend(Backend):
             raise InvalidSpec([Problem("spec.resources.nodes",
                                        f"the local backend runs one node; got {job.spec.resources.nodes} "
                                        "(use --backend kubernetes)")])
+        wanted = job.spec.resources.gpus_per_node
+        if wanted > 0:  # refused, not run on fewer GPUs or on the CPU without a word
+            from rarl.backends.supervisor import visible_gpus
+
+            have, how = visible_gpus()
+            if have < wanted:
+                raise InvalidSpec([Problem("spec.resources.gpusPerNode",
+                                           f"asks for {wanted} GPU(s); this machine shows {have} ({how}): set it to "
+                                           f"{have} to run here{' (0: on the CPU)' if have else ' on the CPU'}, or "
+                                           "use --backend kubernetes")])
         base = Path(cwd or os.getcwd())
         job = absolutize(job, base)
         try:

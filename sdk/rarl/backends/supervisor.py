@@ -53,20 +53,16 @@ def trainer_command(files: JobFiles, gpus: int) -> list[str]:
     return [sys.executable, *args]
 
 
-def local_gpu_count(wanted: int) -> int:
-    """How many local GPUs to use: the spec's gpusPerNode, capped by what this machine has."""
-    if wanted <= 0:
-        return 0
+def visible_gpus() -> tuple[int, str]:
+    """How many GPUs this machine shows a trainer, and how that was found (for a refusal's message)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        have = len([d for d in visible.split(",") if d.strip()])
-    else:
-        try:
-            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
-            have = len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
-        except (OSError, subprocess.SubprocessError):
-            have = 0
-    return min(wanted, have)
+        return len([d for d in visible.split(",") if d.strip()]), f"CUDA_VISIBLE_DEVICES={visible!r}"
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return 0, "no nvidia-smi"
+    return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")]), "nvidia-smi -L"
 
 
 def exit_text(code: int) -> str:
@@ -118,7 +114,7 @@ class Supervisor:
             started = state.get("startEpoch") or time.time()
             left = max(0.0, policy.active_deadline_seconds - (time.time() - started))
             threading.Thread(target=self._deadline_watch, args=(left,), daemon=True).start()
-        gpus = local_gpu_count(self.job.spec.resources.gpus_per_node)
+        gpus = self.job.spec.resources.gpus_per_node  # checked against this machine's GPUs when submitted
         while True:
             attempt = int(state.get("attempt", 1))
             log_path = self.files.log(attempt)
