@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from rarl import manifests
-from rarl.api.validation import validate_document
+from rarl.api.validation import cluster_problems, validate_document
 from rarl.api.vocabulary import ANNOTATION_RESTARTS, ANNOTATION_TRAINING_SETTINGS, LABEL_ATTEMPT
 from rarl_operator import metrics
 from rarl_operator.api import Api
@@ -125,6 +125,9 @@ def observe(body: Mapping[str, Any], jobs: Iterable[JobView], pods: Iterable[Pod
                         "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}},
            "spec": body.get("spec")}
     job, problems = validate_document(doc)
+    admitted = bool((body.get("status") or {}).get("phase"))  # jobs an older operator started are left alone
+    if job is not None and not admitted and (problems := cluster_problems(job)):  # checkpoints dying with the pod
+        job = None
     by_attempt: dict[int, JobView] = {}
     for view in jobs:
         if view.attempt > 0:

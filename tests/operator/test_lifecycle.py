@@ -23,6 +23,9 @@ def attempts(kube, name):
 def test_quickstart_apply_creates_owned_children(kube, operator):
     doc = yaml.safe_load((REPO / "examples/quickstart.yaml").read_text())
     doc["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "cpu-queue"}
+    # on a cluster what the job keeps goes to S3 (README: "To move the quickstart to a cluster")
+    doc["spec"]["checkpoint"]["uri"] = "s3://ckpt-bucket/quickstart"
+    doc["spec"]["output"]["uri"] = "s3://model-bucket/quickstart"
     out = apply(kube, doc)
     assert "rarljob.rarl.dev/quickstart created" in out
     job = wait_job(kube, "quickstart", 1)
@@ -182,6 +185,19 @@ def test_invalid_spec_fails_and_creates_nothing(kube, operator, name):
     reconciled(kube, name)
     for plural in (JOBS, "v1/configmaps", "v1/services", "v1/serviceaccounts"):
         assert not any(n.startswith(name) for n in kube.objects(plural)), plural
+
+
+def test_locations_inside_the_pod_fail_the_job_naming_the_fields(kube, operator, name):
+    """kubectl apply of a job whose checkpoints and model would die with the pod (issue 28, row 4)."""
+    doc = job_doc(name, checkpoint={"uri": "/workspace/ckpt"})
+    doc["spec"]["output"] = {"uri": ".rarl/model"}
+    apply(kube, doc)
+    st = wait_phase(kube, name, "Failed")
+    message = condition(st, "InvalidSpec")["message"]
+    assert "spec.checkpoint.uri: '/workspace/ckpt'" in message and "spec.output.uri: '.rarl/model'" in message
+    assert "use an s3:// URI" in message
+    reconciled(kube, name)
+    assert not any(n.startswith(name) for n in kube.objects(JOBS))
 
 
 def metric(text: str, sample: str) -> float:

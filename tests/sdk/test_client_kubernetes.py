@@ -49,6 +49,7 @@ def job_doc(labels: dict[str, str] | None = None) -> dict:
     doc = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     doc["metadata"] = {"name": f"sdk-{uuid.uuid4().hex[:6]}", "labels": labels or {}}
     doc["spec"]["output"] = {"uri": f"s3://models/{doc['metadata']['name']}"}
+    doc["spec"]["checkpoint"]["uri"] = f"s3://checkpoints/{doc['metadata']['name']}"
     return doc
 
 
@@ -143,3 +144,14 @@ def test_cli_against_the_emulator(rarlctl_proc, kube, operator, tmp_path):
     assert r.code == 1 and "not found in namespace 'default'" in r.err
     r = rarlctl_proc(*common, "wait", doc["metadata"]["name"], "--timeout", "0.5")
     assert r.code == 124 and "still" in r.err  # a wait timeout has its own exit code
+
+
+def test_submit_refuses_locations_inside_the_pod(client, kube):
+    """Refused before anything reaches the cluster (issue 28, row 4)."""
+    from rarl.errors import InvalidSpec
+
+    doc = job_doc()
+    doc["spec"]["checkpoint"]["uri"] = ".rarl/ckpt"
+    with pytest.raises(InvalidSpec, match=r"spec.checkpoint.uri: '.rarl/ckpt' is a folder inside the trainer pod"):
+        client.submit(doc)
+    assert doc["metadata"]["name"] not in kube.objects("rarl.dev/v1alpha1/rarljobs")

@@ -237,3 +237,30 @@ def parse_job(source: RARLJob | dict[str, Any] | str | bytes, *, origin: str | N
     if job is None:
         raise InvalidSpec(problems, origin)
     return job
+
+
+def cluster_problems(job: RARLJob) -> list[Problem]:
+    """What a valid job must also meet to run on Kubernetes: nothing it keeps may live only inside its pods.
+
+    A trainer pod's disk is an emptyDir that goes away with the pod: checkpoints written there are gone
+    before a retry (a new pod) could resume from them, and so is the exported model. What outlives the
+    pod: ``s3://`` URIs, or paths on the PersistentVolumeClaim that ``resources.cacheVolumeClaim`` mounts.
+    """
+    from pathlib import PurePosixPath
+
+    from rarl.api.uri import is_s3
+    from rarl.manifests import CACHE_DIR
+
+    claim = job.spec.resources.cache_volume_claim
+    problems = []
+    for path, uri in (("spec.checkpoint.uri", job.spec.checkpoint.uri), ("spec.output.uri", job.spec.output.uri)):
+        if is_s3(uri):
+            continue
+        local = PurePosixPath(uri.removeprefix("file://"))
+        if claim and local.is_absolute() and local.is_relative_to(CACHE_DIR) and local != PurePosixPath(CACHE_DIR):
+            continue
+        problems.append(Problem(path, (
+            f"{uri!r} is a folder inside the trainer pod, whose disk goes away with the pod (a retry would find "
+            f"no checkpoint, and the model would be lost): use an s3:// URI (with spec.storage), or a path under "
+            f"{CACHE_DIR}/ with resources.cacheVolumeClaim naming a PersistentVolumeClaim")))
+    return problems

@@ -9,7 +9,7 @@ from typing import Any
 from rarl.api.types import API_GROUP, API_VERSION, PLURAL, RARLJob
 from rarl.api.vocabulary import LABEL_ATTEMPT, LABEL_JOB, TERMINAL_PHASES
 from rarl.backends.base import Backend, JobEvent
-from rarl.errors import BackendUnavailable, InvalidArgument, JobNotFound, RARLError
+from rarl.errors import BackendUnavailable, InvalidArgument, InvalidSpec, JobNotFound, RARLError
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
@@ -92,6 +92,10 @@ class KubernetesBackend(Backend):
     # ------------------------------------------------------------------ API
 
     def submit(self, job: RARLJob) -> RARLJob:
+        from rarl.api.validation import cluster_problems
+
+        if problems := cluster_problems(job):
+            raise InvalidSpec(problems)
         body = job.to_dict(include_status=False)
         body["metadata"]["namespace"] = job.metadata.namespace or self.namespace
         created = self._call("create RARLJobs", self.custom.create_namespaced_custom_object,

@@ -29,7 +29,7 @@ from rarl.cli.app import (
     read_source,
     refuse_output_option,
 )
-from rarl.errors import JobFinished, RARLError
+from rarl.errors import InvalidSpec, JobFinished, RARLError
 
 
 def _console():
@@ -118,7 +118,11 @@ def submit(
 
     label = "<stdin>" if file == "-" else file
     job = parse_job(read_source(file), origin=label)
-    if dry_run:
+    if dry_run:  # the Kubernetes manifests, whichever the backend: what a cluster needs is checked too
+        from rarl.api.validation import cluster_problems
+
+        if problems := cluster_problems(job):
+            raise InvalidSpec(problems)
         _print_manifests(job, output_format(output))
         return
     client = make_client()

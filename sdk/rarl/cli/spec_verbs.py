@@ -12,6 +12,7 @@ from rarl.cli.app import (
     EXIT_OK,
     EXIT_USAGE,
     OPTIONS,
+    Backend,
     CLIError,
     OutputFormat,
     app,
@@ -60,8 +61,11 @@ def validate(
                               help="RARLJob YAML file; repeatable; '-' reads stdin."),
     output: OutputFormat | None = output_option(),
 ) -> None:
-    """Check RARLJob files: one OK line per valid document, one line per problem otherwise."""
-    from rarl.api.validation import load_yaml_documents, validate_document
+    """Check RARLJob files: one OK line per valid document, one line per problem otherwise.
+
+    With --backend kubernetes also what a cluster needs (checkpoints and the model outside the pods).
+    """
+    from rarl.api.validation import cluster_problems, load_yaml_documents, validate_document
 
     results = []
     worst = EXIT_OK
@@ -82,6 +86,8 @@ def validate(
             continue
         for index, doc in enumerate(docs, start=1):
             job, problems = validate_document(doc)
+            if job is not None and OPTIONS.backend is Backend.kubernetes and (problems := cluster_problems(job)):
+                job = None
             name_ = job.name if job else (doc.get("metadata") or {}).get("name") if isinstance(doc, dict) else None
             results.append({"file": label, "document": index if len(docs) > 1 else None,
                             "name": name_ if isinstance(name_, str) else None,
