@@ -118,7 +118,7 @@ def jobs(draw):
             "rmo": {
                 "probability": draw(st.floats(0, 1)),
                 "epsilon": draw(st.floats(0, 10)),
-                "mutations": draw(st.integers(1, 64)),
+                "mutations": draw(st.integers(1, 8)),  # at most grpo.numGenerations (default 8)
                 "mode": draw(st.sampled_from(["auto", "value", "order"])),
             },
         }

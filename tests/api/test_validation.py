@@ -142,6 +142,29 @@ CASES = [
     ("unknown sharding", with_("spec.model.sharding", "zero3"), "spec.model.sharding", "'none' or 'fsdp'"),
     ("cpu offload without fsdp", with_("spec.model.cpuOffload", True), "spec.model.cpuOffload", "needs sharding"),
     ("fsdp over one process", with_("spec.model.sharding", "fsdp"), "spec.model.sharding", "nothing to shard"),
+    # issue 28, row 7: what a new user got through
+    ("infinite temperature", with_("spec.grpo.temperature", float("inf")), "spec.grpo.temperature", "finite number"),
+    ("NaN learning rate", with_("spec.grpo.learningRate", float("nan")), "spec.grpo.learningRate", "finite number"),
+    ("huge completions", with_("spec.grpo.maxCompletionLength", 10**9), "spec.grpo.maxCompletionLength",
+     "less than or equal to 131072"),
+    ("huge prompts", with_("spec.grpo.maxPromptLength", 10**9), "spec.grpo.maxPromptLength", "less than or equal"),
+    ("every reward weight 0", with_("spec.reward.weights", {"regression": 0, "ranking": 0, "format": 0}),
+     "spec.reward.weights", "every weight is 0"),
+    ("a stage's reward weights all 0", with_("spec.stages", [{"name": "a", "steps": 1, "rewardWeights": {
+        "regression": 0, "ranking": 0, "format": 0}}]), "spec.stages[0].rewardWeights", "every weight is 0"),
+    ("output is the checkpoint folder", with_("spec.output.uri", "s3://ckpt/minimal/"), "spec.output.uri",
+     "is checkpoint.uri"),
+    ("output inside the checkpoint folder", with_("spec.output.uri", "s3://ckpt/minimal/model"), "spec.output.uri",
+     "is inside checkpoint.uri"),
+    ("more mutations than completions", with_("spec.stages", [{"name": "a", "steps": 1, "rmo": {"mutations": 9}}]),
+     "spec.stages[0].rmo.mutations", "more than the 8 completions"),
+    ("label key with a space", with_("metadata.labels", {"a b": "x"}), "metadata.labels", "not a Kubernetes key"),
+    ("label value with a space", with_("metadata.labels", {"team": "a b"}), "metadata.labels", "not a label value"),
+    ("annotation key with a bad prefix", with_("metadata.annotations", {"Bad_Prefix/x": "y"}), "metadata.annotations",
+     "not a Kubernetes key"),
+    ("namespace with capitals", with_("metadata.namespace", "Bad_NS"), "metadata.namespace", "not a namespace name"),
+    ("unknown placeholder", with_("spec.dataset.instruction", "Rate {itemz} from {min} to {max}: {format}"),
+     "spec.dataset.instruction", "unknown placeholder(s) {itemz}"),
 ]
 
 
@@ -314,3 +337,15 @@ def test_a_stage_may_accumulate_its_own_batch_and_the_batch_rule_checks_it():
     job, problems = validate_document(doc)
     assert job is None and [p.path for p in problems] == ["spec.stages[1].gradientAccumulationSteps"]
     assert "stage b's gradientAccumulationSteps (3)" in problems[0].message
+
+
+def test_what_row_7_refuses_has_its_valid_neighbours():
+    """The new rules do not refuse what is fine: a sibling output folder, prefixed label keys, empty label values,
+    JSON braces in an instruction, as many mutations as completions."""
+    doc = with_("spec.output.uri", "s3://ckpt/minimal-model")
+    doc["metadata"].update(namespace="ml-team", labels={"kueue.x-k8s.io/queue-name": "cpu-queue", "team": ""},
+                           annotations={"example.com/owner": "a b c"})
+    doc["spec"]["dataset"]["instruction"] = 'Rate {items} from {min} to {max}. Reply as {"value": v}: {format}'
+    doc["spec"]["stages"] = [{"name": "a", "steps": 1, "rmo": {"mutations": 8}}]
+    job, problems = validate_document(doc)
+    assert problems == [] and job is not None

@@ -102,3 +102,13 @@ def test_a_batch_the_trainer_would_refuse_fails_validate(tmp_path, rarlctl):
     path = _write(tmp_path, grpo={"perDeviceBatchSize": 4, "numGenerations": 8}, resources={"gpusPerNode": 3})
     res = rarlctl("validate", "-f", str(path))
     assert res.code == 1 and "x processes (3) = 12 completions per step" in res.out, res
+
+
+def test_several_nodes_warn_on_the_local_backend_and_pass_for_a_cluster(tmp_path, rarlctl):
+    """Before, `resources.nodes: 4` validated and only `run` refused it (issue 28, row 7)."""
+    path = _write(tmp_path, resources={"nodes": 4})
+    local = rarlctl("validate", "-f", str(path))
+    assert local.code == 0 and f"{path}: warning: spec.resources.nodes: 4 nodes: the local backend runs one node" \
+        in local.out
+    cluster = rarlctl("--backend", "kubernetes", "validate", "-f", str(path))
+    assert cluster.code == 0 and "warning" not in cluster.out

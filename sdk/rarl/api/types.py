@@ -63,19 +63,25 @@ def synthetic_target_error(lo: float, hi: float) -> str | None:
     return None
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")  # Kubernetes label/annotation key name
+MAX_TOKENS = 131072
+"""Upper bound of a prompt or completion length: 128k tokens, beyond the context of the models RARL trains."""
+INSTRUCTION_PLACEHOLDERS = ("items", "n", "unit", "min", "max", "what", "format")
+"""The names ``dataset.instruction`` may use in braces (the trainer fills them in, prompts.py)."""
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME_LENGTH = 40
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i?|[munkMGTPE])?$")
 
 
 class APIModel(BaseModel):
-    """Base of every API object: camelCase aliases, unknown fields rejected."""
+    """Base of every API object: camelCase aliases, unknown fields rejected, no inf or NaN in a number."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         validate_assignment=True,
+        allow_inf_nan=False,
     )
 
 
@@ -387,11 +393,24 @@ class DatasetSpec(APIModel):
     instruction: str | None = Field(
         None,
         description=(
-            "Prompt template. Placeholders: {n} items, {unit}, {min}, {max}, {what} (the quantity) and {format} "
-            "(the answer format). Default: a template per format."
+            "Prompt template. Placeholders: {items} (e.g. 'the image' or 'each of the 4 words'), {n} (how many), "
+            "{unit}, {min}, {max}, {what} (the quantity) and {format} (the answer format); another {name} is refused "
+            "(other braces, e.g. JSON, are kept as written). Default: a template per format."
         ),
     )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec, description="Settings of the synthetic generator.")
+
+    @field_validator("instruction")
+    @classmethod
+    def _placeholders(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        names = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", v)  # what the trainer replaces; other braces stay
+        unknown = sorted({n for n in names if n not in INSTRUCTION_PLACEHOLDERS})
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}: the prompt would "
+                             f"show them as typed; use {', '.join('{' + n + '}' for n in INSTRUCTION_PLACEHOLDERS)}")
+        return v
 
     @field_validator("train", "eval", "images")
     @classmethod
@@ -456,6 +475,13 @@ class RewardWeights(APIModel):
     regression: float = Field(1.0, ge=0, description="Weight of the regression (precision) reward.")
     ranking: float = Field(1.0, ge=0, description="Weight of the ranking reward (lists of n >= 2, or batch ranking).")
     format: float = Field(0.5, ge=0, description="Weight of the format reward.")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> RewardWeights:
+        if self.regression == 0 and self.ranking == 0 and self.format == 0:
+            raise ValueError("every weight is 0: the reward would always be 0 and GRPO would learn nothing; "
+                             "give at least one term a weight > 0")
+        return self
 
 
 class RewardSpec(APIModel):
@@ -569,13 +595,14 @@ class GRPOSpec(APIModel):
     max_prompt_length: int | None = Field(
         None,
         ge=1,
+        le=MAX_TOKENS,
         description=(
             "Longest prompt in tokens for rollouts and evaluation: longer prompts lose their oldest text tokens "
             "(from the left; image tokens are always kept). Also fixes the rollout engine's KV-cache size, so "
             "compiled decoding compiles once. Unset: prompts are used whole."
         ),
     )
-    max_completion_length: int = Field(256, ge=1, description="Maximum generated tokens per completion.")
+    max_completion_length: int = Field(256, ge=1, le=MAX_TOKENS, description="Maximum generated tokens per completion.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of a stage's steps with linear learning-rate warm-up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     seed: int = Field(42, ge=0, description="Seed of sampling, data order and RMO.")
@@ -948,9 +975,20 @@ class RARLJobSpec(APIModel):
                 "model.sharding is 'fsdp' (each process holds a shard); use rolloutEngine 'auto' or 'trl' (TRL's "
                 "generate on the sharded model, one layer gathered at a time)"
             ))
+        out, ckpt = self.output.uri.rstrip("/"), self.checkpoint.uri.rstrip("/")
+        if out == ckpt or out.startswith(ckpt + "/"):
+            raise field_rule_error("output.uri", (
+                f"output.uri {self.output.uri!r} is {'' if out == ckpt else 'inside '}checkpoint.uri {ckpt!r}: the "
+                "checkpoints' retention and the export would write in one folder; give the model its own location"
+            ))
         for i, stage in enumerate(self.stages):
             if stage.kind != "grpo":
                 continue
+            if stage.rmo.enabled and stage.rmo.mutations > self.grpo.num_generations:
+                raise field_rule_error(f"stages[{i}].rmo.mutations", (
+                    f"rmo.mutations {stage.rmo.mutations} is more than the {self.grpo.num_generations} completions "
+                    "of a group (grpo.numGenerations): RMO replaces completions within a group"
+                ))
             try:  # the trainer's rule, caught at submit
                 self.grpo.completions_per_step(self.resources.processes(), stage)
             except ValueError as exc:
@@ -983,6 +1021,8 @@ class Condition(APIModel):
 
 class RARLJobStatus(APIModel):
     """Observed state, computed by the operator from the child Job and pods and by the trainer's reports."""
+
+    model_config = ConfigDict(allow_inf_nan=True)  # observed, not asked for: read back as the trainer wrote it
 
     phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed, Suspended or Restarting.")
     conditions: list[Condition] = Field(default_factory=list, description="Latest observations of the job's state.")
@@ -1037,6 +1077,29 @@ class ObjectMeta(BaseModel):
     @classmethod
     def _null_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > 63 or not _DNS1123.match(v)):
+            raise ValueError(f"{v!r} is not a namespace name (DNS-1123 label: at most 63 lowercase letters, digits "
+                             "and '-', starting and ending with a letter or digit)")
+        return v
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _keys(cls, v: dict[str, str], info) -> dict[str, str]:
+        for key, value in v.items():
+            prefix, _, name = key.rpartition("/")
+            if (not _LABEL_NAME.match(name) or (prefix and (len(prefix) > 253 or not all(
+                    _DNS1123.match(part) for part in prefix.split("."))))):
+                raise ValueError(f"key {key!r} is not a Kubernetes key: [prefix/]name, the name at most 63 letters, "
+                                 "digits, '-', '_' and '.', starting and ending with a letter or digit; the prefix "
+                                 "a DNS subdomain")
+            if info.field_name == "labels" and value and not _LABEL_NAME.match(value):
+                raise ValueError(f"value {value!r} of label {key!r} is not a label value: empty, or at most 63 "
+                                 "letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
+        return v
 
 
 class RARLJob(APIModel):

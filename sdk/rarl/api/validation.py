@@ -248,7 +248,7 @@ def cluster_problems(job: RARLJob) -> list[Problem]:
     """
     from pathlib import PurePosixPath
 
-    from rarl.api.uri import is_s3
+    from rarl.api.uri import is_s3, local_path
     from rarl.manifests import CACHE_DIR
 
     claim = job.spec.resources.cache_volume_claim
@@ -256,7 +256,7 @@ def cluster_problems(job: RARLJob) -> list[Problem]:
     for path, uri in (("spec.checkpoint.uri", job.spec.checkpoint.uri), ("spec.output.uri", job.spec.output.uri)):
         if is_s3(uri):
             continue
-        local = PurePosixPath(uri.removeprefix("file://"))
+        local = PurePosixPath(local_path(uri).as_posix())
         if claim and local.is_absolute() and local.is_relative_to(CACHE_DIR) and local != PurePosixPath(CACHE_DIR):
             continue
         problems.append(Problem(path, (

@@ -30,6 +30,16 @@ def _is_local_path(value: str) -> bool:
     return builtin_name(value) is None and (not has_scheme(value) or value.startswith("file://"))
 
 
+def _local_warnings(job) -> list[str]:
+    """What ``run``/``submit`` on this machine would refuse or miss, said by ``validate`` (local backend only)."""
+    if OPTIONS.backend is Backend.kubernetes:
+        return _missing_paths(job)
+    nodes = job.spec.resources.nodes
+    refused = ([f"spec.resources.nodes: {nodes} nodes: the local backend runs one node, so `rarlctl run` and "
+                "`submit` refuse it here (a cluster: --backend kubernetes)"] if nodes > 1 else [])
+    return refused + _missing_paths(job)
+
+
 def _missing_paths(job) -> list[str]:
     """Warnings for local locations that do not exist here.
 
@@ -92,7 +102,7 @@ def validate(
             results.append({"file": label, "document": index if len(docs) > 1 else None,
                             "name": name_ if isinstance(name_, str) else None,
                             "valid": job is not None, "problems": [str(p) for p in problems],
-                            "warnings": _missing_paths(job) if job is not None else []})
+                            "warnings": _local_warnings(job) if job is not None else []})
             if job is None:
                 worst = max(worst, EXIT_INVALID)
     fmt = output_format(output)
