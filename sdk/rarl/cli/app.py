@@ -185,19 +185,29 @@ def refuse_output_option(verb: str) -> None:
         raise CLIError(f"-o/--output: `rarlctl {verb}` prints no data; drop -o")
 
 
-def read_source(name: str) -> bytes:
-    """Bytes of a file or of stdin ('-'); unreadable files are an environment problem (exit 2)."""
+def read_source(name: str, named: bool = True) -> bytes:
+    """Bytes of a file or of stdin ('-'); unreadable files are an environment problem (exit 2).
+
+    ``named``: the error starts with the file's name (``validate`` prints the name itself).
+    """
     if name == "-":
         return sys.stdin.buffer.read()
     path = Path(name)
+    where = f"{name}: " if named else ""
     if not path.exists():
-        raise CLIError("no such file")
+        raise CLIError(f"{where}no such file")
     if path.is_dir():
-        raise CLIError("is a directory, expected a YAML file")
+        raise CLIError(f"{where}is a directory, expected a YAML file")
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise CLIError(f"cannot read: {exc.strerror or exc}") from None
+        raise CLIError(f"{where}cannot read: {exc.strerror or exc}") from None
+
+
+def no_export_error(name: str, phase: str | None) -> CLIError:
+    """A job without an exported model yet: the job's state, not the command's use (exit 1, as a failed job)."""
+    return CLIError(f"job {name!r} has no exported model yet (phase {phase or 'Pending'}); models are exported when "
+                    "the last stage ends", EXIT_INVALID)
 
 
 def output_option() -> typing.Any:
@@ -229,4 +239,6 @@ def make_client(backend: Backend | None = None):
         if value is not None:
             raise CLIError(f"{flag}: only applies to --backend kubernetes (local jobs have no cluster; "
                            "add --backend kubernetes)")
+    if OPTIONS.home is not None and Path(OPTIONS.home).exists() and not Path(OPTIONS.home).is_dir():
+        raise CLIError(f"--home {OPTIONS.home}: is a file; the home is the folder that holds the local jobs")
     return Client(LocalBackendConfig(home=OPTIONS.home))

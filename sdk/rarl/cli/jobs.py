@@ -24,6 +24,7 @@ from rarl.cli.app import (
     OutputFormat,
     app,
     make_client,
+    no_export_error,
     output_format,
     output_option,
     read_source,
@@ -195,6 +196,8 @@ def list_(
             raise CLIError(f"--selector {item!r}: expected key=value")
         labels[key] = value
     client = make_client()
+    if OPTIONS.home is not None and not Path(OPTIONS.home).exists():  # asked for by name: a typo is not "no jobs"
+        raise CLIError(f"--home {OPTIONS.home}: no such folder (no local job was ever submitted with this home)")
     jobs = client.list(labels=labels or None)
     fmt = output_format(output)
     _print_jobs(jobs, fmt)
@@ -542,8 +545,7 @@ def fetch(
     job = client.get(name)
     if not (job.status and job.status.model_uri):
         phase = job.status.phase if job.status else "Pending"
-        raise CLIError(f"job {name!r} has no exported model yet (phase {phase}); "
-                       "models are exported when the last stage ends", EXIT_INVALID)
+        raise no_export_error(name, phase)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -4,7 +4,8 @@ The model is a job's export (by job name: its ``status.modelURI``) or an export 
 ``file://`` or ``s3://``, downloaded and verified once into the cache). The items, the prompt and
 the target range come from the job's ``dataset`` spec (``-f`` for a location); ``--data`` points
 the same spec at other items. torch and rarl_trainer are imported inside the command.
-Exit codes: 0 ok; 1 an unknown job; 2 a model, data or option problem (one line, no traceback).
+Exit codes: 0 ok; 1 an unknown job or one without an exported model yet (as ``fetch``); 2 a model, data or
+option problem (one line, no traceback).
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from pathlib import Path
 
 import typer
 
-from rarl.cli.app import OPTIONS, CLIError, make_client, read_source
+from rarl.cli.app import OPTIONS, CLIError, make_client, no_export_error, read_source
 
 
 def _source(source: str, job_file: str | None):
     """(job, model location) from a job name or an export location (+ the job file for its dataset)."""
-    from rarl.api.uri import has_scheme
+    from rarl.api.uri import has_scheme, local_path, names_a_path
     from rarl.api.validation import parse_job
 
     job = parse_job(read_source(job_file), origin=job_file) if job_file else None
-    is_location = has_scheme(source) or Path(source).exists()
+    is_location = has_scheme(source) or names_a_path(source) or Path(source).exists()
     if is_location:
+        if not has_scheme(source) and not local_path(source).exists():
+            raise CLIError(f"{source}: no such model folder (a job name has no '/' or '.'; an export location "
+                           "is a folder, file:// or s3://)")
         if job is None:
             raise CLIError(f"{source} is a model location: give the job file with -f (its dataset section says "
                            "what the items are and how to ask)")
@@ -35,8 +39,7 @@ def _source(source: str, job_file: str | None):
     named = make_client().get(source)  # JobNotFound -> one line, exit 1
     model_uri = named.status.model_uri if named.status else None
     if not model_uri:
-        phase = named.status.phase if named.status else "Pending"
-        raise CLIError(f"rarljob/{source} has no exported model yet ({phase})")
+        raise no_export_error(source, named.status.phase if named.status else None)
     return job or named, model_uri
 
 

@@ -82,7 +82,7 @@ def validate(
     for name in files:
         label = "<stdin>" if name == "-" else name
         try:
-            data = read_source(name)
+            data = read_source(name, named=False)
         except CLIError as exc:
             results.append({"file": label, "document": None, "name": None, "valid": False, "problems": [str(exc)],
                             "warnings": []})
