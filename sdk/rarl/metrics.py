@@ -13,7 +13,8 @@ silently:
   ``nK/invalid_rate`` report the share of rows left out.
 * A valid list whose predictions are all equal has no ranking: its tau counts as 0, and
   ``nK/tied_rate`` reports the share of such lists, so "cannot tell" is not mistaken for "ranked at
-  chance". A list whose targets are all equal has nothing to rank and is left out of both.
+  chance"; when every list is tied, ``nK/tau`` is undefined (NaN), not 0. A list whose targets are
+  all equal has nothing to rank and is left out of both.
 * A metric that is undefined (no valid row, constant inputs for SRCC/PLCC) is NaN; use
   ``finite_metrics`` before writing metrics where NaN is not allowed (JSON, Kubernetes status).
 
@@ -209,7 +210,8 @@ def evaluate(
                 tau = kendall_tau_b(p, t)
                 tied += math.isnan(tau)
                 taus.append(0.0 if math.isnan(tau) else tau)
-            out[f"{key}/tau"] = _mean(taus) if taus else NAN
+            # every list tied: nothing was ranked, so tau is undefined (not 0, which reads as "ranked at chance")
+            out[f"{key}/tau"] = _mean(taus) if taus and tied < len(taus) else NAN
             out[f"{key}/tied_rate"] = tied / len(taus) if taus else NAN
     return out
 

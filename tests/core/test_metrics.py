@@ -92,8 +92,9 @@ def test_evaluate_keys_and_invalid_rows() -> None:
 
 def test_evaluate_constant_predictions_and_finite_filter() -> None:
     m = evaluate([{"pred": [2, 2], "target": [1, 3]}, {"pred": [1, 2], "target": [2, 2]}])
-    assert m["n2/tau"] == 0.0  # constant prediction counts as tau 0; tied targets left out
-    assert m["n2/tied_rate"] == 1.0  # ... and is reported as "cannot tell", not hidden in the mean
+    # the only rankable list is tied (the other's targets are tied: left out): nothing was ranked, tau undefined
+    assert math.isnan(m["n2/tau"]) and "n2/tau" not in finite_metrics(m)  # (issue 28 row 8: it read 0.000)
+    assert m["n2/tied_rate"] == 1.0  # ... and is reported as "cannot tell"
     mixed = evaluate([{"pred": [2, 2], "target": [1, 3]}, {"pred": [1, 3], "target": [1, 3]},
                       {"pred": [3, 1], "target": [1, 3]}, {"pred": None, "target": [1, 3]},
                       {"pred": [5, 5, 5, 4], "target": [1, 2, 3, 4]}])
