@@ -120,7 +120,7 @@ def test_one_rule_for_o_on_every_verb(rarlctl, home, tmp_path):
     assert json.loads(rarlctl("-o", "json", "crd").out)["kind"] == "CustomResourceDefinition"
     assert rarlctl("crd").out.startswith("# Generated")
     for args in (["-o", "json", "init"], ["fetch", "x", "--dest", "m", "-o", "json"], ["crd", "--reference", "-o", "yaml"],
-                 ["-o", "yaml", "predict", "x"]):  # predict's own -o FILE comes after the verb
+                 ["-o", "yaml", "predict", "x"], ["predict", "x", "-o", "json"]):  # predict writes to --out FILE
         r = rarlctl(*args)
         assert r.code == 2 and "-o/--output" in r.err, (args, r.err)
 
@@ -138,3 +138,9 @@ def test_debug_adds_a_traceback_and_keeps_the_error_line_and_exit_code(rarlctl, 
     assert r.code == 1 and "Traceback" in r.err, r.err
     assert r.err.rstrip().splitlines()[-1] == f"error: no local job named 'nojob' in {home} (see: rarlctl list)"
     assert rarlctl("--home", str(home), "get", "nojob").err.count("\n") == 1  # without it: the line alone
+
+
+def test_minus_n_after_predict_is_the_namespace_not_a_list_size(rarlctl, tmp_path):
+    """Issue 28 row 5: `predict NAME -n ml` read ml as a list size; -n means the namespace on every verb."""
+    r = rarlctl("predict", "x", "-n", "ml")  # the local backend has no namespaces: refused as such
+    assert r.code == 2 and "-n/--namespace: only applies to --backend kubernetes" in r.err, r.err

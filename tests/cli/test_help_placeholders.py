@@ -20,7 +20,7 @@ VERBS_WITH_OPTIONS = {
     "validate": ["-f, --filename FILE"],
     "init": ["-e, --example NAME", "-f, --file FILE"],
     "eval": ["-p, --predictions FILE", "-o, --output table|json|yaml", "--precision STEP"],
-    "predict": ["-f, --filename FILE", "--data LOCATION", "-n, --list-size N", "-o, --out FILE"],
+    "predict": ["-f, --filename FILE", "--data LOCATION", "--list-size N", "--out FILE"],
 }
 
 

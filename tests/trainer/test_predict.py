@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
 def test_predictions_score_to_the_jobs_own_final_evaluation(exported, rarlctl_proc, tmp_path):
     tmp, config = exported
     out = tmp_path / "preds.jsonl"
-    r = rarlctl_proc("predict", str(tmp / "model"), "-f", str(config), "-o", str(out), timeout=300)
+    r = rarlctl_proc("predict", str(tmp / "model"), "-f", str(config), "--out", str(out), timeout=300)
     assert r.code == 0, r.out + r.err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [len(row["target"]) for row in rows] == [1, 1, 1, 2, 2, 2]

@@ -64,7 +64,7 @@ def predict_command(
     data: str | None = typer.Option(None, "--data", metavar="LOCATION", help="Other items in the job's dataset format (a JSONL "
                                                          "manifest for synthetic jobs): all of them are used."),
     split: str = typer.Option("eval", "--split", metavar="eval|train", help="eval or train split of the job's data (without --data)."),
-    list_size: list[int] = typer.Option([], "--list-size", "-n", metavar="N", help="Items per query (repeatable); default: the "
+    list_size: list[int] = typer.Option([], "--list-size", metavar="N", help="Items per query (repeatable); default: the "
                                                                       "job's grpo.evalListSizes."),
     queries: int | None = typer.Option(None, "--queries", min=1, metavar="N", help="Queries per list size, drawn as the "
                                                                       "trainer's evaluation draws them; default: "
@@ -72,12 +72,12 @@ def predict_command(
     every_item: bool = typer.Option(False, "--every-item", help="Ask about every item once (lists of one)."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, metavar="N",
                                               help="Default: the job's grpo.maxCompletionLength."),
-    out: Path | None = typer.Option(None, "--out", "-o", metavar="FILE", help="Write the rows here (default: standard output)."),
+    out: Path | None = typer.Option(None, "--out", metavar="FILE", help="Write the rows here (default: standard output)."),
 ) -> None:
     """Run an exported model on items and write {"id", "pred", "target", "completion"} rows (JSONL)."""
-    if OPTIONS.output_given:  # the global -o (before the verb): refused, not ignored
-        raise CLIError("-o/--output: `rarlctl predict` writes JSONL rows in one format; its own -o FILE, after "
-                       "the verb, names the file to write")
+    if OPTIONS.output_given:  # -o/--output keeps its global meaning after the verb too: refused, not ignored
+        raise CLIError("-o/--output: `rarlctl predict` writes JSONL rows in one format; name the file to write "
+                       "with --out FILE")
     if split not in ("eval", "train"):
         raise CLIError(f"--split {split!r}: expected eval or train")
     if every_item and list_size and set(list_size) != {1}:
