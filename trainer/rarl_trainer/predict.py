@@ -40,7 +40,10 @@ def load_export(location: Path):
     from rarl.api.types import LoRASpec, ModelSpec, VisionSpec
     from rarl_trainer.models import ModelLoadError, load_model
 
+    from transformers.utils import logging as hf_logging
+
     folder = export_model_folder(location)
+    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar is noise in predict's output (its own bar stays)
     try:
         return load_model(ModelSpec(base=str(folder), dtype="float32", lora=LoRASpec(enabled=False),
                                     vision=VisionSpec(max_pixels=None)))

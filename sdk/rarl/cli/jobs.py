@@ -601,6 +601,8 @@ def run(
     home = f" --home {OPTIONS.home}" if OPTIONS.home is not None else ""  # every printed command works as printed
     console.print(f"running rarljob/{job.name} locally: {len(job.spec.stages)} stages, "
                   f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f{home}", markup=False)
+    where = absolutize(job, Path.cwd()).spec  # relative locations are this folder's: said, so a run elsewhere is no surprise
+    console.print(f"checkpoints: {where.checkpoint.uri}  model: {where.output.uri}", markup=False)
     started = time.time()
     try:
         final = _wait_with_progress(client, job.name, None, quiet=quiet)
