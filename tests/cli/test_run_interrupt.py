@@ -69,3 +69,15 @@ def test_ctrl_c_as_the_job_finishes_says_so(rarlctl, job_file, tmp_path, monkeyp
     assert "suspended; continue" not in r.out and "cannot be suspended" not in r.err  # it was not suspended
     assert f"rarljob/idle {phase} before it could be suspended" in r.out, r.out
     assert json.loads((home / "jobs" / "idle" / "state.json").read_text())["phase"] == phase
+
+
+def test_run_ends_when_the_job_is_suspended_from_elsewhere(rarlctl, job_file, tmp_path):
+    """Issue 28 row 6: `rarlctl suspend NAME` from another terminal left `run` waiting forever on "Suspended".
+
+    Here the job is created suspended (runPolicy.suspend), which is what the other terminal's suspend leaves;
+    without the fix this call never returns (the test's timeout would fail it)."""
+    r = rarlctl("run", "-f", str(job_file), "--home", str(tmp_path / "home"))
+    assert r.code == 130, (r.out, r.err)
+    [run_again, resume] = _printed(r.out, "was suspended; continue with: ")
+    assert run_again == ["run", "-f", str(job_file), "--home", str(tmp_path / "home")]
+    assert resume == ["resume", "idle", "--home", str(tmp_path / "home")]

@@ -6,6 +6,7 @@ Each verb is a thin layer over ``rarl.Client``; what is printed depends on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -392,6 +393,25 @@ class PlainProgress:
         self.printed_at, self.printed_key = self.clock(), key
 
 
+@contextlib.contextmanager
+def _sigterm_exits():
+    """SIGTERM while the bar is drawn: exit 143 through the bar's cleanup, which shows the hidden cursor again."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(143)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _wait_plain(client, name: str, timeout: float | None, until: frozenset[str]):
     """``client.wait`` printing ``PlainProgress`` lines, and the latest again at least every heartbeat."""
     from rarl.errors import WaitTimeout
@@ -427,7 +447,7 @@ def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = 
         return _wait_plain(client, name, timeout, until)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as bar:
+    with _sigterm_exits(), Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("Pending", total=None, info="")
 
         def update(job) -> None:
@@ -605,7 +625,8 @@ def run(
     console.print(f"checkpoints: {where.checkpoint.uri}  model: {where.output.uri}", markup=False)
     started = time.time()
     try:
-        final = _wait_with_progress(client, job.name, None, quiet=quiet)
+        # Suspended too: `rarlctl suspend` from another terminal (or runPolicy.suspend) ends this wait, not hangs it
+        final = _wait_with_progress(client, job.name, None, quiet=quiet, until=TERMINAL_PHASES | {"Suspended"})
     except KeyboardInterrupt:
         console.print("interrupted: suspending after a checkpoint...")
         try:
@@ -623,6 +644,10 @@ def run(
                           markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     phase = final.status.phase if final.status else None
+    if phase == "Suspended":
+        console.print(f"rarljob/{job.name} was suspended; continue with: rarlctl run -f {file}{home}  "
+                      f"(or rarlctl resume {job.name}{home})", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if phase != "Succeeded":
         console.print(f"[red]rarljob/{job.name} {phase}[/red]: {_failure_text(final)}")
         for line in list(client.logs(job.name))[-10:]:
