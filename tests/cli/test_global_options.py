@@ -47,7 +47,7 @@ def test_hoisting_moves_only_global_options_the_verb_does_not_define():
 def test_home_is_global_and_works_after_the_verb(rarlctl, home, job_file):
     assert rarlctl("submit", "-f", str(job_file), "--home", str(home)).code == 0
     listed = json.loads(rarlctl("list", "-o", "json", "--home", str(home)).out)
-    assert [d["metadata"]["name"] for d in listed] == ["idle"]
+    assert [d["metadata"]["name"] for d in listed["items"]] == ["idle"]
     assert (home / "jobs" / "idle").is_dir()
     r = rarlctl("list")  # $RARL_HOME, another home: not there
     assert r.code == 0 and "No jobs found" in r.err

@@ -44,8 +44,10 @@ def test_submit_get_list_describe_delete(rarlctl, home, suspended_file):
     assert doc["status"]["phase"] == "Suspended" and doc["status"]["totalSteps"] == total
     assert yaml.safe_load(rarlctl("-o", "yaml", "get", "quickstart").out)["metadata"]["name"] == "quickstart"
     listed = json.loads(rarlctl("list", "-o", "json").out)
-    assert [d["metadata"]["name"] for d in listed] == ["quickstart"]
-    assert json.loads(rarlctl("list", "-l", "team=audio", "-o", "json").out) == []
+    assert listed["kind"] == "List" and listed["apiVersion"] == "v1"  # as kubectl, and as submit --dry-run
+    assert [d["metadata"]["name"] for d in listed["items"]] == ["quickstart"]
+    assert json.loads(rarlctl("list", "-l", "team=audio", "-o", "json").out)["items"] == []
+    assert yaml.safe_load(rarlctl("list", "-o", "yaml").out)["kind"] == "List"
     r = rarlctl("describe", "quickstart")
     assert r.code == 0 and "Phase:" in r.out and "Suspended" in r.out and "Conditions" in r.out
     described = json.loads(rarlctl("describe", "quickstart", "-o", "json").out)
@@ -104,7 +106,7 @@ def test_dry_run_prints_valid_kubernetes_manifests(rarlctl, home):
     assert job["spec"]["completions"] == 2 and job["spec"]["completionMode"] == "Indexed"
     as_json = json.loads(rarlctl("submit", "-f", str(ROOT / "examples" / "utkface.yaml"), "--dry-run", "-o", "json").out)
     assert as_json["kind"] == "List" and len(as_json["items"]) == len(docs)
-    assert rarlctl("list", "-o", "json").out.strip() == "[]", "a dry run creates nothing"
+    assert json.loads(rarlctl("list", "-o", "json").out)["items"] == [], "a dry run creates nothing"
 
 
 def test_reward_trend_compares_first_and_last_steps_per_stage():

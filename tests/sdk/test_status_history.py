@@ -108,6 +108,13 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
     ]
     times = [_t(e["time"]) for e in events]
     assert times == sorted(times)
+    # issue 28 row 10: the ended Running condition says why (as the operator's does), and the job's creation
+    # time (list's AGE) is when it was submitted, not when it was last resumed
+    done = client.get("hist")
+    running = next(c for c in done.status.conditions if c.type == "Running")
+    assert (running.status, running.reason, running.message) == ("False", "Succeeded", "training finished; model exported")
+    created = done.metadata.model_extra["creationTimestamp"]
+    assert _t(created) <= _t(events[0]["time"]) and _t(created) < _t(done.status.start_time)
     started1, suspended, started2, succeeded = times[1], times[2], times[4], times[5]
     assert started1 < suspended and started2 < succeeded  # not the end's time: each when it happened
     assert all(e["type"] == "Normal" for e in events)
@@ -173,6 +180,13 @@ def test_real_run_suspend_resume_keeps_its_history(tmp_path):
     assert "attempt 2 started" in messages and messages[-1] == "training finished; model exported"
     times = [_t(e["time"]) for e in events]
     assert times == sorted(times)
+    # issue 28 row 10: the ended Running condition says why (as the operator's does), and the job's creation
+    # time (list's AGE) is when it was submitted, not when it was last resumed
+    done = client.get("hist")
+    running = next(c for c in done.status.conditions if c.type == "Running")
+    assert (running.status, running.reason, running.message) == ("False", "Succeeded", "training finished; model exported")
+    created = done.metadata.model_extra["creationTimestamp"]
+    assert _t(created) <= _t(events[0]["time"]) and _t(created) < _t(done.status.start_time)
     end = times[-1]
     assert times[1] < end and times[messages.index("attempt 2 started")] < end
     assert job.status.completion_time and _t(job.status.completion_time) == end

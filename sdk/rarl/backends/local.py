@@ -163,6 +163,9 @@ class LocalBackend(Backend):
 
         job = parse_job(files.config.read_text(), origin=str(files.config))
         job.status = self._status(files, job)
+        created = read_state(files).get("creationTimestamp")
+        if created:  # as the API server sets it: when the job was submitted, kept across resumes (list's AGE)
+            job.metadata.creationTimestamp = created  # type: ignore[attr-defined]  (ObjectMeta keeps extra fields)
         return job
 
     # ------------------------------------------------------------------ API
@@ -196,6 +199,7 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise BackendUnavailable(f"cannot write the job folder {files.root}: {exc.strerror or exc}") from None
         state = {"phase": "Pending", "attempt": 1, "restarts": 0, "cwd": str(base), "startTime": now_rfc3339(),
+                 "creationTimestamp": now_rfc3339(),
                  "startEpoch": time.time(), "pendingSince": time.time(), "conditions": []}
         add_condition(state, CONDITION_CREATED, "Created", "job accepted by the local backend")
         if job.spec.run_policy.suspend:

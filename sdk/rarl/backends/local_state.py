@@ -68,7 +68,7 @@ _PHASE_CONDITIONS = frozenset({CONDITION_RUNNING, CONDITION_RESTARTING, CONDITIO
 
 
 def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Record a transition: the condition of that type becomes True, the other phase conditions False.
+    """Record a transition: the condition of that type becomes True, the other phase conditions False (with its reason).
 
     Each condition's ``lastTransitionTime`` is when its status last changed (Kubernetes' meaning);
     the transition itself is also appended to ``state["events"]``, which is never rewritten, so the
@@ -79,7 +79,8 @@ def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) 
     conditions = [c for c in state.get("conditions", []) if c.get("type") != type_]
     for c in conditions:
         if c.get("status") == "True" and c.get("type") in _PHASE_CONDITIONS:
-            c.update(status="False", lastTransitionTime=now)
+            # why it ended, as the operator writes it (not the stale "attempt 3 started")
+            c.update(status="False", reason=reason, message=message, lastTransitionTime=now)
     conditions.append({"type": type_, "status": "True", "reason": reason, "message": message,
                        "lastTransitionTime": now})
     state["conditions"] = conditions

@@ -80,8 +80,8 @@ def _print_jobs(jobs: list, fmt: OutputFormat, single: bool = False) -> None:
             typer.echo("No jobs found.", err=True)
         return
     docs: Any = [j.to_dict() for j in jobs]
-    if single:
-        docs = docs[0]
+    # one job is its document; several are a v1 List, as kubectl prints them (and as submit --dry-run does)
+    docs = docs[0] if single else {"apiVersion": "v1", "kind": "List", "items": docs}
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(docs, indent=2))
     else:
