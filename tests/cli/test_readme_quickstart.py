@@ -30,7 +30,7 @@ def test_the_readme_quickstart_runs_as_written(rarlctl_proc, tmp_path):
     results = [rarlctl_proc(*c[1:], cwd=tmp_path, timeout=900) for c in commands]
     for command, r in zip(commands, results, strict=True):
         assert r.code == 0, (command, r.out[-2000:], r.err[-2000:])
-    init, run, predict, evaluate = results
+    _init, run, predict, evaluate = results
     assert (tmp_path / "my-job.yaml").is_file()
     assert "step" in run.out and "Succeeded" in run.out  # progress lines without a terminal, then the outcome
     # where a relative checkpoint.uri and output.uri resolved (a run from another folder starts afresh)
