@@ -37,10 +37,10 @@ def load_export(location: Path):
     The processor keeps the pixel range the export saved (the job's ``spec.model.vision``), so
     images are sized as in training; predicting applies no range of its own.
     """
+    from transformers.utils import logging as hf_logging
+
     from rarl.api.types import LoRASpec, ModelSpec, VisionSpec
     from rarl_trainer.models import ModelLoadError, load_model
-
-    from transformers.utils import logging as hf_logging
 
     folder = export_model_folder(location)
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar is noise in predict's output (its own bar stays)
