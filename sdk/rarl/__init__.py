@@ -20,6 +20,7 @@ __all__ = [
     "KubernetesBackendConfig",
     "LocalBackendConfig",
     "RARLJob",
+    "ResumeNotice",
     "StorageError",
     "WaitTimeout",
     "__version__",
@@ -31,6 +32,7 @@ from rarl.errors import (
     InvalidSpec,
     JobFinished,
     JobNotFound,
+    ResumeNotice,
     StorageError,
     WaitTimeout,
 )

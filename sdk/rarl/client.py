@@ -12,7 +12,7 @@ from rarl.api.types import RARLJob
 from rarl.api.vocabulary import TERMINAL_PHASES
 from rarl.backends.base import Backend, BytesCallback, JobEvent, ProgressCallback
 from rarl.backends.config import BackendConfig, KubernetesBackendConfig, LocalBackendConfig, config_for
-from rarl.errors import InvalidArgument, InvalidSpec, JobFinished, Problem
+from rarl.errors import InvalidArgument, InvalidSpec, JobFinished, Problem, RARLError, ResumeNotice
 
 JobSource = RARLJob | dict[str, Any] | str | Path
 
@@ -112,9 +112,24 @@ class Client:
         """Validate and start a job; returns it as stored (with its initial status).
 
         Raises ``InvalidSpec`` (``.problems`` names each field), ``InvalidArgument`` for a ``job`` of
-        another type, ``RARLError`` when a job of that name exists, ``BackendUnavailable``.
+        another type, ``RARLError`` when a job of that name exists or an earlier checkpoint's settings differ
+        under ``checkpoint.onSpecChange: fail``, ``BackendUnavailable``. Warns ``ResumeNotice`` (local backend)
+        when an earlier run's checkpoint at ``checkpoint.uri`` will be continued or re-exported, not restarted.
         """
-        return self.backend.submit(load_job(job))
+        loaded = load_job(job)
+        if self.backend.name == "local":
+            import warnings
+
+            from rarl.backends.local import absolutize
+            from rarl.resume import earlier_run, notice, refusal
+
+            earlier = earlier_run(absolutize(loaded, Path.cwd()))
+            if earlier is not None:
+                refused = refusal(loaded, earlier)
+                if refused:
+                    raise RARLError(refused)
+                warnings.warn(notice(loaded, earlier), ResumeNotice, stacklevel=2)
+        return self.backend.submit(loaded)
 
     def get(self, name: str) -> RARLJob:
         """The job with its current status. Raises ``JobNotFound``, ``BackendUnavailable``."""

@@ -56,3 +56,8 @@ class BackendUnavailable(RARLError):
 
 class StorageError(RARLError):
     """A storage operation failed: unreachable endpoint, missing bucket, bad credentials, bad checksum."""
+
+
+class ResumeNotice(UserWarning):
+    """A warning: a local job found an earlier run's checkpoint at its ``checkpoint.uri`` and will continue from it
+    (or re-export a finished one), where a user may have expected a fresh start. ``rarlctl`` prints the same line."""

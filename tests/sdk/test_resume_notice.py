@@ -86,3 +86,21 @@ def test_rarlctl_submit_refuses_a_changed_spec_before_it_starts(rarlctl_proc, tm
     assert r.code == 2, r.out + r.err
     assert "grpo.numGenerations: 8 -> 4" in r.err and "Traceback" not in r.err
     assert not (tmp_path / "home" / "jobs" / "quickstart").exists()
+
+
+def test_the_sdk_warns_what_the_cli_prints_when_submit_continues_an_earlier_run(tmp_path):
+    """Issue 28 row 11: `client.submit` re-exported a finished job without the notice `rarlctl` prints."""
+    import warnings
+
+    from rarl import Client, ResumeNotice
+    from rarl.backends.local import LocalBackend
+
+    doc = _job(tmp_path)
+    doc["spec"]["runPolicy"] = {"suspend": True}  # nothing trains
+    _checkpoint(tmp_path, doc, 80)  # the earlier run's final checkpoint: this start re-exports it
+    client = Client(LocalBackend(tmp_path / "home"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client.submit(doc)
+    said = [str(w.message) for w in caught if issubclass(w.category, ResumeNotice)]
+    assert said == [notice(parse_job(doc), earlier_run(parse_job(doc)))] and "80" in said[0], said

@@ -129,7 +129,7 @@ def submit(
         return
     client = make_client()
     say = _earlier_run_notice(job, _earlier_run(job)) if client.backend.name == "local" else None
-    job = client.submit(job)
+    job = _submit(client, job)
     fmt = output_format(output)
     if fmt is OutputFormat.table:
         typer.echo(f"rarljob/{job.name} submitted ({client.backend.name} backend)")
@@ -140,6 +140,17 @@ def submit(
     if wait:
         job = _wait_with_progress(client, job.name, timeout, quiet=quiet)
         raise typer.Exit(_job_exit(job))
+
+
+def _submit(client, job):
+    """``client.submit`` without its ``ResumeNotice`` warning: the CLI has printed that line itself (``say``)."""
+    import warnings
+
+    from rarl.errors import ResumeNotice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResumeNotice)
+        return client.submit(job)
 
 
 def _earlier_run(job):
@@ -617,7 +628,7 @@ def run(
         say = _earlier_run_notice(job, earlier)
         if say:
             console.print(say)
-        client.submit(job)
+        _submit(client, job)
     home = f" --home {OPTIONS.home}" if OPTIONS.home is not None else ""  # every printed command works as printed
     console.print(f"running rarljob/{job.name} locally: {len(job.spec.stages)} stages, "
                   f"{job.spec.total_steps()} steps; logs: rarlctl logs {job.name} -f{home}", markup=False)
