@@ -105,3 +105,17 @@ def test_logging_is_not_a_training_setting():
     assert "logging" not in TRAINING_FIELDS
     assert config_hash(parse_job(base).spec) == config_hash(parse_job(other).spec)
     assert parse_job(base).spec.logging.report_to == ["tensorboard"]
+
+
+@pytest.mark.slow
+def test_every_stage_logs_at_the_runs_global_step_like_eval(tmp_path):
+    """Issue 28 row 3: each stage's TensorBoard folder counted its own steps (1..n twice), eval/ the run's."""
+    doc = job_doc(tmp_path, loggingSteps=1)
+    for stage in doc["spec"]["stages"]:
+        stage["steps"] = 2
+    proc = run_trainer(write_job(tmp_path, doc), tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board = tmp_path / "run" / "tensorboard"
+    first, second = (scalars(board / s["name"])["train/loss"] for s in doc["spec"]["stages"])
+    assert [step for step, _ in first] == [1, 2] and [step for step, _ in second] == [3, 4]
+    assert [step for step, _ in scalars(board / "eval")["eval/invalid_rate"]][-1] == 4  # one axis for all

@@ -440,7 +440,7 @@ class Run:
             )
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
-        point_tensorboard(trainer, self.tensorboard_dir / stage.name)
+        point_tensorboard(trainer, self.tensorboard_dir / stage.name, step_offset=plan.offset)
         self.run_callback = RunCallback(plan, spec.total_steps(), self.record, self.report, self.dist.is_main)
         trainer.add_callback(self.run_callback)
         trainer.add_callback(StageCallback(self, plan))

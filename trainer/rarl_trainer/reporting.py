@@ -187,13 +187,32 @@ def check_trackers(spec) -> None:
         )
 
 
-def point_tensorboard(trainer, folder: Path) -> None:
-    """The trainer's TensorBoard callback writes into ``folder`` (transformers would pick ``output_dir/runs``)."""
+def point_tensorboard(trainer, folder: Path, step_offset: int = 0) -> None:
+    """The trainer's TensorBoard callback writes into ``folder`` (transformers would pick ``output_dir/runs``), at the
+    run's global step: each stage's trainer counts its own steps from 1, ``step_offset`` is the steps before it, so a
+    stage's curves continue the previous stage's and share the axis of ``eval/`` (``EvalWriter``)."""
     from transformers.integrations import TensorBoardCallback
 
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, TensorBoardCallback):
             cb.logging_dir = str(folder)
+            if step_offset:
+                cb.__class__ = _global_step_callback(type(cb))
+                cb.rarl_step_offset = step_offset
+
+
+def _global_step_callback(base: type) -> type:
+    """``base`` (transformers' TensorBoardCallback) logging at ``state.global_step + rarl_step_offset``."""
+    import dataclasses
+
+    class GlobalStepTensorBoardCallback(base):  # type: ignore[valid-type, misc]
+        rarl_step_offset = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            shifted = dataclasses.replace(state, global_step=state.global_step + self.rarl_step_offset)
+            return super().on_log(args, shifted, control, logs=logs, **kwargs)
+
+    return GlobalStepTensorBoardCallback
 
 
 class EvalWriter:
