@@ -119,3 +119,24 @@ def test_every_stage_logs_at_the_runs_global_step_like_eval(tmp_path):
     first, second = (scalars(board / s["name"])["train/loss"] for s in doc["spec"]["stages"])
     assert [step for step, _ in first] == [1, 2] and [step for step, _ in second] == [3, 4]
     assert [step for step, _ in scalars(board / "eval")["eval/invalid_rate"]][-1] == 4  # one axis for all
+
+
+@pytest.mark.slow
+def test_a_re_export_logs_its_evaluation_at_the_final_step_not_at_zero(tmp_path):
+    """Issue 28 row 3: a finished job run again (the re-export) added an eval event at step 0 holding the final
+    metrics, beside the real baseline. The first run's event files are compared with the second's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = write_job(tmp_path, one_stage_job(tmp_path))
+    assert run_trainer(config, tmp_path / "run").returncode == 0
+    board = tmp_path / "run" / "tensorboard" / "eval"
+    first = set(board.glob("events.out.tfevents.*"))
+    proc = run_trainer(config, tmp_path / "run")  # resumes from the final checkpoint and exports again
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    new = set(board.glob("events.out.tfevents.*")) - first
+    assert new, "the re-export evaluated the last stage's end again: its events are what this test reads"
+    for path in new:
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        steps = {e.step for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+        assert 0 not in steps, (path.name, steps)

@@ -456,6 +456,8 @@ class Run:
         start, resume_dir, rarl_state = 0, None, {}
         if restored is not None:
             rarl_state = restored.state.get("rarl") or {}
+            # evaluations before the loop (a finished stage's missing end) are logged at the checkpoint's step
+            self.current_step = int(restored.state.get("global_step") or 0)
             if restored.stage_complete:  # the next stage starts from these weights (all done: the export does)
                 start = restored.stage_index + 1
                 load_stage_start_weights(self.loaded.model, restored.path)
