@@ -93,3 +93,22 @@ def test_status_is_always_present_and_events_are_typed(client):
 def test_labels_must_be_a_mapping(client):
     with pytest.raises(InvalidArgument, match="labels: expected a dict of strings"):
         client.list(labels="team=vision")  # type: ignore[arg-type]
+
+
+def test_submitting_a_finished_job_again_keeps_its_training_record(client, home):
+    """Issue 28 row 3: a re-submit (the README's "exported again in seconds") deleted the job folder, so
+    run/tensorboard lost the earlier stages' curves. The state starts fresh; the record stays."""
+    client.submit(_doc())
+    folder = home / "jobs" / "idle"
+    curves = folder / "run" / "tensorboard" / "warmup" / "events.out.tfevents.1"
+    curves.parent.mkdir(parents=True)
+    curves.write_bytes(b"the first run's curves")
+    (folder / "logs").mkdir(exist_ok=True)
+    (folder / "logs" / "attempt-1.log").write_text("the first run's log\n")
+    (folder / "run" / "progress.json").write_text("{}")
+    _set_phase(home, "idle", "Succeeded")
+    again = client.submit(_doc())
+    assert again.status.phase == "Suspended" and again.status.attempt == 1  # a fresh job
+    assert curves.read_bytes() == b"the first run's curves"
+    assert (folder / "logs" / "attempt-1.log").read_text() == "the first run's log\n"
+    assert not (folder / "run" / "progress.json").exists()  # the earlier run's state is gone

@@ -131,6 +131,8 @@ def test_a_re_export_logs_its_evaluation_at_the_final_step_not_at_zero(tmp_path)
     assert run_trainer(config, tmp_path / "run").returncode == 0
     board = tmp_path / "run" / "tensorboard" / "eval"
     first = set(board.glob("events.out.tfevents.*"))
+    trained = json.loads((tmp_path / "run" / "progress.json").read_text())
+    (tmp_path / "run" / "progress.json").unlink()  # as a re-submitted local job starts: no earlier progress
     proc = run_trainer(config, tmp_path / "run")  # resumes from the final checkpoint and exports again
     assert proc.returncode == 0, proc.stderr[-3000:]
     new = set(board.glob("events.out.tfevents.*")) - first
@@ -140,3 +142,6 @@ def test_a_re_export_logs_its_evaluation_at_the_final_step_not_at_zero(tmp_path)
         acc.Reload()
         steps = {e.step for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
         assert 0 not in steps, (path.name, steps)
+    # and the re-export's status is the finished run's (get showed STAGE and REWARD "-")
+    again = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert (again["stage"], again["step"], again["reward"]) == (STAGE, 2, trained["reward"]), (again, trained)

@@ -120,6 +120,8 @@ class Run:
             return
         if self.uploader is not None and self.uploader.last_completed is not None:
             self.latest_checkpoint = self.uploader.last_completed.uri
+        if reward is None:  # status.reward is the latest logged step's, also in reports between steps
+            reward = next((h["reward"] for h in reversed(self.record.history) if "reward" in h), None)
         send_progress(self.reporter, stage=self.current_stage, step=self.current_step,
                       total_steps=self.spec.total_steps(), reward=reward, metrics=status_metrics(self.record.metrics),
                       latest_checkpoint=self.latest_checkpoint, eta_seconds=eta, model_uri=model_uri,
@@ -456,8 +458,9 @@ class Run:
         start, resume_dir, rarl_state = 0, None, {}
         if restored is not None:
             rarl_state = restored.state.get("rarl") or {}
-            # evaluations before the loop (a finished stage's missing end) are logged at the checkpoint's step
+            # evaluations and reports before the loop (a re-export) are at the checkpoint's step and stage
             self.current_step = int(restored.state.get("global_step") or 0)
+            self.current_stage = restored.state.get("stage_name") or self.current_stage
             if restored.stage_complete:  # the next stage starts from these weights (all done: the export does)
                 start = restored.stage_index + 1
                 load_stage_start_weights(self.loaded.model, restored.path)

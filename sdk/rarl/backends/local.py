@@ -59,6 +59,25 @@ def _is_job_name(name: str) -> bool:
     return True
 
 
+def _clear_finished(files: JobFiles) -> None:
+    """A finished job submitted again starts from fresh state, but its training record stays where it was.
+
+    Kept: ``logs/`` (the new attempts append to them) and ``run/tensorboard/`` (the earlier stages' curves,
+    where the README points; a re-export adds its evaluation there). Everything else of the job folder goes.
+    """
+    keep = {files.root / "logs", files.run_dir / "tensorboard"}
+    for folder in (files.root, files.run_dir):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path in keep or path == files.run_dir:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def absolutize(job: RARLJob, base: Path) -> RARLJob:
     """A copy of ``job`` whose local locations are absolute, so the runner works from any folder."""
     job = job.model_copy(deep=True)
@@ -176,7 +195,7 @@ class LocalBackend(Backend):
             phase = (read_state(files).get("phase") or "Pending")
             if phase not in TERMINAL_PHASES or process_alive(read_state(files).get("runnerPid")):
                 raise RARLError(f"job {job.name!r} already exists ({phase}); delete it first or pick another name")
-            shutil.rmtree(files.root)  # a finished job of the same name: its checkpoints and model stay put
+            _clear_finished(files)  # a finished job of the same name: its checkpoints, model and training record stay
         if job.spec.resources.nodes > 1:
             raise InvalidSpec([Problem("spec.resources.nodes",
                                        f"the local backend runs one node; got {job.spec.resources.nodes} "
