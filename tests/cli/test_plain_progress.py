@@ -44,6 +44,7 @@ def test_step_lines_are_rate_limited_but_phase_and_stage_changes_always_print():
     plain(_job(stage="ranking", step=5, reward=0.5))  # held back ...
     plain.heartbeat()  # ... until the heartbeat prints the newest state
     plain.heartbeat()  # and again while nothing changes (the job is alive)
+    plain.heartbeat(silent_for=30)  # ... but not right after a line was printed
     steps = [line.split(" step ")[1].split()[0] for line in lines]
     assert steps == ["0/20", "1/20", "3/20", "4/20", "5/20", "5/20"] and len(lines) == 6
     assert "Pending" in lines[0] and "stage ranking" in lines[3]

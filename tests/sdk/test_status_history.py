@@ -108,6 +108,10 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
     ]
     times = [_t(e["time"]) for e in events]
     assert times == sorted(times)
+    done = client.get("hist")  # issue 28 row 10, as in the real run below
+    running = next(c for c in done.status.conditions if c.type == "Running")
+    assert (running.status, running.reason) == ("False", "Succeeded")
+    assert _t(done.metadata.model_extra["creationTimestamp"]) < _t(done.status.start_time)  # AGE survives resume
     # issue 28 row 10: the ended Running condition says why (as the operator's does), and the job's creation
     # time (list's AGE) is when it was submitted, not when it was last resumed
     done = client.get("hist")
@@ -182,7 +186,7 @@ def test_real_run_suspend_resume_keeps_its_history(tmp_path):
     assert times == sorted(times)
     # issue 28 row 10: the ended Running condition says why (as the operator's does), and the job's creation
     # time (list's AGE) is when it was submitted, not when it was last resumed
-    done = client.get("hist")
+    done = client.get("real")
     running = next(c for c in done.status.conditions if c.type == "Running")
     assert (running.status, running.reason, running.message) == ("False", "Succeeded", "training finished; model exported")
     created = done.metadata.model_extra["creationTimestamp"]

@@ -392,8 +392,11 @@ class PlainProgress:
         if moved_on or self.printed_at is None or self.clock() - self.printed_at >= self.step_seconds:
             self._print(job, key)
 
-    def heartbeat(self) -> None:
-        """Print the newest state (again, or for the first time if it was held back)."""
+    def heartbeat(self, silent_for: float = 0.0) -> None:
+        """Print the newest state (again, or for the first time if it was held back) unless a line was printed
+        less than ``silent_for`` seconds ago."""
+        if self.printed_at is not None and self.clock() - self.printed_at < silent_for:
+            return
         if self.latest is not None:
             s = self.latest.status
             self._print(self.latest, (s.phase, s.stage, s.step, s.reward) if s else None)
@@ -440,7 +443,7 @@ def _wait_plain(client, name: str, timeout: float | None, until: frozenset[str])
                 phase = (job.status.phase if job.status else None) or "Pending"
                 raise WaitTimeout(f"job {name!r} is still {phase} after {timeout:g} s "
                                   f"(waiting for {', '.join(sorted(until))})") from None
-            plain.heartbeat()
+            plain.heartbeat(silent_for=PLAIN_HEARTBEAT_SECONDS / 2)
 
 
 def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = False,
