@@ -50,6 +50,7 @@ ROWS = {"mean": "predict the training mean", "zero-shot": "zero-shot", "sft": "S
         "reg": "SFT + GRPO, regression reward only, no RMO", "no-rmo": "RARL without RMO",
         "rarl": "RARL, full method (ranking-aware reward + RMO)"}
 RL_ROWS = ("reg", "no-rmo", "rarl")
+PAIRED = ("n1/mae", "n1/srcc", "n1/plcc", "n2/tau", "n4/tau")  # the figures each RL row is compared with SFT on
 BOOTSTRAP = 1000
 
 
@@ -157,6 +158,35 @@ def bootstrap(rows: list[dict[str, Any]], precision: float, seed: int = 0) -> di
     return out
 
 
+def paired_bootstrap(before: list[dict[str, Any]], after: list[dict[str, Any]], precision: float,
+                     seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """after - before of every figure on the same queries: (difference, 95 % interval), the same resample for both.
+
+    Why paired: two jobs of one seed answer the very same held-out queries, so resampling the queries once for
+    both removes the spread that comes from which queries were drawn (what the per-row intervals hold).
+    """
+    if [r["target"] for r in before] != [r["target"] for r in after]:
+        raise SystemExit("the two evaluations are not over the same queries: cannot pair them")
+    by_size: dict[int, list[int]] = {}
+    for i, r in enumerate(before):
+        by_size.setdefault(len(r["target"]), []).append(i)
+    rng = random.Random(seed)
+    point = {k: v - figures(before, precision)[k] for k, v in figures(after, precision).items()}
+    draws: dict[str, list[float]] = {}
+    for _ in range(BOOTSTRAP):
+        idx = [rng.choice(group) for group in by_size.values() for _ in group]
+        a, b = figures([after[i] for i in idx], precision), figures([before[i] for i in idx], precision)
+        for key in a.keys() & b.keys():
+            if math.isfinite(a[key]) and math.isfinite(b[key]):
+                draws.setdefault(key, []).append(a[key] - b[key])
+    out = {}
+    for key, values in draws.items():
+        values.sort()
+        if len(values) >= BOOTSTRAP // 2 and math.isfinite(point.get(key, math.nan)):
+            out[key] = (point[key], values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))])
+    return out
+
+
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
     """The same evaluation, written once by the trainer (finite figures) and once recomputed here."""
     return all(math.isclose(v, b[k], abs_tol=1e-9) for k, v in a.items() if k in b)
@@ -209,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
+    evaluated_rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+
     def add(row: str, evaluated: list[dict[str, Any]], seed: int) -> None:
+        evaluated_rows[row, seed] = evaluated
         rows[row].append(figures(evaluated, precision))
         intervals[row].append(bootstrap(evaluated, precision, seed))
 
@@ -245,6 +278,18 @@ def main(argv: list[str] | None = None) -> int:
             for seed, m, iv in zip(args.seeds if rows[key] else [], rows[key], intervals[key], strict=True):
                 cells = [cell([m.get(col)], iv.get(col)) for col, _ in COLUMNS]
                 lines.append(f"| {label} | {seed} | " + " | ".join(cells) + " |")
+    paired = [(key, label, seed) for key, label in ROWS.items() if key in RL_ROWS for seed in args.seeds
+              if (key, seed) in evaluated_rows]
+    if paired:
+        lines += ["", "Each RL row minus SFT, seed by seed (paired bootstrap: the same held-out queries resampled "
+                  f"{BOOTSTRAP} times for both; difference [95 % interval]):", "",
+                  "| row | seed | " + " | ".join(label for col, label in COLUMNS if col in PAIRED) + " |",
+                  "|" + "---|" * (len(PAIRED) + 2)]
+        for key, label, seed in paired:
+            diff = paired_bootstrap(evaluated_rows["sft", seed], evaluated_rows[key, seed], precision, seed)
+            cells = [f"{diff[col][0]:+.3f} [{diff[col][1]:+.2f}, {diff[col][2]:+.2f}]" if col in diff else "-"
+                     for col, _ in COLUMNS if col in PAIRED]
+            lines.append(f"| {label} | {seed} | " + " | ".join(cells) + " |")
     spec = recipe["spec"]
     rl = rl_stages(recipe, "rarl", args.rl_steps)
     rl_text = ", ".join(f"{s['name']} {s['steps']}" for s in rl)
@@ -254,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         f"SFT {sft[0]['steps']} steps, list sizes {sft[0].get('listSizes', [1])}; RL rows "
         f"{sum(s['steps'] for s in rl)} GRPO steps ({rl_text}); "
         f"G={spec['grpo']['numGenerations']}, {spec['grpo']['perDeviceBatchSize']} completions x "
-        f"{spec['grpo'].get('gradientAccumulationSteps', 1)} micro-batches a step, max "
+        f"{rl[0].get('gradientAccumulationSteps', spec['grpo'].get('gradientAccumulationSteps', 1))} micro-batches "
+        f"a GRPO step, lr {spec['grpo']['learningRate']}, beta {spec['grpo'].get('beta', 0.04)}, max "
         f"{spec['grpo']['maxCompletionLength']} tokens; evaluation: {spec['grpo']['evalQueries']} held-out queries per "
         f"list size {spec['grpo']['evalListSizes']} ('all': the whole held-out split), greedy. One seed: value "
         f"[bootstrap 95 % interval over the queries]; several: mean ± population std over seeds. tied: share of "
