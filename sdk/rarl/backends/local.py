@@ -191,11 +191,7 @@ class LocalBackend(Backend):
 
     def submit(self, job: RARLJob, cwd: str | Path | None = None) -> RARLJob:
         files = self._files(job.name)
-        if files.config.exists():
-            phase = (read_state(files).get("phase") or "Pending")
-            if phase not in TERMINAL_PHASES or process_alive(read_state(files).get("runnerPid")):
-                raise RARLError(f"job {job.name!r} already exists ({phase}); delete it first or pick another name")
-            _clear_finished(files)  # a finished job of the same name: its checkpoints, model and training record stay
+        # refusals first: a finished job of the same name is only cleared for a submission that is taken
         if job.spec.resources.nodes > 1:
             raise InvalidSpec([Problem("spec.resources.nodes",
                                        f"the local backend runs one node; got {job.spec.resources.nodes} "
@@ -210,6 +206,11 @@ class LocalBackend(Backend):
                                            f"asks for {wanted} GPU(s); this machine shows {have} ({how}): set it to "
                                            f"{have} to run here{' (0: on the CPU)' if have else ' on the CPU'}, or "
                                            "use --backend kubernetes")])
+        if files.config.exists():
+            phase = (read_state(files).get("phase") or "Pending")
+            if phase not in TERMINAL_PHASES or process_alive(read_state(files).get("runnerPid")):
+                raise RARLError(f"job {job.name!r} already exists ({phase}); delete it first or pick another name")
+            _clear_finished(files)  # a finished job of the same name: its checkpoints, model and training record stay
         base = Path(cwd or os.getcwd())
         job = absolutize(job, base)
         try:
