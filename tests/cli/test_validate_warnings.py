@@ -108,7 +108,7 @@ def test_several_nodes_warn_on_the_local_backend_and_pass_for_a_cluster(tmp_path
     """Before, `resources.nodes: 4` validated and only `run` refused it (issue 28, row 7)."""
     path = _write(tmp_path, resources={"nodes": 4})
     local = rarlctl("validate", "-f", str(path))
-    assert local.code == 0 and f"{path}: warning: spec.resources.nodes: 4 nodes: the local backend runs one node" \
-        in local.out
+    assert local.code == 0 and f"{path}: warning: spec.resources.nodes: the local backend runs one node; got 4" \
+        in local.out and "`rarlctl run` and `submit` refuse it here" in local.out
     cluster = rarlctl("--backend", "kubernetes", "validate", "-f", str(path))
     assert cluster.code == 0 and "warning" not in cluster.out

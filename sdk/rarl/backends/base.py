@@ -26,6 +26,12 @@ class JobEvent(TypedDict):
 BytesCallback = Callable[[int], None]
 
 
+def wait_timeout(name: str, phase: str | None, timeout: float, wanted: Iterable[str]) -> WaitTimeout:
+    """The error of a wait that ran out of time (one wording for every waiter)."""
+    return WaitTimeout(f"job {name!r} is still {phase or 'Pending'} after {timeout:g} s "
+                       f"(waiting for {', '.join(sorted(wanted))})")
+
+
 class Backend(abc.ABC):
     """A place where RARLJobs run: a Kubernetes cluster, or local processes.
 
@@ -95,9 +101,7 @@ class Backend(abc.ABC):
             if status is not None and status.phase in TERMINAL_PHASES:
                 raise JobFinished(f"job {name!r} is {status.phase}: it will never be {' or '.join(sorted(wanted))}")
             if deadline is not None and time.monotonic() >= deadline:
-                phase = status.phase if status else None
-                raise WaitTimeout(f"job {name!r} is still {phase or 'Pending'} after {timeout:g} s "
-                                  f"(waiting for {', '.join(sorted(wanted))})")
+                raise wait_timeout(name, status.phase if status else None, timeout, wanted)
             time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic())))
 
     def fetch_model(self, name: str, dest: str | Path, progress: BytesCallback | None = None) -> Path:

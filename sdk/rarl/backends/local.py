@@ -59,6 +59,14 @@ def _is_job_name(name: str) -> bool:
     return True
 
 
+def node_problem(job: RARLJob) -> Problem | None:
+    """The local backend runs one node: a job with more is refused (``validate`` warns of it)."""
+    nodes = job.spec.resources.nodes
+    if nodes <= 1:
+        return None
+    return Problem("spec.resources.nodes", f"the local backend runs one node; got {nodes} (use --backend kubernetes)")
+
+
 def _clear_finished(files: JobFiles) -> None:
     """A finished job submitted again starts from fresh state, but its training record stays where it was.
 
@@ -192,10 +200,8 @@ class LocalBackend(Backend):
     def submit(self, job: RARLJob, cwd: str | Path | None = None) -> RARLJob:
         files = self._files(job.name)
         # refusals first: a finished job of the same name is only cleared for a submission that is taken
-        if job.spec.resources.nodes > 1:
-            raise InvalidSpec([Problem("spec.resources.nodes",
-                                       f"the local backend runs one node; got {job.spec.resources.nodes} "
-                                       "(use --backend kubernetes)")])
+        if (nodes := node_problem(job)) is not None:
+            raise InvalidSpec([nodes])
         wanted = job.spec.resources.gpus_per_node
         if wanted > 0:  # refused, not run on fewer GPUs or on the CPU without a word
             from rarl.backends.supervisor import visible_gpus

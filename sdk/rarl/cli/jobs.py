@@ -428,6 +428,7 @@ def _sigterm_exits():
 
 def _wait_plain(client, name: str, timeout: float | None, until: frozenset[str]):
     """``client.wait`` printing ``PlainProgress`` lines, and the latest again at least every heartbeat."""
+    from rarl.backends.base import wait_timeout
     from rarl.errors import WaitTimeout
 
     plain = PlainProgress()
@@ -440,9 +441,7 @@ def _wait_plain(client, name: str, timeout: float | None, until: frozenset[str])
         except WaitTimeout:
             if deadline is not None and time.monotonic() >= deadline:
                 job = client.get(name)
-                phase = (job.status.phase if job.status else None) or "Pending"
-                raise WaitTimeout(f"job {name!r} is still {phase} after {timeout:g} s "
-                                  f"(waiting for {', '.join(sorted(until))})") from None
+                raise wait_timeout(name, job.status.phase if job.status else None, timeout, until) from None
             plain.heartbeat(silent_for=PLAIN_HEARTBEAT_SECONDS / 2)
 
 

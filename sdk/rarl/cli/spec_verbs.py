@@ -34,10 +34,10 @@ def _local_warnings(job) -> list[str]:
     """What ``run``/``submit`` on this machine would refuse or miss, said by ``validate`` (local backend only)."""
     if OPTIONS.backend is Backend.kubernetes:
         return _missing_paths(job)
-    nodes = job.spec.resources.nodes
-    refused = ([f"spec.resources.nodes: {nodes} nodes: the local backend runs one node, so `rarlctl run` and "
-                "`submit` refuse it here (a cluster: --backend kubernetes)"] if nodes > 1 else [])
-    return refused + _missing_paths(job)
+    from rarl.backends.local import node_problem
+
+    refused = node_problem(job)
+    return ([f"{refused}; `rarlctl run` and `submit` refuse it here"] if refused else []) + _missing_paths(job)
 
 
 def _missing_paths(job) -> list[str]:
