@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -157,9 +158,12 @@ class Client:
         """Block until the job's phase is one of ``until`` (a phase, ``"A,B"`` or a set of phases).
 
         ``on_progress(job)`` is called on every change. Raises ``InvalidArgument`` for an unknown
-        phase name, ``WaitTimeout`` after ``timeout`` seconds, ``JobFinished`` when the job finished
+        phase name or a negative ``timeout``, ``WaitTimeout`` after ``timeout`` seconds (0: look once), ``JobFinished`` when the job finished
         in a phase not in ``until``, ``JobNotFound``.
         """
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                    or not 0 <= timeout < math.inf):
+            raise InvalidArgument(f"timeout: expected seconds >= 0 (0: look once, do not wait) or None, got {timeout!r}")
         return self.backend.wait(_job_name(name), until=until, timeout=timeout, on_progress=on_progress,
                                  poll_interval=poll_interval)
 

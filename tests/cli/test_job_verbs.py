@@ -58,6 +58,24 @@ def test_submit_get_list_describe_delete(rarlctl, home, suspended_file):
     assert r.code == 0 and "No jobs found" in r.err
 
 
+def test_wide_output_of_list_and_get_and_its_refusal_elsewhere(rarlctl, home, suspended_file):
+    """Issue 28 row 10: kubectl's ``-o wide``. It adds the attempt, ETA, base model and where the checkpoints and
+    the model are; a verb without a wide table refuses it rather than printing its narrow one."""
+    assert rarlctl("submit", "-f", str(suspended_file)).code == 0
+    base = yaml.safe_load(suspended_file.read_text())["spec"]["model"]["base"]
+    attempt = str(json.loads(rarlctl("get", "quickstart", "-o", "json").out)["status"].get("attempt", 0))
+    for args in (("list", "-o", "wide"), ("-o", "wide", "get", "quickstart")):
+        r = rarlctl(*args)
+        assert r.code == 0, r.err
+        header, row = r.out.strip().splitlines()
+        assert header.split()[-8:] == ["ATTEMPT", "ETA", "BASE", "MODEL", "LATEST", "CHECKPOINT", "MODEL", "URI"]
+        assert not header.endswith(" ") and "…" not in r.out  # not cut to the terminal's width
+        assert row.split()[:2] == ["quickstart", "Suspended"] and row.split()[-5:] == [attempt, "-", base, "-", "-"]
+    for args in (("describe", "quickstart", "-o", "wide"), ("-o", "wide", "validate", "-f", str(suspended_file))):
+        r = rarlctl(*args)
+        assert r.code == 2 and "-o wide: only list and get have a wide table" in r.err, r.err
+
+
 @pytest.mark.parametrize("verb", ["get", "describe", "logs", "wait", "suspend", "resume", "delete", "fetch"])
 def test_unknown_job_exits_1_with_a_clear_message(rarlctl, home, verb, tmp_path):
     args = [verb, "ghost"] + (["--dest", str(tmp_path / "d")] if verb == "fetch" else [])

@@ -37,7 +37,9 @@ def test_wait_exit_codes(rarlctl, cli_home, job_file):
     r = rarlctl("wait", "idle", "--for", "Done")
     assert r.code == 2 and "--for: 'Done' is not a phase" in r.err
     r = rarlctl("wait", "idle", "--for", "Succeeded", "--timeout", "0.5")
-    assert r.code == 124 and "still Suspended" in r.err
+    assert r.code == 124 and "is Suspended, not Succeeded: waited 0.5 s" in r.err
+    r = rarlctl("wait", "idle", "--timeout", "-1")
+    assert r.code == 2 and "--timeout" in r.err  # a negative timeout is a usage error, not "timed out"
     assert rarlctl("wait", "idle", "--for", "Suspended").code == 0
     _set_phase(cli_home, "idle", "Succeeded")
     for fmt in ("table", "json"):  # the table view honours --for too

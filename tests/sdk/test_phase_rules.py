@@ -14,6 +14,7 @@ import yaml
 
 from rarl import Client, InvalidArgument
 from rarl.api.types import RARLJob
+from rarl.backends.base import JobEvent
 from rarl.backends.local import LocalBackend
 from rarl.errors import JobFinished, WaitTimeout
 
@@ -86,8 +87,10 @@ def test_status_is_always_present_and_events_are_typed(client):
     assert "status" not in job.to_dict()  # an empty status is not written
     client.submit(_doc())
     events = client.events("idle")
-    assert events and all(set(e) == {"type", "reason", "message", "time"} for e in events)
-    assert [e["reason"] for e in events] == ["Created", "Suspended"]
+    assert events and all(isinstance(e, JobEvent) for e in events)  # attributes, like get()'s objects
+    assert events[0].to_dict() == {"type": "Normal", "reason": "Created", "message": events[0].message,
+                                   "time": events[0].time}
+    assert [e.reason for e in events] == ["Created", "Suspended"]
 
 
 def test_labels_must_be_a_mapping(client):
@@ -112,3 +115,14 @@ def test_submitting_a_finished_job_again_keeps_its_training_record(client, home)
     assert curves.read_bytes() == b"the first run's curves"
     assert (folder / "logs" / "attempt-1.log").read_text() == "the first run's log\n"
     assert not (folder / "run" / "progress.json").exists()  # the earlier run's state is gone
+
+
+def test_wait_with_timeout_zero_looks_once_and_other_timeouts_are_checked(client):
+    """Issue 28 row 11: ``wait(timeout=0)`` said "still Pending after 0 s" and a negative or NaN timeout
+    was taken as given. 0 looks once (like ``kubectl wait --timeout=0``) and says so; the rest is refused."""
+    client.submit(_doc())
+    with pytest.raises(WaitTimeout, match=r"job 'idle' is Suspended, not Failed or Succeeded: looked once \(timeout 0\)"):
+        client.wait("idle", timeout=0)
+    for bad in (-1, float("nan"), float("inf"), True, "10"):
+        with pytest.raises(InvalidArgument, match=r"timeout: expected seconds >= 0"):
+            client.wait("idle", timeout=bad)  # type: ignore[arg-type]

@@ -55,9 +55,9 @@ def test_events_and_list_are_typed_for_users(tmp_path):
     code.write_text(
         "import rarl\n"
         "client = rarl.Client('local')\n"
-        "reasons: list[str] = [e['reason'] for e in client.events('x')]\n"
+        "reasons: list[str] = [e.reason for e in client.events('x')]\n"
         "names: list[str] = [j.name for j in client.list()]\n"
-        "when: int = client.events('x')[0]['time']\n"
+        "when: int = client.events('x')[0].time\n"
     )
     proc = mypy(code)
     errors = [line for line in proc.stdout.splitlines() if ": error:" in line]

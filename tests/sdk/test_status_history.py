@@ -98,7 +98,7 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
     assert client.get("hist").status.phase == "Succeeded"
 
     events = client.events("hist")
-    assert [(e["reason"], e["message"]) for e in events] == [
+    assert [(e.reason, e.message) for e in events] == [
         ("Created", "job accepted by the local backend"),
         ("Running", "attempt 1 started"),
         ("Suspended", "suspended after a checkpoint"),
@@ -106,7 +106,7 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
         ("Running", "attempt 2 started"),
         ("Succeeded", "training finished; model exported"),
     ]
-    times = [_t(e["time"]) for e in events]
+    times = [_t(e.time) for e in events]
     assert times == sorted(times)
     done = client.get("hist")  # issue 28 row 10, as in the real run below
     running = next(c for c in done.status.conditions if c.type == "Running")
@@ -118,12 +118,12 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
     running = next(c for c in done.status.conditions if c.type == "Running")
     assert (running.status, running.reason, running.message) == ("False", "Succeeded", "training finished; model exported")
     created = done.metadata.model_extra["creationTimestamp"]
-    assert _t(created) <= _t(events[0]["time"]) and _t(created) < _t(done.status.start_time)
+    assert _t(created) <= _t(events[0].time) and _t(created) < _t(done.status.start_time)
     started1, suspended, started2, succeeded = times[1], times[2], times[4], times[5]
     assert started1 < suspended and started2 < succeeded  # not the end's time: each when it happened
-    assert all(e["type"] == "Normal" for e in events)
+    assert all(e.type == "Normal" for e in events)
     # the state file holds the same list, so a later reader (another rarlctl) sees it too
-    assert [e["message"] for e in read_state(files)["events"]] == [e["message"] for e in events]
+    assert [e["message"] for e in read_state(files)["events"]] == [e.message for e in events]
 
 
 def test_suspend_of_a_trainer_killed_by_sigterm_names_the_signal(client, monkeypatch):
@@ -146,7 +146,7 @@ def test_a_configuration_error_reads_once(client, monkeypatch, rarlctl_proc):
     assert job.status.phase == "Failed"
     failed = next(c for c in job.status.conditions if c.type == "Failed")
     assert failed.reason == "ConfigurationError" and failed.message == "dataset: spec.dataset.train: no such file"
-    assert [e["type"] for e in client.events("hist")][-1] == "Warning"
+    assert [e.type for e in client.events("hist")][-1] == "Warning"
     r = rarlctl_proc("wait", "hist", env={"RARL_HOME": str(client.backend.home)})
     assert r.code == 1
     assert "rarljob/hist Failed: ConfigurationError: dataset: spec.dataset.train: no such file" in r.out
@@ -179,10 +179,10 @@ def test_real_run_suspend_resume_keeps_its_history(tmp_path):
     assert job.status.phase == "Succeeded", job.status.conditions
 
     events = client.events("real")
-    messages = [e["message"] for e in events]
+    messages = [e.message for e in events]
     assert messages[:3] == ["job accepted by the local backend", "attempt 1 started", "suspended after a checkpoint"]
     assert "attempt 2 started" in messages and messages[-1] == "training finished; model exported"
-    times = [_t(e["time"]) for e in events]
+    times = [_t(e.time) for e in events]
     assert times == sorted(times)
     # issue 28 row 10: the ended Running condition says why (as the operator's does), and the job's creation
     # time (list's AGE) is when it was submitted, not when it was last resumed
@@ -190,11 +190,11 @@ def test_real_run_suspend_resume_keeps_its_history(tmp_path):
     running = next(c for c in done.status.conditions if c.type == "Running")
     assert (running.status, running.reason, running.message) == ("False", "Succeeded", "training finished; model exported")
     created = done.metadata.model_extra["creationTimestamp"]
-    assert _t(created) <= _t(events[0]["time"]) and _t(created) < _t(done.status.start_time)
+    assert _t(created) <= _t(events[0].time) and _t(created) < _t(done.status.start_time)
     end = times[-1]
     assert times[1] < end and times[messages.index("attempt 2 started")] < end
     assert job.status.completion_time and _t(job.status.completion_time) == end
-    json.dumps(events)  # plain data
+    json.dumps([e.to_dict() for e in events])  # plain data
 
 
 def test_the_last_reward_stays_after_a_message_and_across_a_resume(tmp_path):

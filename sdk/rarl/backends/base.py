@@ -5,8 +5,8 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypedDict
 
 from rarl.api.types import RARLJob
 from rarl.api.vocabulary import TERMINAL_PHASES, phase_set
@@ -15,21 +15,30 @@ from rarl.errors import JobFinished, StorageError, WaitTimeout
 ProgressCallback = Callable[[RARLJob], None]
 
 
-class JobEvent(TypedDict):
+@dataclass(frozen=True)
+class JobEvent:
     """One thing that happened to a job (a Kubernetes Event, or a local state transition)."""
 
-    type: str  # Normal or Warning
+    type: str
+    """``Normal`` or ``Warning``."""
     reason: str
+    """One CamelCase word, e.g. ``Restarting``."""
     message: str
-    time: str | None  # RFC 3339
+    time: str | None
+    """When it happened (RFC 3339); ``None`` when the backend did not record it."""
+
+    def to_dict(self) -> dict[str, str | None]:
+        """Plain data, as ``describe -o json`` prints it."""
+        return asdict(self)
+
 
 BytesCallback = Callable[[int], None]
 
 
 def wait_timeout(name: str, phase: str | None, timeout: float, wanted: Iterable[str]) -> WaitTimeout:
     """The error of a wait that ran out of time (one wording for every waiter)."""
-    return WaitTimeout(f"job {name!r} is still {phase or 'Pending'} after {timeout:g} s "
-                       f"(waiting for {', '.join(sorted(wanted))})")
+    waited = "looked once (timeout 0)" if timeout == 0 else f"waited {timeout:g} s"
+    return WaitTimeout(f"job {name!r} is {phase or 'Pending'}, not {' or '.join(sorted(wanted))}: {waited}")
 
 
 class Backend(abc.ABC):

@@ -202,7 +202,7 @@ class KubernetesBackend(Backend):
             when = ev.last_timestamp or ev.event_time or ev.first_timestamp
             out.append(JobEvent(type=ev.type or "", reason=ev.reason or "", message=ev.message or "",
                                 time=when.isoformat() if hasattr(when, "isoformat") else when))
-        return sorted(out, key=lambda e: str(e["time"] or ""))
+        return sorted(out, key=lambda e: e.time or "")
 
 
 def _to_job(obj: dict[str, Any]) -> RARLJob:

@@ -78,6 +78,7 @@ app = _Typer(
 
 class OutputFormat(str, Enum):
     table = "table"
+    wide = "wide"  # list and get only: the table plus attempt, ETA, base model, latest checkpoint, model URI
     json = "json"
     yaml = "yaml"
 
@@ -128,7 +129,7 @@ def _global(
     home: Path | None = typer.Option(
         None, "--home", metavar="DIR", help="Where local jobs keep their state (default $RARL_HOME or .rarl; local)."
     ),
-    output: OutputFormat | None = typer.Option(None, "-o", "--output", help="Output format: table, json or yaml."),
+    output: OutputFormat | None = typer.Option(None, "-o", "--output", help="Output format: table, wide (list, get), json or yaml."),
     debug: bool = typer.Option(False, "--debug", help="Also print the traceback of an error (its line and exit code stay)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -212,11 +213,15 @@ def no_export_error(name: str, phase: str | None) -> CLIError:
 
 def output_option() -> typing.Any:
     """``-o`` on a verb (kubectl style, after the verb); falls back to the global ``-o``."""
-    return typer.Option(None, "-o", "--output", help="Output format: table, json or yaml.")
+    return typer.Option(None, "-o", "--output", help="Output format: table, wide (list, get), json or yaml.")
 
 
-def output_format(local: OutputFormat | None) -> OutputFormat:
-    return local or OPTIONS.output
+def output_format(local: OutputFormat | None, wide: bool = False) -> OutputFormat:
+    """The verb's ``-o``, else the global one; ``wide`` only where the verb has a wide table (never shown narrow)."""
+    fmt = local or OPTIONS.output
+    if fmt is OutputFormat.wide and not wide:
+        raise CLIError("-o wide: only list and get have a wide table; use table, json or yaml here", EXIT_USAGE)
+    return fmt
 
 
 def make_client(backend: Backend | None = None):

@@ -34,10 +34,10 @@ from rarl.cli.app import (
 from rarl.errors import InvalidSpec, JobFinished, RARLError
 
 
-def _console():
+def _console(width: int | None = None):
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def _age(timestamp: str | None) -> str:
@@ -56,26 +56,34 @@ def _age(timestamp: str | None) -> str:
     return f"{seconds}s"
 
 
-def _row(job) -> list[str]:
+COLUMNS = ("NAME", "PHASE", "STAGE", "STEP", "REWARD", "RESTARTS", "AGE")
+WIDE_COLUMNS = (*COLUMNS, "ATTEMPT", "ETA", "BASE MODEL", "LATEST CHECKPOINT", "MODEL URI")
+
+
+def _row(job, wide: bool = False) -> list[str]:
     s = job.status
-    created = (job.metadata.model_extra or {}).get("creationTimestamp") or (s.start_time if s else None)
-    step = f"{s.step or 0}/{s.total_steps or job.spec.total_steps()}" if s else f"0/{job.spec.total_steps()}"
-    reward = f"{s.reward:.3f}" if s and s.reward is not None else "-"
-    return [job.name, (s.phase if s else None) or "Pending", (s.stage if s else None) or "-", step, reward,
-            str(s.restarts if s else 0), _age(created)]
+    created = (job.metadata.model_extra or {}).get("creationTimestamp") or s.start_time
+    step = f"{s.step or 0}/{s.total_steps or job.spec.total_steps()}"
+    reward = f"{s.reward:.3f}" if s.reward is not None else "-"
+    row = [job.name, s.phase or "Pending", s.stage or "-", step, reward, str(s.restarts), _age(created)]
+    if wide:
+        eta = f"{s.eta_seconds:.0f}s" if s.eta_seconds is not None and s.phase == "Running" else "-"
+        row += [str(s.attempt), eta, job.spec.model.base, s.latest_checkpoint or "-", s.model_uri or "-"]
+    return row
 
 
 def _print_jobs(jobs: list, fmt: OutputFormat, single: bool = False) -> None:
-    if fmt is OutputFormat.table:
+    if fmt in (OutputFormat.table, OutputFormat.wide):
         from rich.table import Table
 
+        wide = fmt is OutputFormat.wide
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for col in ("NAME", "PHASE", "STAGE", "STEP", "REWARD", "RESTARTS", "AGE"):
-            table.add_column(col)
+        for col in WIDE_COLUMNS if wide else COLUMNS:
+            table.add_column(col, no_wrap=wide)
         for job in jobs:
-            table.add_row(*_row(job))
-        if jobs:
-            _console().print(table)
+            table.add_row(*_row(job, wide))
+        if jobs:  # a wide table is never cut to the terminal (kubectl's -o wide is not either)
+            _console(width=100_000 if wide else None).print(table)
         else:
             typer.echo("No jobs found.", err=True)
         return
@@ -109,7 +117,7 @@ def _failure_text(job) -> str:
 def submit(
     file: str = typer.Option(..., "-f", "--filename", metavar="FILE", help="RARLJob YAML file ('-' reads stdin)."),
     wait: bool = typer.Option(False, "--wait", help="Wait until the job succeeds or fails (exit 1 on failure)."),
-    timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", help="With --wait: give up after this many seconds."),
+    timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", min=0, help="With --wait: give up after this many seconds (0: look once)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the Kubernetes manifests the operator would create."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress while waiting (a bar on a terminal, "
                                "otherwise one line per step at most every 10 s)."),
@@ -189,7 +197,7 @@ def _print_manifests(job, fmt: OutputFormat) -> None:
 @app.command()
 def get(name: str = typer.Argument(..., metavar="NAME", help="Job name."), output: OutputFormat | None = output_option()) -> None:
     """Show one job: phase, stage, step, reward."""
-    _print_jobs([make_client().get(name)], output_format(output), single=True)
+    _print_jobs([make_client().get(name)], output_format(output, wide=True), single=True)
 
 
 @app.command("list")
@@ -210,8 +218,8 @@ def list_(
     client = make_client()
     if OPTIONS.home is not None and not Path(OPTIONS.home).exists():  # asked for by name: a typo is not "no jobs"
         raise CLIError(f"--home {OPTIONS.home}: no such folder (no local job was ever submitted with this home)")
+    fmt = output_format(output, wide=True)
     jobs = client.list(labels=labels or None)
-    fmt = output_format(output)
     _print_jobs(jobs, fmt)
     if watch:
         _watch(client, labels or None, fmt, jobs, interval)
@@ -219,8 +227,11 @@ def list_(
 
 def _watch(client, labels: dict[str, str] | None, fmt: OutputFormat, jobs: list, interval: float) -> None:
     """kubectl get -w: one line (table row, or a JSON/YAML document) per job whose state changed."""
-    def key(job) -> tuple:
-        return _row(job)[:-1]  # everything but AGE, which changes on every poll
+    wide = fmt is OutputFormat.wide
+
+    def key(job) -> list[str]:
+        row = _row(job, wide)
+        return row[:6] + row[7:]  # everything but AGE, which changes on every poll
 
     seen = {job.name: key(job) for job in jobs}
     while True:
@@ -228,8 +239,8 @@ def _watch(client, labels: dict[str, str] | None, fmt: OutputFormat, jobs: list,
         for job in client.list(labels=labels):
             if seen.get(job.name) != key(job):
                 seen[job.name] = key(job)
-                if fmt is OutputFormat.table:
-                    typer.echo("  ".join(_row(job)))
+                if fmt in (OutputFormat.table, OutputFormat.wide):
+                    typer.echo("  ".join(_row(job, wide)))
                 else:
                     _print_jobs([job], fmt, single=True)
 
@@ -243,7 +254,7 @@ def describe(name: str = typer.Argument(..., metavar="NAME", help="Job name."), 
     checkpoints = _checkpoints(job)
     fmt = output_format(output)
     if fmt is not OutputFormat.table:
-        doc = {"job": job.to_dict(), "events": events, "checkpoints": checkpoints}
+        doc = {"job": job.to_dict(), "events": [e.to_dict() for e in events], "checkpoints": checkpoints}
         if fmt is OutputFormat.json:
             typer.echo(json.dumps(doc, indent=2, default=str))
         else:
@@ -297,7 +308,7 @@ def describe(name: str = typer.Argument(..., metavar="NAME", help="Job name."), 
         for col in ("TYPE", "REASON", "AGE", "MESSAGE"):
             table.add_column(col)
         for e in events:
-            table.add_row(e.get("type") or "", e.get("reason") or "", _age(e.get("time")), e.get("message") or "")
+            table.add_row(e.type, e.reason, _age(e.time), e.message)
         console.print(table)
 
 
@@ -479,7 +490,7 @@ def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = 
 @app.command()
 def wait(
     name: str = typer.Argument(..., metavar="NAME", help="Job name."),
-    timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", help="Give up after this many seconds (exit 124)."),
+    timeout: float | None = typer.Option(None, "--timeout", metavar="SECONDS", min=0, help="Give up after this many seconds (exit 124; 0: look once)."),
     for_: str = typer.Option("Succeeded,Failed", "--for", metavar="PHASES", help="Comma-separated phases to wait for."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress while waiting (a bar on a terminal, "
                                "otherwise one line per step at most every 10 s)."),
