@@ -138,14 +138,14 @@ def test_a_sharded_checkpoint_folder_loads_strictly_into_a_whole_model(tmp_path)
     save_sharded_training_weights(trained, tmp_path)
     assert (tmp_path / WEIGHTS_DIR / ".metadata").is_file() and not (tmp_path / WEIGHTS_FILE).exists()
     fresh = load_model(ModelSpec(base=VLM, lora=LoRASpec(enabled=False))).model
-    assert load_training_weights(fresh, tmp_path) == len(training_tensors(trained))
+    assert load_training_weights(fresh, tmp_path, sharded=True) == len(training_tensors(trained))
     want, got = _snapshot(trained), _snapshot(fresh)
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
     lora = load_model(ModelSpec(base=VLM)).model  # an adapter model: every base tensor is "unexpected"
     before = _snapshot(lora)
     with pytest.raises(CheckpointMismatch, match="not in the model"):
-        load_training_weights(lora, tmp_path)
+        load_training_weights(lora, tmp_path, sharded=True)
     assert all(torch.equal(before[k], v) for k, v in _snapshot(lora).items())  # nothing half-loaded
 
 
@@ -156,7 +156,7 @@ def test_a_sharded_checkpoint_missing_a_tensor_or_reshaped_is_refused_by_name(tm
     save_sharded_training_weights(model, tmp_path / "r8")
     other = load_model(ModelSpec(base=VLM, lora=LoRASpec(r=4))).model
     with pytest.raises(CheckpointMismatch, match="has shape"):
-        load_training_weights(other, tmp_path / "r8")
+        load_training_weights(other, tmp_path / "r8", sharded=True)
 
 
 def test_a_checkpoint_of_the_other_sharding_is_refused_mid_stage(tmp_path):

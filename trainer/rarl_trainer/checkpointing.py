@@ -79,7 +79,7 @@ def restore_for_resume(store, dest: Path, dist_info: DistInfo) -> Restored | Non
     if not dist_info.distributed:
         clean_dir(dest)
         info = store.restore_latest(dest, progress=transfer_progress("restore"))
-        return None if info is None else Restored(dest, int(info.step), json.loads((dest / STATE_FILE).read_text()))
+        return None if info is None else Restored(dest, int(info.step), read_state(dest))
     import fcntl
 
     import torch.distributed as dist
@@ -109,19 +109,42 @@ def restore_for_resume(store, dest: Path, dist_info: DistInfo) -> Restored | Non
                            "not resuming ranks from different weights")
     if step is None:
         return None
-    state = json.loads((dest / STATE_FILE).read_text())
-    return Restored(dest, int(step), state)
+    return Restored(dest, int(step), read_state(dest))
 
 
-def load_stage_start_weights(model, folder: Path) -> None:
+def read_state(folder: Path) -> dict[str, Any]:
+    """A restored checkpoint's ``rarl_state.json``; one without ``config_hash`` is refused.
+
+    Why: the resume compares ``config_hash`` with this job's to tell a checkpoint of other training
+    settings (``checkpoint.onSpecChange``); a state without it would skip that check (Issue 29).
+    """
+    from rarl_trainer.weights import CheckpointMismatch
+
+    path = Path(folder) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointMismatch(f"checkpoint state {path} cannot be read ({type(e).__name__}: {e}); "
+                                 "use a new checkpoint.uri") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config_hash"), str) or not state["config_hash"]:
+        raise CheckpointMismatch(
+            f"checkpoint state {path} has no config_hash, so which training settings wrote it cannot be checked "
+            "against this job's (checkpoint.onSpecChange); not resuming from it: use a new checkpoint.uri (or "
+            "delete its checkpoints)")
+    return state
+
+
+def load_stage_start_weights(model, folder: Path, sharded: bool) -> None:
     """A stage-boundary checkpoint's trained weights into ``model`` (strict), before the next stage's trainer.
 
     The finished stage's KL reference adapter in it is skipped: the next GRPO trainer copies the
     restored adapter into a new one, exactly as the uninterrupted run did at that stage's start.
+    A distributed checkpoint (``rarl_weights/``) is read only by a ``sharded`` job (``model.sharding: fsdp``);
+    any other job refuses one: its metadata is a pickle, not to be opened where it is not expected.
     """
     from rarl_trainer.weights import REFERENCE_ADAPTER, load_training_weights
 
-    load_training_weights(model, folder, skip_adapters=(REFERENCE_ADAPTER,))
+    load_training_weights(model, folder, skip_adapters=(REFERENCE_ADAPTER,), sharded=sharded)
 
 
 def collect_rng_files(folder: Path, dist_info: DistInfo) -> None:

@@ -282,7 +282,7 @@ class Run:
         Returns the checkpoint to resume, or None when the old checkpoints were deleted (restart).
         """
         state = restored.state
-        if state.get("config_hash") in (None, self.config_hash):
+        if state["config_hash"] == self.config_hash:  # present: checkpointing.read_state refuses a state without
             return restored
         old = state.get("training_settings")
         what = describe_changes(changed_settings(old, training_settings(self.spec, by_alias=True)) if old else [])
@@ -463,7 +463,7 @@ class Run:
             self.current_stage = restored.state.get("stage_name") or self.current_stage
             if restored.stage_complete:  # the next stage starts from these weights (all done: the export does)
                 start = restored.stage_index + 1
-                load_stage_start_weights(self.loaded.model, restored.path)
+                load_stage_start_weights(self.loaded.model, restored.path, sharded(self.spec))
             else:
                 start, resume_dir = restored.stage_index, restored.path
         metrics = self.record.metrics

@@ -22,12 +22,19 @@ A sharded model (``model.sharding: fsdp``) writes the same tensors as a torch di
 checkpoint instead (``rarl_weights/``: each rank writes its own shards, rank 0 the metadata), so
 no rank ever holds the whole model for a checkpoint; it loads strictly too, into a sharded model
 or (at a stage boundary, before the next stage shards it) a whole one of any world size.
+
+Whoever can write a job's checkpoint location must not be able to run code in the trainer (Issue 29):
+only a sharded job reads a distributed checkpoint at all (a job with ``sharding: none`` refuses a
+``rarl_weights/`` or ``rarl_reference/`` folder), and its ``.metadata`` (torch's reader would
+``pickle.load`` it) is read with an allowlist of the checkpoint metadata types (``CheckedReader``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,6 +49,104 @@ REFERENCE_DIR = "rarl_reference"  # the same, of a sharded run
 
 class CheckpointMismatch(ConfigError):
     """A checkpoint's tensors do not fit the model being trained (another model, LoRA setting or version)."""
+
+
+class UnsafeCheckpoint(ConfigError):
+    """A checkpoint file that names code to run when read (a pickle of anything but checkpoint metadata)."""
+
+
+DCP_METADATA_GLOBALS: dict[str, frozenset[str]] = {
+    "torch.distributed.checkpoint.metadata": frozenset({
+        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING"}),
+    "torch.distributed.checkpoint.filesystem": frozenset({"_StorageInfo"}),
+    "torch": frozenset({"Size"}),  # and every torch dtype (_MetadataUnpickler)
+    "torch.serialization": frozenset({"_get_layout"}),  # a tensor layout by its name
+    "pathlib": frozenset({"PosixPath"}),  # StorageMeta.checkpoint_id
+    "builtins": frozenset({"dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool", "bytes"}),
+}
+"""What a torch distributed checkpoint's ``.metadata`` pickle may name: the globals torch's own writer uses
+(listed by unpickling the metadata of ``save_sharded_training_weights`` and of accelerate's sharded
+optimizer state); none of them runs anything but a constructor of plain data."""
+
+
+class _Refused(Exception):
+    """A global outside ``DCP_METADATA_GLOBALS``, named by a metadata pickle."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only ``DCP_METADATA_GLOBALS`` and torch dtypes (no persistent ids)."""
+
+    def find_class(self, module: str, name: str):
+        import torch
+
+        if name in DCP_METADATA_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise _Refused(f"{module}.{name}")
+
+
+def read_dcp_metadata(stream, path: str | os.PathLike):
+    """A torch distributed checkpoint's ``Metadata`` from ``stream`` (the file ``path``), allowlisted types only.
+
+    Why not torch's ``FileSystemReader.read_metadata``: it is a plain ``pickle.load``, which runs whatever
+    the file names; a checkpoint comes from storage that others may write (Issue 29).
+    """
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    try:
+        metadata = _MetadataUnpickler(stream).load()
+    except _Refused as e:
+        raise UnsafeCheckpoint(
+            f"refusing to read {path}: it names {e}, which is not a torch distributed checkpoint metadata type, "
+            "and unpickling it could run code; the checkpoint was not written by the rarl trainer (or was altered "
+            "since): use a new checkpoint.uri") from None
+    except Exception as e:
+        raise UnsafeCheckpoint(f"{path} is not a readable torch distributed checkpoint metadata file "
+                               f"({type(e).__name__}: {e}); use a new checkpoint.uri") from None
+    if not isinstance(metadata, Metadata):
+        raise UnsafeCheckpoint(f"{path} holds a {type(metadata).__name__}, not torch distributed checkpoint "
+                               "metadata; use a new checkpoint.uri")
+    return metadata
+
+
+@functools.cache
+def _checked_reader_class():
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class CheckedReader(FileSystemReader):
+        """torch's ``FileSystemReader`` but for ``read_metadata``: ``read_dcp_metadata`` instead of ``pickle.load``."""
+
+        def read_metadata(self, *args, **kwargs):
+            path = self._get_metadata_path(kwargs.get("rank"))
+            with self.fs.create_stream(path, "rb") as fh:
+                metadata = read_dcp_metadata(fh, path)
+            if getattr(metadata, "storage_meta", None) is None:  # as torch's read_metadata does
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return CheckedReader
+
+
+def checked_reader(path: str | Path):
+    """The reader for every torch distributed checkpoint the trainer loads itself (see ``read_dcp_metadata``)."""
+    return _checked_reader_class()(str(path))
+
+
+def check_dcp_metadata(folder: str | Path) -> int:
+    """Read every distributed checkpoint's metadata in ``folder``'s subfolders with the allowlist; how many.
+
+    Why: accelerate loads a sharded optimizer state (``optimizer_0/``) with torch's own reader, a plain
+    ``pickle.load``; refused here first, the bytes it then reads name only allowlisted types.
+    """
+    paths = sorted(Path(folder).glob("*/*.metadata"))  # .metadata, and __<rank>.metadata (rank-local)
+    for path in paths:
+        with open(path, "rb") as fh:
+            read_dcp_metadata(fh, path)
+    return len(paths)
 
 
 def _adapters(model) -> list[str]:
@@ -102,18 +207,25 @@ def _examples(keys: Iterable[str], n: int = 3) -> str:
 
 
 def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str] = (), file: str = WEIGHTS_FILE,
-                          sharded_dir: str = WEIGHTS_DIR) -> int:
+                          sharded_dir: str = WEIGHTS_DIR, *, sharded: bool = False) -> int:
     """Copy a checkpoint's tensors into ``model`` in place; returns how many were restored.
 
     Every tensor the model trains must be in the file with its shape, and the file may hold
     nothing else, except tensors of the adapters named in ``skip_adapters`` (a stage-boundary
     checkpoint carries the finished stage's KL reference adapter, which the next stage rebuilds).
     ``file``/``sharded_dir``: which tensors of the checkpoint (the policy's, or ``REFERENCE_FILE``/``REFERENCE_DIR``).
+    ``sharded``: the job's ``model.sharding`` is fsdp; only then is ``sharded_dir`` (a distributed checkpoint,
+    whose metadata is a pickle) read at all, and a job with ``sharding: none`` refuses a checkpoint holding one.
     """
     import torch
     from safetensors import safe_open
 
     if (Path(folder) / sharded_dir).is_dir():
+        if not sharded:
+            raise CheckpointMismatch(
+                f"checkpoint {folder} holds {sharded_dir}/, a sharded (model.sharding: fsdp) torch distributed "
+                f"checkpoint, but this job has model.sharding none, which reads only {file}; not reading it: use "
+                "a new checkpoint.uri, or the sharding that wrote it")
         return _load_sharded_training_weights(model, Path(folder), tuple(skip_adapters), sharded_dir)
     path = Path(folder) / file
     if not path.is_file():
@@ -179,7 +291,7 @@ def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...], n
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    reader = dcp.FileSystemReader(str(folder / name))
+    reader = checked_reader(folder / name)
     stored = {k: tuple(v.size) for k, v in reader.read_metadata().state_dict_metadata.items()
               if isinstance(v, TensorStorageMetadata)}
     file_keys = {k for k in stored if not skip or _adapter_of(k, skip) is None}
@@ -274,18 +386,23 @@ class ExactCheckpointMixin:
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        fsdp = bool(getattr(self, "is_fsdp_enabled", False))
         written_sharded = (Path(resume_from_checkpoint) / WEIGHTS_DIR).is_dir()
-        if written_sharded != bool(getattr(self, "is_fsdp_enabled", False)):
+        if written_sharded != fsdp:
             # its optimizer state is in the other layout, which HF's resume would skip without a word
             raise CheckpointMismatch(
                 f"checkpoint {resume_from_checkpoint} was written with model.sharding "
                 f"{'fsdp' if written_sharded else 'none'}; a run resumes mid-stage only with the same sharding "
-                "(a stage's last checkpoint loads either way)"
+                "(a sharded job also starts a stage from the last checkpoint of an unsharded one, never the "
+                "other way)"
             )
+        if fsdp:  # before accelerate reads optimizer_0/ (HF calls this first), whose reader is a plain pickle.load
+            check_dcp_metadata(resume_from_checkpoint)
         load_training_weights(model if model is not None else self.accelerator.unwrap_model(self.model),
-                              resume_from_checkpoint)
+                              resume_from_checkpoint, sharded=fsdp)
         if (reference := self._rarl_reference()) is not None:
-            load_training_weights(reference, resume_from_checkpoint, file=REFERENCE_FILE, sharded_dir=REFERENCE_DIR)
+            load_training_weights(reference, resume_from_checkpoint, file=REFERENCE_FILE, sharded_dir=REFERENCE_DIR,
+                                  sharded=fsdp)
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
         if checkpoint is not None:
