@@ -2,6 +2,7 @@
 
 ``load_items(spec, split)`` (``loading``) is the entry point. One module per role: ``items``
 (what readers return), ``locations`` (a location to a local path), ``images`` (image checks),
+``limits`` (the line bound of the JSONL and AVA readers, the pixel bound of every image opened),
 one reader per format (``utkface``, ``ava``, ``coco_rem``, ``jsonl``), ``synthetic`` and
 ``split`` (held-out eval, the train cap). Pure Python + numpy + Pillow; no torch.
 """

@@ -1,7 +1,8 @@
 """AVA: ``AVA.txt`` vote counts; the target is the mean vote rounded to the target precision.
 
 Lines without votes are skipped and counted; images are ``<id>.jpg`` in ``images/`` next to
-AVA.txt unless ``dataset.images`` names the folder.
+AVA.txt unless ``dataset.images`` names the folder. AVA.txt is read a line at a time
+(``limits.read_lines``: a line over ``limits.MAX_LINE_BYTES`` is a bad line).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rarl_trainer.data.items import DataError, Dataset, Item, Skips
+from rarl_trainer.data.limits import read_lines
 
 if TYPE_CHECKING:
     from rarl.api.types import TargetSpec
@@ -23,11 +25,7 @@ def read_ava(location: Path, target: TargetSpec, images: Path | None = None, ski
     image_dir = images if images is not None else txt.parent / "images"
     skips = Skips(skip_bad_items)
     items = []
-    try:
-        lines = txt.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{txt}: cannot read ({exc})") from None
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in read_lines(txt, skips):
         if not line.strip():
             continue
         cols = line.split()

@@ -2,7 +2,8 @@
 
 ``verify`` modes: "full" opens and verifies every image (PIL ``verify``), "exists" only checks
 files exist, "none" skips checks; "auto" is full up to 20,000 images, else exists (then
-``open_image`` reports corrupt files lazily, naming them).
+``open_image`` reports corrupt files lazily, naming them). Both open images through
+``limits.open_bounded``: an image over ``limits.MAX_IMAGE_PIXELS`` is a bad item, never decoded.
 
 ``PixelBudget`` is the pixel range a Qwen2/2.5-VL image processor resizes every image into
 (``spec.model.vision``, set on the processor by ``models.load_model``). ``open_image`` given one
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from rarl_trainer.data.items import DataError, Item, Skips
+from rarl_trainer.data.limits import open_bounded
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -27,16 +29,19 @@ AUTO_VERIFY_LIMIT = 20_000
 
 
 def verify_image(path: str | Path) -> None:
-    """Raise DataError naming the file when it is missing or not a readable image (cheap: no decode)."""
+    """Raise DataError naming the file when it is missing, not a readable image or over the pixel limit (no decode)."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: image file not found")
     try:
-        with Image.open(p) as img:
+        with open_bounded(p) as img:
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DataError:
+        raise  # over the pixel limit: open_bounded's message (DataError is a ValueError)
+    # Pillow's own bomb error can still come from a later frame or tile (GIF, ICO, TIFF) as it loads
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{p}: corrupt or unreadable image ({exc})") from None
 
 
@@ -91,7 +96,7 @@ class PixelBudget:
 
 
 def open_image(item: Item, budget: PixelBudget | None = None) -> PILImage.Image:
-    """Open an item's image as RGB; DataError naming the file when it is missing or corrupt.
+    """Open an item's image as RGB; DataError naming the file when it is missing, corrupt or over the pixel limit.
 
     With a ``budget``, an image the processor would shrink is shrunk here instead, to the same size:
     JPEGs are decoded at a reduced scale first (PIL ``draft``: 1/2, 1/4 or 1/8, never below the
@@ -102,7 +107,7 @@ def open_image(item: Item, budget: PixelBudget | None = None) -> PILImage.Image:
     if item.image is None:
         raise DataError(f"item {item.id!r} has no image")
     try:
-        with Image.open(item.image) as img:
+        with open_bounded(item.image) as img:
             target = budget.reduced_size(*img.size) if budget is not None else None
             if target is None:
                 return img.convert("RGB")
@@ -110,7 +115,10 @@ def open_image(item: Item, budget: PixelBudget | None = None) -> PILImage.Image:
             return img.convert("RGB").resize(target, Image.Resampling.BICUBIC)
     except FileNotFoundError:
         raise DataError(f"{item.image}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DataError:
+        raise  # over the pixel limit: open_bounded's message (DataError is a ValueError)
+    # Pillow's own bomb error can still come from a later frame or tile (GIF, ICO, TIFF) as it loads
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{item.image}: corrupt or unreadable image ({exc})") from None
 
 

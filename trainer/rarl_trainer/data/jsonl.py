@@ -1,8 +1,8 @@
 """A JSONL manifest: ``{"image": path, "target": y}`` or ``{"text": ..., "target": y}`` per line.
 
-A bad line (not JSON, no finite target, a target outside [target.min, target.max], no content)
-is an error naming the line unless ``skip_bad_items``. Relative image paths are relative to
-the manifest.
+A bad line (not JSON, no finite target, a target outside [target.min, target.max], no content,
+longer than ``limits.MAX_LINE_BYTES``) is an error naming the line unless ``skip_bad_items``.
+The manifest is read a line at a time. Relative image paths are relative to the manifest.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from rarl.api.uri import InvalidURI, local_path
 from rarl_trainer.data.items import DataError, Dataset, Item, Skips, in_range
+from rarl_trainer.data.limits import read_lines
 
 if TYPE_CHECKING:
     from rarl.api.types import TargetSpec
@@ -23,14 +24,10 @@ def read_jsonl(location: Path, target: TargetSpec, modality: str = "image", skip
     """JSONL manifest: ``{"image": path, "target": y}`` or ``{"text": ..., "target": y}`` per line."""
     if location.is_dir():
         raise DataError(f"{location}: a JSONL manifest must be a file, not a folder")
-    try:
-        lines = location.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{location}: cannot read ({exc})") from None
     skips = Skips(skip_bad_items)
     items = []
     field_name = "image" if modality == "image" else "text"
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in read_lines(location, skips):
         if not line.strip():
             continue
         where = f"{location} line {lineno}"
