@@ -275,7 +275,7 @@ def _build(name: str, dest: Path) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "rarl_trainer.builtin_models", name, str(dest)],
+    proc = subprocess.run([sys.executable, "-P", "-m", "rarl_trainer.builtin_models", name, str(dest)],  # -P: not the cwd
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuiltinModelError(f"building builtin model {name!r} failed (exit {proc.returncode}): "

@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from rarl.api.types import GROUP_VERSION, KIND, RARLJob
+from rarl.api.uri import REDACTED, redact_uri, redact_uris, secret_name
 from rarl.errors import InvalidSpec, Problem
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
@@ -24,6 +26,16 @@ SECRET_KEYS = {
     "accesskey", "accesskeyid", "awsaccesskeyid", "secretkey", "secretaccesskey", "awssecretaccesskey",
     "sessiontoken", "awssessiontoken", "password", "token", "apikey", "secret", "credentials", "hftoken",
 }
+_SECRET_ADVICE = ("never put secrets in a RARLJob: store them in a Kubernetes Secret and reference it with "
+                  "spec.storage.credentialsSecret.name")
+_FREE_FORM_SECRET_ADVICE = (
+    "looks like a secret value by its key; never put secrets in a RARLJob (its labels, annotations and maps are "
+    "copied to the ConfigMap, Job and pods): store it in a Kubernetes Secret and reference the Secret by name with "
+    "spec.logging.credentialsSecret (its keys become the trainer's environment variables, e.g. WANDB_API_KEY) or "
+    "spec.storage.credentialsSecret.name (S3 credentials)"
+)
+_NOT_A_SECRET = {"", "true", "false"}
+"""Values no secret can be (``vault.hashicorp.com/agent-inject-token: "true"`` switches a feature on)."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -161,24 +173,73 @@ def _describe_error(err: dict[str, Any]) -> str:
     return msg
 
 
-def _secret_problems(node: Any, loc: tuple[Any, ...]) -> list[Problem]:
-    """Find secret values written inline anywhere in the document."""
-    found: list[Problem] = []
+def _free_form_maps(node: Any, annotation: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], dict]]:
+    """The maps whose keys the user picks (labels, annotations, nodeSelector, extra resources), with their location.
+
+    Found by walking the document along the RARLJob model, so a map field added later is scanned without a list here.
+    """
+    for cand in _unwrap(annotation):
+        origin = typing.get_origin(cand)
+        if origin is dict and isinstance(node, dict):
+            yield loc, node
+            return
+        if origin in (list, tuple) and isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from _free_form_maps(item, typing.get_args(cand)[0], (*loc, i))
+            return
+        if isinstance(cand, type) and issubclass(cand, BaseModel) and isinstance(node, dict):
+            fields = {alias: info.annotation for name, info in cand.model_fields.items()
+                      for alias in (name, info.alias) if alias}
+            for key, value in node.items():
+                if key in fields:
+                    yield from _free_form_maps(value, fields[key], (*loc, key))
+            return
+
+
+def _secret_problems(node: Any, loc: tuple[Any, ...], free_form: set[tuple[Any, ...]]) -> list[tuple[Problem, Any]]:
+    """Secret values written inline anywhere in the document, with each value (to keep it out of other messages).
+
+    Spec fields match by their exact name; the keys of free-form maps (``free_form``) by their ending, since a
+    user names them freely (``wandb.ai/api-key``, ``example.com/aws_secret_access_key``).
+    """
+    found: list[tuple[Problem, Any]] = []
     if isinstance(node, dict):
         for key, value in node.items():
+            if loc in free_form:
+                if secret_name(key) and not (value is None or str(value).strip().lower() in _NOT_A_SECRET):
+                    found.append((Problem(format_path((*loc, key)), _FREE_FORM_SECRET_ADVICE), value))
+                continue
             norm = str(key).replace("_", "").replace("-", "").lower()
             if norm in SECRET_KEYS and not isinstance(value, dict):
-                found.append(Problem(
-                    format_path((*loc, key)),
-                    "looks like a secret value; never put secrets in a RARLJob: store them in a Kubernetes "
-                    "Secret and reference it with spec.storage.credentialsSecret.name",
-                ))
+                found.append((Problem(format_path((*loc, key)), f"looks like a secret value; {_SECRET_ADVICE}"), value))
             else:
-                found.extend(_secret_problems(value, (*loc, key)))
+                found.extend(_secret_problems(value, (*loc, key), free_form))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            found.extend(_secret_problems(value, (*loc, i)))
+            found.extend(_secret_problems(value, (*loc, i), free_form))
     return found
+
+
+def _secret_scan(doc: dict[str, Any]) -> tuple[list[Problem], list[str]]:
+    """The secret problems of a document (a dict or a typed job's dump) and the secret values they name."""
+    user_written = {k: doc[k] for k in ("metadata", "spec") if k in doc}  # status is observed, not written
+    free_form = {loc for loc, _ in _free_form_maps(user_written, RARLJob, ())}
+    hits = _secret_problems(doc, (), free_form)
+    values = [str(v) for _, v in hits if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v)]
+    return [p for p, _ in hits], values
+
+
+def _clean(problems: list[Problem], secret_values: list[str]) -> list[Problem]:
+    """Problems fit to show: URIs redacted (userinfo, signed query parameters), no secret value the scan found."""
+    out = []
+    for p in problems:
+        message = redact_uris(p.message)
+        for value in secret_values:
+            message = message.replace(repr(value), repr(REDACTED))
+            if len(value) >= 4:
+                message = message.replace(value, REDACTED)
+        out.append(Problem(p.path, message))
+    return out
 
 
 def validate_document(doc: Any) -> tuple[RARLJob | None, list[Problem]]:
@@ -192,8 +253,11 @@ def validate_document(doc: Any) -> tuple[RARLJob | None, list[Problem]]:
     if kind != KIND:
         problems.append(Problem("kind", f"must be {KIND!r} (got {kind!r})"))
     if problems:
-        return None, problems
-    secrets = _secret_problems(doc, ())
+        return None, _clean(problems, [])
+    try:
+        secrets, secret_values = _secret_scan(doc)
+    except RecursionError:
+        return None, [Problem("", "cannot validate: the document is nested too deeply")]
     secret_paths = {p.path for p in secrets}
     try:
         job = RARLJob.model_validate(doc)
@@ -204,11 +268,11 @@ def validate_document(doc: Any) -> tuple[RARLJob | None, list[Problem]]:
             if path in secret_paths:
                 continue
             problems.append(Problem(path, _describe_error(err)))
-        return None, _dedupe(problems)
+        return None, _clean(_dedupe(problems), secret_values)
     except (RecursionError, TypeError, ValueError) as exc:  # pathological input
-        return None, [*secrets, Problem("", f"cannot validate: {exc}")]
+        return None, _clean([*secrets, Problem("", f"cannot validate: {exc}")], secret_values)
     if secrets:
-        return None, secrets
+        return None, _clean(secrets, secret_values)
     return job, []
 
 
@@ -223,8 +287,15 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def parse_job(source: RARLJob | dict[str, Any] | str | bytes, *, origin: str | None = None) -> RARLJob:
-    """A RARLJob from a model, a dict or YAML text (one document). Raises ``InvalidSpec``."""
+    """A RARLJob from a model, a dict or YAML text (one document). Raises ``InvalidSpec``.
+
+    A typed job is already valid, but gets the same secret scan as a document: its labels and annotations
+    reach the cluster just the same.
+    """
     if isinstance(source, RARLJob):
+        secrets, secret_values = _secret_scan(source.to_dict(include_status=False))
+        if secrets:
+            raise InvalidSpec(_clean(secrets, secret_values), origin)
         return source
     if isinstance(source, (str, bytes)):
         docs, problems = load_yaml_documents(source)
@@ -260,7 +331,7 @@ def cluster_problems(job: RARLJob) -> list[Problem]:
         if claim and local.is_absolute() and local.is_relative_to(CACHE_DIR) and local != PurePosixPath(CACHE_DIR):
             continue
         problems.append(Problem(path, (
-            f"{uri!r} is a folder inside the trainer pod, whose disk goes away with the pod (a retry would find "
-            f"no checkpoint, and the model would be lost): use an s3:// URI (with spec.storage), or a path under "
+            f"{redact_uri(uri)!r} is a folder inside the trainer pod, whose disk goes away with the pod (a retry would "
+            f"find no checkpoint, and the model would be lost): use an s3:// URI (with spec.storage), or a path under "
             f"{CACHE_DIR}/ with resources.cacheVolumeClaim naming a PersistentVolumeClaim")))
     return problems

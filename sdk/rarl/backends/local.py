@@ -129,11 +129,14 @@ class LocalBackend(Backend):
         return files
 
     def _start_runner(self, files: JobFiles) -> int:
-        """Start the detached supervisor (own session: it outlives the CLI)."""
+        """Start the detached supervisor (own session: it outlives the CLI).
+
+        ``-P`` (safe path): ``python -m`` would put its working folder first on the import path.
+        """
         log = open(files.root / "runner.log", "ab")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "rarl.backends.supervisor", str(files.root)],
+                [sys.executable, "-P", "-m", "rarl.backends.supervisor", str(files.root)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=str(files.root),
             )

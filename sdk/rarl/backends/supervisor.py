@@ -46,11 +46,17 @@ from rarl.backends.local_state import (
 
 
 def trainer_command(files: JobFiles, gpus: int) -> list[str]:
-    """The trainer's command line: torchrun over the local GPUs, or one CPU process."""
+    """The trainer's command line: torchrun over the local GPUs, or one CPU process.
+
+    ``-P`` (safe path): the trainer runs in the folder the job was submitted from, and ``python -m`` would put
+    that folder first on the import path, so a stray ``yaml.py`` there would run. (Its workers and helpers get
+    ``PYTHONSAFEPATH`` from ``Supervisor.run``.)
+    """
     args = ["-m", "rarl_trainer", "--config", str(files.config), "--resume", "auto", "--run-dir", str(files.run_dir)]
     if gpus > 1:  # rarl's torchrun launcher keeps the exit codes 2/3 that plain torchrun turns into 1
-        return [sys.executable, "-m", "rarl_trainer.entrypoint", "--standalone", f"--nproc_per_node={gpus}", *args]
-    return [sys.executable, *args]
+        return [sys.executable, "-P", "-m", "rarl_trainer.entrypoint", "--standalone", f"--nproc_per_node={gpus}",
+                *args]
+    return [sys.executable, "-P", *args]
 
 
 def visible_gpus() -> tuple[int, str]:
@@ -120,8 +126,9 @@ class Supervisor:
             log_path = self.files.log(attempt)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self.files.termination_log.write_text("")  # like the kubelet: the trainer writes its last words here
+            # PYTHONSAFEPATH: -P for every Python process under the trainer too (torchrun's workers, helpers)
             env = {**os.environ, ENV_TERMINATION_LOG: str(self.files.termination_log), "PYTHONUNBUFFERED": "1",
-                   ENV_JOB_NAME: self.job.name, ENV_ATTEMPT: str(attempt)}
+                   "PYTHONSAFEPATH": "1", ENV_JOB_NAME: self.job.name, ENV_ATTEMPT: str(attempt)}
             env.pop(ENV_JOB_NAMESPACE, None)  # local: progress goes to progress.json, not to a cluster
             with open(log_path, "ab") as log:
                 self.child = subprocess.Popen(trainer_command(self.files, gpus), stdout=log, stderr=subprocess.STDOUT,

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rarl.api.uri import redact_uri
 from rarl.errors import StorageError
 from rarl.storage.base import NotFound, ProgressCallback, Store
 from rarl.storage.manifest import (
@@ -105,10 +106,10 @@ class CheckpointStore:
         except NotFound:
             return None  # not (yet) complete; transport errors propagate
         try:
-            m = parse_manifest(data, source=f"{self.uri.rstrip('/')}/{d}/{MANIFEST_NAME}")
+            m = parse_manifest(data, source=redact_uri(f"{self.uri.rstrip('/')}/{d}/{MANIFEST_NAME}"))
         except StorageError as e:
-            warnings.warn(f"ignoring checkpoint {self.uri}/{d}: {e}", stacklevel=3)
-            log.warning("ignoring checkpoint %s/%s: %s", self.uri, d, e)
+            warnings.warn(f"ignoring checkpoint {redact_uri(self.uri)}/{d}: {e}", stacklevel=3)
+            log.warning("ignoring checkpoint %s/%s: %s", redact_uri(self.uri), d, e)
             return None
         return CheckpointInfo(step, f"{self.uri.rstrip('/')}/{d}", m)
 
@@ -159,7 +160,7 @@ class CheckpointStore:
             self.store, Path(local_dir), d, progress=progress, step=step, stage=stage,
             config_hash=config_hash, extra=extra, more_files=more_files if parts else None,
         )
-        log.info("checkpoint %s/%s complete (%d files, %d bytes)", self.uri, d, len(m.files), m.total_bytes)
+        log.info("checkpoint %s/%s complete (%d files, %d bytes)", redact_uri(self.uri), d, len(m.files), m.total_bytes)
         return CheckpointInfo(step, f"{self.uri.rstrip('/')}/{d}", m)
 
     def save_part(self, local_dir: str | Path, step: int, *, name: str, token: str | None,
@@ -206,7 +207,7 @@ class CheckpointStore:
                 return files
             if time.monotonic() > deadline:
                 raise StorageError(f"checkpoint step {step}: part {name} (another node's shards) did not arrive "
-                                   f"at {self.uri}/{key} within {timeout:g} s")
+                                   f"at {redact_uri(self.uri)}/{key} within {timeout:g} s")
             time.sleep(PART_POLL_S)
 
     def restore(
@@ -237,7 +238,7 @@ class CheckpointStore:
                 return info
             except ChecksumMismatch as e:
                 files = ", ".join(m.path for m in e.mismatches)
-                msg = f"checkpoint {info.uri} is damaged ({files}): {e}; falling back to the previous one"
+                msg = f"checkpoint {redact_uri(info.uri)} is damaged ({files}): {e}; falling back to the previous one"
                 warnings.warn(msg, stacklevel=2)
                 log.warning(msg)
         if dest.exists():
@@ -269,7 +270,7 @@ class CheckpointStore:
         d = step_dir(step)
         self.store.delete(f"{d}/{MANIFEST_NAME}")
         self.store.delete_prefix(d)
-        log.info("deleted checkpoint %s/%s", self.uri, d)
+        log.info("deleted checkpoint %s/%s", redact_uri(self.uri), d)
 
     def delete_all(self) -> list[int]:
         """Delete every step folder (complete or not), manifests first; returns the steps deleted."""
@@ -338,7 +339,7 @@ class AsyncCheckpointUploader:
     def _start(self, local_dir: Path, step: int, kwargs: dict[str, Any], wait_timeout: float | None) -> None:
         if not self.wait(wait_timeout, raise_errors=self.strict):
             raise StorageError(
-                f"previous checkpoint upload to {self.store.uri} still running after {wait_timeout}s"
+                f"previous checkpoint upload to {redact_uri(self.store.uri)} still running after {wait_timeout}s"
             )
         self._thread = threading.Thread(
             target=self._run, args=(local_dir, step, kwargs), name=f"rarl-ckpt-upload-{step}", daemon=True
@@ -359,7 +360,7 @@ class AsyncCheckpointUploader:
                 self.last_error = e
                 self._pending_error = e
                 self.failures += 1
-            log.error("checkpoint upload step %d to %s failed: %s", step, self.store.uri, e)
+            log.error("checkpoint upload step %d to %s failed: %s", step, redact_uri(self.store.uri), e)
             return
         if info is not None:
             with self._lock:
@@ -369,7 +370,7 @@ class AsyncCheckpointUploader:
             try:
                 self.store.prune(self.keep)
             except StorageError as e:
-                log.warning("pruning old checkpoints in %s failed: %s", self.store.uri, e)
+                log.warning("pruning old checkpoints in %s failed: %s", redact_uri(self.store.uri), e)
         if self.delete_local:
             shutil.rmtree(local_dir, ignore_errors=True)
 

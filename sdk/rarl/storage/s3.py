@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rarl.api.uri import redact_uri, redact_uris
 from rarl.api.vocabulary import ENV_S3_ENDPOINT, ENV_S3_PATH_STYLE
 from rarl.errors import StorageError
 from rarl.storage.base import NotFound, ObjectInfo, ProgressCallback, Store, rel_key
@@ -44,7 +45,8 @@ class S3Settings:
 
     @property
     def endpoint_label(self) -> str:
-        return self.endpoint or f"AWS S3 ({self.region or 'default region'})"
+        """The endpoint as messages show it: an endpoint from the environment may carry userinfo, shown as ***."""
+        return redact_uri(self.endpoint) if self.endpoint else f"AWS S3 ({self.region or 'default region'})"
 
 
 def resolve_settings(spec: StorageSpec | None = None) -> S3Settings:
@@ -185,7 +187,8 @@ class S3Store(Store):
         return cls(self._scrub(" ".join(msg.split())))
 
     def _scrub(self, msg: str) -> str:
-        """Belt and braces: never let a secret into a message, whatever a server echoes back."""
+        """Belt and braces: never let a secret into a message, whatever a server echoes back (a URI too)."""
+        msg = redact_uris(msg)
         secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
         token = os.environ.get("AWS_SESSION_TOKEN")
         for s in (secret, token):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rarl.api.uri import parse_uri
+from rarl.api.uri import parse_uri, redact_uri
 from rarl.storage.base import NotFound, ProgressCallback, Store, announce_total
 from rarl.storage.local import LocalStore
 from rarl.storage.manifest import (
@@ -54,7 +54,7 @@ def read_manifest(store: Store, key: str = MANIFEST_NAME) -> Manifest | None:
         data = store.read_bytes(key)
     except NotFound:
         return None
-    return parse_manifest(data, source=f"{store.uri.rstrip('/')}/{key}")
+    return parse_manifest(data, source=redact_uri(f"{store.uri.rstrip('/')}/{key}"))
 
 
 def upload_manifested(
@@ -114,7 +114,7 @@ def download_manifested(
         pass  # reported per file below, as "missing"
     mismatches = verify_tree(manifest, dest, check_hash=verify)
     if mismatches:
-        raise ChecksumMismatch(f"{store.uri.rstrip('/')}/{base}".rstrip("/"), mismatches)
+        raise ChecksumMismatch(redact_uri(f"{store.uri.rstrip('/')}/{base}".rstrip("/")), mismatches)
 
 
 def upload_tree(
@@ -213,7 +213,8 @@ def cached_download(
     objects = store.list("")
     if not objects:
         raise NotFound(
-            f"S3 get {loc} failed: no such object or folder (endpoint {spec.endpoint_label}, bucket {loc.bucket})"
+            f"S3 get {redact_uri(loc)} failed: no such object or folder (endpoint {spec.endpoint_label}, "
+            f"bucket {loc.bucket})"
         )
     m_obj = next((o for o in objects if o.key == MANIFEST_NAME), None)
     h = hashlib.sha256()
