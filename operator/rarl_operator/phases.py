@@ -9,6 +9,12 @@ Write-ahead rule: a new attempt is recorded in ``status.attempt`` in the same
 plan that creates its Job; the next call reads the larger of status.attempt and
 the newest existing Job, so a crash between the two never yields a second Job,
 and a restart is counted once (the count is recomputed, never incremented twice).
+
+``Observed.status`` is the trusted status: the reconciler takes the fields the
+operator decides on or reports (phase, conditions, attempt, restarts, startTime,
+completionTime) from its own record, not from what the trainer may have patched;
+``jobs`` and ``pods`` are only the children this RARLJob owns (ownerReferences),
+not whatever carries its label.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from rarl.api.vocabulary import (
     CONDITION_RUNNING,
     CONDITION_SUCCEEDED,
     CONDITION_SUSPENDED,
+    REASON_CHILD_NOT_OWNED,
     ExitCode,
     Outcome,
     Phase,
@@ -44,6 +51,7 @@ class PodView:
     exit_codes: tuple[int, ...] = ()
     message: str = ""  # the trainer's termination message (or log tail)
     disrupted: bool = False  # DisruptionTarget condition, eviction or preemption
+    owners: tuple[str, ...] = ()  # ownerReference uids (the Job that created the pod)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class JobView:
     restarts: int = 0  # the restart count recorded when this attempt was created
     deleting: bool = False
     started_with: dict[str, str] | None = None  # the training-settings digest recorded on it (None: none)
+    uid: str = ""
+    owners: tuple[str, ...] = ()  # ownerReference uids (the RARLJob that created it)
 
 
 @dataclass
@@ -379,6 +389,31 @@ def _immutable_fields_changed(ctx: _Ctx) -> list[str]:
         return []
     now = training_settings_digest(_spec(ctx))
     return [f"spec.{field}" for field, digest in now.items() if started_with.get(field, digest) != digest]
+
+
+# --------------------------------------------------------------------------- after creating children
+
+
+def child_not_owned(plan: Plan, attempt: int, blocker: str, now: dt.datetime) -> str:
+    """A child's name is taken by an object this job does not own: say which, and wait (see REASON_CHILD_NOT_OWNED).
+
+    Waiting, not failing: the user can delete or rename the object and the next resync proceeds.
+    Returns the message (the reconciler posts it as a Warning Event once per blocker).
+    """
+    message = (f"{blocker}: the operator does not use it, so attempt {attempt} waits; "
+               "delete or rename that object and the job proceeds")
+    set_condition(plan.status["conditions"], CONDITION_CREATED, "False", REASON_CHILD_NOT_OWNED, message, now)
+    return message
+
+
+def children_created(plan: Plan, attempt: int, now: dt.datetime) -> None:
+    """The children of the attempt exist and are ours: a ChildNotOwned wait is over."""
+    conds = plan.status["conditions"]
+    before = next((c for c in conds if c.get("type") == CONDITION_CREATED), {})
+    if before.get("reason") == REASON_CHILD_NOT_OWNED:
+        message = f"created attempt {attempt}"
+        set_condition(conds, CONDITION_CREATED, "True", "Created", message, now)
+        plan.events.append(("Normal", "Created", message))
 
 
 # --------------------------------------------------------------------------- actions

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from rarl.api.policy import PodPolicy
 from rarl.api.vocabulary import DEFAULT_TRAINER_IMAGE, ENV_S3_ENDPOINT
 from rarl.manifests import Defaults
 
@@ -36,6 +37,23 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
     return _number(name, default, int, minimum)
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name}={raw!r}: expected true or false")
+    return raw == "true"
+
+
+def _list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; unset: ``default``; set but empty: nothing."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Why env: one image serves every install; the chart (or tests) tune it without code."""
@@ -47,11 +65,26 @@ class Settings:
     workers: int = 8  # concurrent reconciles (and API threads)
     metrics_port: int = 8080  # 0 disables the Prometheus endpoint
     termination_grace_seconds: int = 120
+    network_policy: bool = True  # a NetworkPolicy per job: only the job's own pods reach its trainers
+    # what a RARLJob may put into its pods (rarl.api.policy.PodPolicy): chart values policy.*
+    allowed_images: tuple[str, ...] = ()
+    allow_service_account: bool = False
+    allowed_s3_endpoints: tuple[str, ...] = ()
+    fixed_secret_keys: bool = True
+    pod_label_keys: tuple[str, ...] = PodPolicy.pod_label_keys
+    pod_annotation_keys: tuple[str, ...] = PodPolicy.pod_annotation_keys
 
     @property
     def defaults(self) -> Defaults:
         return Defaults(trainer_image=self.trainer_image, s3_endpoint=self.s3_endpoint,
-                        termination_grace_seconds=self.termination_grace_seconds)
+                        termination_grace_seconds=self.termination_grace_seconds, network_policy=self.network_policy)
+
+    @property
+    def policy(self) -> PodPolicy:
+        return PodPolicy(trainer_image=self.trainer_image, allowed_images=self.allowed_images,
+                         allow_service_account=self.allow_service_account, s3_endpoint=self.s3_endpoint,
+                         allowed_s3_endpoints=self.allowed_s3_endpoints, fixed_secret_keys=self.fixed_secret_keys,
+                         pod_label_keys=self.pod_label_keys, pod_annotation_keys=self.pod_annotation_keys)
 
 
 def from_env() -> Settings:
@@ -64,6 +97,13 @@ def from_env() -> Settings:
         workers=_int("RARL_WORKERS", Settings.workers, minimum=1),
         metrics_port=_int("RARL_METRICS_PORT", Settings.metrics_port),
         termination_grace_seconds=_int("RARL_TERMINATION_GRACE_SECONDS", Settings.termination_grace_seconds),
+        network_policy=_bool("RARL_NETWORK_POLICY", Settings.network_policy),
+        allowed_images=_list("RARL_POLICY_ALLOWED_IMAGES", Settings.allowed_images),
+        allow_service_account=_bool("RARL_POLICY_ALLOW_SERVICE_ACCOUNT_NAME", Settings.allow_service_account),
+        allowed_s3_endpoints=_list("RARL_POLICY_ALLOWED_S3_ENDPOINTS", Settings.allowed_s3_endpoints),
+        fixed_secret_keys=_bool("RARL_POLICY_FIXED_SECRET_KEYS", Settings.fixed_secret_keys),
+        pod_label_keys=_list("RARL_POLICY_POD_LABEL_KEYS", Settings.pod_label_keys),
+        pod_annotation_keys=_list("RARL_POLICY_POD_ANNOTATION_KEYS", Settings.pod_annotation_keys),
     )
 
 

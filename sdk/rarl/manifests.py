@@ -28,6 +28,7 @@ from rarl.api.vocabulary import (
     ENV_S3_PATH_STYLE,
     LABEL_ATTEMPT,
     LABEL_JOB,
+    TOOLING_METADATA_PREFIXES,
 )
 
 MASTER_PORT = 29500
@@ -39,8 +40,6 @@ RUN_DIR = "/workspace/run"
 CACHE_DIR = "/workspace/.cache"
 TRAINER_UID = 1000
 
-# Metadata we never copy from the RARLJob to children: tooling state, not user intent.
-_SKIP_PREFIXES = ("kopf.zalando.org/", "kubectl.kubernetes.io/", "rarl.dev/")
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class Defaults:
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     s3_endpoint: str | None = None
     termination_grace_seconds: int = 120
+    network_policy: bool = True  # fence the trainers: only the job's own pods may connect to them
 
 
 # --------------------------------------------------------------------------- names
@@ -66,6 +66,10 @@ def config_name(job: str) -> str:
 
 def account_name(job: str) -> str:
     return f"{job}-trainer"
+
+
+def network_policy_name(job: str) -> str:
+    return f"{job}-trainers"
 
 
 def attempt_name(job: str, attempt: int) -> str:
@@ -94,7 +98,7 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
 
 
 def _user_meta(values: dict[str, str] | None) -> dict[str, str]:
-    return {k: v for k, v in (values or {}).items() if not k.startswith(_SKIP_PREFIXES)}
+    return {k: v for k, v in (values or {}).items() if not k.startswith(TOOLING_METADATA_PREFIXES)}
 
 
 def base_labels(job: str) -> dict[str, str]:
@@ -161,15 +165,15 @@ def service_account(job: RARLJob, uid: str) -> dict[str, Any]:
 
 
 def status_role(job: RARLJob, uid: str) -> dict[str, Any]:
-    """Least privilege for the trainer: read its own RARLJob, patch only its own status."""
+    """Least privilege for the trainer: patch its own job's status, nothing else (it reads its spec from the
+    ConfigMap; progress reports are the only API calls it makes)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(job, uid, account_name(job.name)),
         "rules": [
-            {"apiGroups": [API_GROUP], "resources": [PLURAL], "resourceNames": [job.name], "verbs": ["get"]},
             {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/status"], "resourceNames": [job.name],
-             "verbs": ["get", "patch"]},
+             "verbs": ["patch"]},
         ],
     }
 
@@ -182,6 +186,19 @@ def status_role_binding(job: RARLJob, uid: str) -> dict[str, Any]:
         "metadata": _meta(job, uid, name),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.metadata.namespace or "default"}],
+    }
+
+
+def network_policy(job: RARLJob, uid: str) -> dict[str, Any]:
+    """Only the job's own pods may connect to its trainers, on any port: the c10d store (MASTER_PORT) is
+    unauthenticated and collectives unpickle what peers send, and NCCL/gloo pick their ports at run time.
+    Outgoing traffic (storage, trackers, DNS) is left open."""
+    own_pods = {"podSelector": {"matchLabels": {LABEL_JOB: job.name}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(job, uid, network_policy_name(job.name)),
+        "spec": {**own_pods, "policyTypes": ["Ingress"], "ingress": [{"from": [own_pods]}]},
     }
 
 
@@ -366,9 +383,11 @@ def attempt_job(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: D
     }
 
 
-def shared_children(job: RARLJob, uid: str) -> list[dict[str, Any]]:
+def shared_children(job: RARLJob, uid: str, defaults: Defaults = Defaults()) -> list[dict[str, Any]]:
     """Children that live as long as the RARLJob (created once, before the first attempt's Job)."""
     children = [config_map(job, uid), headless_service(job, uid)]
+    if defaults.network_policy:
+        children.append(network_policy(job, uid))
     if not job.spec.resources.service_account_name:
         children += [service_account(job, uid), status_role(job, uid), status_role_binding(job, uid)]
     return children
@@ -377,4 +396,4 @@ def shared_children(job: RARLJob, uid: str) -> list[dict[str, Any]]:
 def all_children(job: RARLJob, uid: str, attempt: int, restarts: int, defaults: Defaults = Defaults(),
                  started_with: Mapping[str, str] | None = None) -> list:
     """Everything one attempt needs, in creation order (the Job last: its pods need the rest)."""
-    return [*shared_children(job, uid), attempt_job(job, uid, attempt, restarts, defaults, started_with)]
+    return [*shared_children(job, uid, defaults), attempt_job(job, uid, attempt, restarts, defaults, started_with)]

@@ -35,6 +35,7 @@ def test_quickstart_apply_creates_owned_children(kube, operator):
                           ("v1/serviceaccounts", "quickstart-trainer"),
                           ("rbac.authorization.k8s.io/v1/roles", "quickstart-trainer"),
                           ("rbac.authorization.k8s.io/v1/rolebindings", "quickstart-trainer"),
+                          ("networking.k8s.io/v1/networkpolicies", "quickstart-trainers"),
                           (JOBS, "quickstart-attempt-1")]:
         obj = wait_for(lambda p=plural, c=child: kube.get(p, c), what=f"{plural} {child}")
         assert obj["metadata"]["ownerReferences"] == [{

@@ -61,7 +61,8 @@ RDMA = job_with(
 @pytest.mark.parametrize("job", [job_with(), GPU, RDMA], ids=["cpu-minimal", "gpu-multinode", "rdma-cache"])
 def test_every_child_passes_the_official_schema(job):
     children = m.all_children(job, UID, attempt=2, restarts=1)
-    assert [c["kind"] for c in children] == ["ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert [c["kind"] for c in children] == ["ConfigMap", "Service", "NetworkPolicy", "ServiceAccount", "Role",
+                                             "RoleBinding", "Job"]
     for child in children:
         kubernetes_validate.validate(child, "1.30.0", strict=True)
         owner = child["metadata"]["ownerReferences"]
@@ -155,9 +156,7 @@ def test_service_is_headless_and_selects_every_attempt():
 def test_trainer_role_allows_only_its_own_status():
     role = m.status_role(job_with(), UID)
     assert role["rules"] == [
-        {"apiGroups": ["rarl.dev"], "resources": ["rarljobs"], "resourceNames": ["demo"], "verbs": ["get"]},
-        {"apiGroups": ["rarl.dev"], "resources": ["rarljobs/status"], "resourceNames": ["demo"],
-         "verbs": ["get", "patch"]},
+        {"apiGroups": ["rarl.dev"], "resources": ["rarljobs/status"], "resourceNames": ["demo"], "verbs": ["patch"]},
     ]
     binding = m.status_role_binding(job_with(), UID)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-trainer", "namespace": "team-a"}]
@@ -177,7 +176,7 @@ def test_config_map_holds_the_job_without_status_or_tool_state():
 def test_own_service_account_skips_the_per_job_rbac():
     job = job_with(resources={"serviceAccountName": "shared-trainer"})
     kinds = [c["kind"] for c in m.shared_children(job, UID)]
-    assert kinds == ["ConfigMap", "Service"]
+    assert kinds == ["ConfigMap", "Service", "NetworkPolicy"]
     assert m.attempt_job(job, UID, 1, 0)["spec"]["template"]["spec"]["serviceAccountName"] == "shared-trainer"
 
 

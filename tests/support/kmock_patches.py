@@ -181,10 +181,11 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         data = request.data
         if res in self._status_subresource:
             if request.subresource == "status":
+                # as the API server: a /status write changes the status stanza only, metadata included
+                # (so the trainer, which may patch only its job's status, cannot touch annotations)
                 for key in list(data):
-                    if key not in ("status", "metadata"):
+                    if key != "status":
                         del data[key]
-                data.setdefault("metadata", {}).pop("generation", None)
             elif request.subresource is None:
                 data.pop("status", None)
         meta = data.get("metadata")

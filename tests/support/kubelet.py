@@ -26,12 +26,16 @@ class Kubelet:
     def start_pods(self, name: str, attempt: int, nodes: int = 1, phase: str = "Running") -> list[str]:
         job = wait_job(self.kube, name, attempt)
         template = job["spec"]["template"]
+        # as the Job controller does: the operator follows only the pods its Jobs own
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
+                 "uid": job["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
         names = []
         for index in range(nodes):
             pod_name = f"{name}-attempt-{attempt}-{index}"
             pod = {
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod_name, "namespace": "default", "labels": dict(template["metadata"]["labels"]),
+                "metadata": {"name": pod_name, "namespace": "default", "ownerReferences": [owner],
+                             "labels": dict(template["metadata"]["labels"]),
                              "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
                 "spec": template["spec"],
             }

@@ -56,6 +56,11 @@ CONDITION_FAILED = "Failed"
 """True when the job ended without a model (configuration error, restart budget, deadline)."""
 CONDITION_INVALID_SPEC = "InvalidSpec"
 """True when the stored spec does not validate; the job fails without starting."""
+REASON_CHILD_NOT_OWNED = "ChildNotOwned"
+"""Reason of ``Created`` False (and a Warning Event): a child's name is taken by an object without this
+RARLJob's ownerReference. The operator does not use it (it may be another user's ConfigMap or RoleBinding)
+and does not fail the job: it retries at every resync, so the job proceeds once the object is deleted or
+renamed (``runPolicy.activeDeadlineSeconds`` bounds the wait)."""
 
 # --------------------------------------------------------------------------- labels
 
@@ -67,6 +72,16 @@ ANNOTATION_RESTARTS = "rarl.dev/restarts"
 """On an attempt's batch Job: the restart count when it was created (read back after an operator restart)."""
 ANNOTATION_TRAINING_SETTINGS = "rarl.dev/training-settings"
 """On an attempt's batch Job: a digest per training-settings field the job was started with (JSON)."""
+ANNOTATION_OPERATOR_RECORD = "rarl.dev/operator-record"
+"""On the RARLJob: the operator's own copy of ``OPERATOR_STATUS_FIELDS`` (JSON, with the job's uid). The
+trainer's Role may patch the status subresource but not the object's metadata, so the operator decides on
+this copy and rewrites any of those status fields that differs from it."""
+OPERATOR_STATUS_FIELDS = ("phase", "conditions", "attempt", "restarts", "startTime", "completionTime")
+"""The status fields the operator decides on (the phase switch, restart budget, deadline, TTL) or reports
+(conditions), and keeps a record of. The trainer writes only progress: stage, step, totalSteps, reward,
+metrics, latestCheckpoint, etaSeconds and modelURI (``rarl.progress_k8s.status_patch``)."""
+TOOLING_METADATA_PREFIXES = ("kopf.zalando.org/", "kubectl.kubernetes.io/", "rarl.dev/")
+"""Label and annotation prefixes of tooling state, not user intent: never copied from a RARLJob to its children."""
 
 # --------------------------------------------------------------------------- images
 
