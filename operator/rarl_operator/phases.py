@@ -25,6 +25,7 @@ from typing import Any
 
 from rarl.api.settings import training_settings_digest
 from rarl.api.types import RARLJobSpec
+from rarl.api.uri import redact_uri
 from rarl.api.vocabulary import (
     CONDITION_CREATED,
     CONDITION_FAILED,
@@ -484,7 +485,7 @@ def _succeed(ctx: _Ctx, attempt: int) -> None:
     uri = _spec(ctx).output.uri
     ctx.status["modelURI"] = uri
     ctx.cond(CONDITION_RESTARTING, "False", "Succeeded", "")
-    ctx.finish("Succeeded", "Succeeded", f"attempt {attempt} completed; model at {uri}")
+    ctx.finish("Succeeded", "Succeeded", f"attempt {attempt} completed; model at {redact_uri(uri)}")
 
 
 def _mark_running(ctx: _Ctx, attempt: int, pods: list[PodView]) -> None:

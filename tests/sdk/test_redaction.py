@@ -79,7 +79,8 @@ def test_invalid_spec_never_shows_uri_credentials():
     text = str(caught.value)
     assert {p.path for p in caught.value.problems} >= {"spec.checkpoint.uri", "spec.output.uri", "spec.storage.endpoint"}
     assert SECRET not in text and KEY_ID not in text
-    assert text.count("***@") == 3
+    assert text.count("***@") == 2  # the two URIs, quoted redacted; the endpoint's message does not quote it
+    assert "spec.storage.endpoint: credentials must not be written into the endpoint URL" in text
 
 
 def test_the_operators_status_event_and_log_never_show_uri_credentials():
@@ -154,3 +155,18 @@ def test_a_typed_job_submit_gets_the_secret_scan(tmp_path, monkeypatch):
         assert [p.path for p in caught.value.problems] == ["metadata.annotations.wandb.ai/api-key"]
         assert SECRET not in str(caught.value)
     assert not (tmp_path / "home" / "jobs" / "typed").exists()
+
+
+def test_an_endpoint_with_userinfo_after_a_slash_is_refused_and_never_echoed():
+    """Issue 29, redaction: the endpoint check looked for '@' only before the first '/', so
+    ``https://u:p/x@host`` was accepted; a malformed endpoint was quoted whole in the error."""
+    from pydantic import ValidationError
+
+    from rarl.api.types import StorageSpec
+
+    for endpoint in ("https://AKIA:abc/def@host", "ftp://u:hunter2@host"):
+        with pytest.raises(ValidationError) as info:
+            StorageSpec(endpoint=endpoint)
+        assert "hunter2" not in str(info.value) and "abc/def" not in str(info.value)
+    with pytest.raises(ValidationError, match="credentials must not be written into the endpoint URL"):
+        StorageSpec(endpoint="https://AKIA:abc/def@host")

@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from rarl.api.uri import builtin_name, has_scheme, parse_uri
+from rarl.api.uri import builtin_name, has_scheme, has_userinfo, parse_uri, redact_uri
 from rarl.api.vocabulary import Phase
 
 API_GROUP = "rarl.dev"
@@ -74,7 +74,8 @@ _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGT
 
 
 class APIModel(BaseModel):
-    """Base of every API object: camelCase aliases, unknown fields rejected, no inf or NaN in a number."""
+    """Base of every API object: camelCase aliases, unknown fields rejected, no inf or NaN in a number; an
+    error never quotes the input (it may be a URI with credentials): our messages quote what they need."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -82,6 +83,7 @@ class APIModel(BaseModel):
         extra="forbid",
         validate_assignment=True,
         allow_inf_nan=False,
+        hide_input_in_errors=True,
     )
 
 
@@ -850,11 +852,10 @@ class StorageSpec(APIModel):
     def _endpoint(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        m = re.match(r"^(https?)://([^/]+)", v)
-        if not m:
-            raise ValueError(f"{v!r} must be an http:// or https:// URL")
-        if "@" in m.group(2):
+        if has_userinfo(v):  # before anything quotes it: the message shows it redacted
             raise ValueError("credentials must not be written into the endpoint URL; use credentialsSecret")
+        if not re.match(r"^(https?)://([^/]+)", v):
+            raise ValueError(f"{redact_uri(v)!r} must be an http:// or https:// URL")
         return v
 
 
