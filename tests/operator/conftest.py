@@ -65,12 +65,12 @@ def status(kube: KubeEmulator, name: str) -> dict[str, Any]:
     return rj(kube, name).get("status") or {}
 
 
-def wait_phase(kube: KubeEmulator, name: str, phase: str, timeout: float = 10) -> dict[str, Any]:
+def wait_phase(kube: KubeEmulator, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
     return wait_for(lambda: status(kube, name) if status(kube, name).get("phase") == phase else None,
                     timeout=timeout, what=f"{name} phase {phase} (now {status(kube, name).get('phase')})")
 
 
-def reconciled(kube: KubeEmulator, *names: str, times: int = 2, timeout: float = 10) -> None:
+def reconciled(kube: KubeEmulator, *names: str, times: int = 2, timeout: float = 30) -> None:
     """Wait until the operator has reconciled each RARLJob ``times`` more times: a negative check needs them.
 
     Each round writes a canary (status.observedGeneration 0) and waits until the operator has written the

@@ -12,7 +12,7 @@ JOBS = "batch/v1/jobs"
 PODS = "v1/pods"
 
 
-def wait_job(kube: KubeEmulator, name: str, attempt: int, timeout: float = 10) -> dict[str, Any]:
+def wait_job(kube: KubeEmulator, name: str, attempt: int, timeout: float = 30) -> dict[str, Any]:
     return wait_for(lambda: kube.get(JOBS, f"{name}-attempt-{attempt}"), timeout=timeout,
                     what=f"Job {name}-attempt-{attempt}")
 
