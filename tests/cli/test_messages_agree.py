@@ -42,3 +42,11 @@ def test_predict_of_a_missing_model_folder_says_so(rarlctl, tmp_path):
     for source in ("/nonexistent/model", "./nothere"):
         r = rarlctl("--home", str(tmp_path / "home"), "predict", source, "-f", str(tmp_path / "job.yaml"))
         assert r.code == 2 and f"{source}: no such model folder" in r.err and "no local job named" not in r.err, r
+
+
+def test_every_item_refuses_a_query_count_it_would_ignore(rarlctl, tmp_path):
+    """``predict --every-item --queries 1`` ignored --queries and predicted the whole split (found running it)."""
+    (tmp_path / "job.yaml").write_text(QUICKSTART.read_text())
+    r = rarlctl("--home", str(tmp_path / "home"), "predict", "/nonexistent/model", "-f", str(tmp_path / "job.yaml"),
+                "--every-item", "--queries", "1")
+    assert r.code == 2 and "--every-item asks about every item once: drop --queries" in r.err, r

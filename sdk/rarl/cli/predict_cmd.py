@@ -82,6 +82,9 @@ def predict_command(
         raise CLIError(f"--split {split!r}: expected eval or train")
     if every_item and list_size and set(list_size) != {1}:
         raise CLIError("--every-item asks about single items: drop --list-size")
+    if every_item and queries is not None:
+        raise CLIError("--every-item asks about every item once: drop --queries (or drop --every-item and keep "
+                       "--list-size 1 --queries N)")
     if any(n < 1 for n in list_size):
         raise CLIError("--list-size must be >= 1")
     if out is not None and out.is_dir():
