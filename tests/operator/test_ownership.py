@@ -20,38 +20,10 @@ from rarl.api.vocabulary import LABEL_ATTEMPT, LABEL_JOB
 from rarl_operator.phases import decide
 from rarl_operator.reconciler import job_view, observe, pod_view
 from tests.operator.conftest import BASE_SPEC, apply, condition, job_doc, reconciled, rj, status, wait_phase
-from tests.support.kubelet import JOBS, PODS, Kubelet, wait_job
+from tests.support.kubelet import JOBS, PODS, wait_job
 from tests.support.polling import wait_for
 
 RJ_STATUS = "/apis/rarl.dev/v1alpha1/namespaces/default/rarljobs/{}/status"
-
-
-class OwningKubelet(Kubelet):
-    """Creates pods as the Job controller does: with the Job's ownerReference (the operator follows only those)."""
-
-    def start_pods(self, name: str, attempt: int, nodes: int = 1, phase: str = "Running") -> list[str]:
-        job = wait_job(self.kube, name, attempt)
-        template = job["spec"]["template"]
-        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
-                 "uid": job["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-        names = []
-        for index in range(nodes):
-            pod_name = f"{name}-attempt-{attempt}-{index}"
-            pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": pod_name, "namespace": "default", "ownerReferences": [owner],
-                                "labels": dict(template["metadata"]["labels"]),
-                                "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
-                   "spec": template["spec"]}
-            self.kube.call("POST", "/api/v1/namespaces/default/pods", pod, content_type="application/json")
-            self.pod_status(pod_name, {"phase": phase})
-            names.append(pod_name)
-        self.job_status(name, attempt, {"active": nodes})
-        return names
-
-
-@pytest.fixture
-def owning_kubelet(kube) -> OwningKubelet:
-    return OwningKubelet(kube)
 
 
 def attempts(kube, name: str) -> list[int]:
@@ -152,17 +124,17 @@ def test_a_child_name_taken_by_a_foreign_object_waits_until_it_is_gone(kube, ope
     assert created["reason"] == "Created" and len(events(kube, name, "ChildNotOwned")) == 1
 
 
-def test_a_foreign_pod_and_job_with_the_jobs_label_are_not_followed(kube, operator, owning_kubelet, name):
+def test_a_foreign_pod_and_job_with_the_jobs_label_are_not_followed(kube, operator, kubelet, name):
     """Issue 29 "Ownership": pods and Jobs were matched by label only, so a foreign pod exiting 2 failed the job
     as a configuration error and a foreign Job with a higher attempt label was taken as its newest attempt."""
     apply(kube, job_doc(name, runPolicy={"maxRestarts": 2}))
-    owning_kubelet.start_pods(name, 1)
+    kubelet.start_pods(name, 1)
     wait_phase(kube, name, "Running")
     labels = {LABEL_JOB: name, LABEL_ATTEMPT: "1"}
     kube.call("POST", "/api/v1/namespaces/default/pods",
               {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"evil-{name}", "labels": labels},
                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, content_type="application/json")
-    owning_kubelet.exit_pod(f"evil-{name}", 2, "configuration error, says the foreign pod")
+    kubelet.exit_pod(f"evil-{name}", 2, "configuration error, says the foreign pod")
     kube.call("POST", "/apis/batch/v1/namespaces/default/jobs",
               {"apiVersion": "batch/v1", "kind": "Job",
                "metadata": {"name": f"evil-{name}", "labels": {LABEL_JOB: name, LABEL_ATTEMPT: "7"}},
@@ -170,7 +142,7 @@ def test_a_foreign_pod_and_job_with_the_jobs_label_are_not_followed(kube, operat
                                               "restartPolicy": "Never"}}}}, content_type="application/json")
     reconciled(kube, name)
     assert status(kube, name)["phase"] == "Running" and status(kube, name)["attempt"] == 1
-    owning_kubelet.fail(name, 1, code=1)
+    kubelet.fail(name, 1, code=1)
     wait_job(kube, name, 2)
     st = wait_phase(kube, name, "Restarting")
     assert st["restarts"] == 1 and "trainer crashed (exit code 1)" in condition(st, "Restarting")["message"]
@@ -181,15 +153,15 @@ def test_a_foreign_pod_and_job_with_the_jobs_label_are_not_followed(kube, operat
 # --------------------------------------------------------------------------- one owner per status field
 
 
-def test_a_trainer_status_patch_does_not_extend_the_restart_budget(kube, operator, owning_kubelet, name):
+def test_a_trainer_status_patch_does_not_extend_the_restart_budget(kube, operator, kubelet, name):
     """Issue 29 "Status has one owner per field": resetting restarts (with a far attempt) from the trainer's
     Role made the operator start a fresh Job with restarts 0 beside the running one. The operator restores
     restarts and attempt, and the job fails after maxRestarts real failures."""
     apply(kube, job_doc(name, runPolicy={"maxRestarts": 1}))
-    owning_kubelet.start_pods(name, 1)
+    kubelet.start_pods(name, 1)
     wait_phase(kube, name, "Running")
-    owning_kubelet.fail(name, 1, code=1)
-    owning_kubelet.start_pods(name, 2)
+    kubelet.fail(name, 1, code=1)
+    kubelet.start_pods(name, 2)
     wait_for(lambda: status(kube, name).get("phase") == "Running" and status(kube, name)["attempt"] == 2,
              what="attempt 2 running")
     assert status(kube, name)["restarts"] == 1
@@ -198,18 +170,18 @@ def test_a_trainer_status_patch_does_not_extend_the_restart_budget(kube, operato
              timeout=15, what=f"restarts and attempt restored (now {status(kube, name)})")
     reconciled(kube, name)
     assert attempts(kube, name) == [1, 2]
-    owning_kubelet.fail(name, 2, code=1)
+    kubelet.fail(name, 2, code=1)
     st = wait_phase(kube, name, "Failed")
     assert "restart budget exhausted (maxRestarts=1)" in condition(st, "Failed")["message"]
     assert st["restarts"] == 1 and attempts(kube, name) == [1, 2]
 
 
-def test_a_trainer_status_patch_does_not_move_the_deadline_or_the_phase(kube, operator, owning_kubelet, name):
+def test_a_trainer_status_patch_does_not_move_the_deadline_or_the_phase(kube, operator, kubelet, name):
     """Issue 29 "Status has one owner per field": a trainer that set startTime ahead escaped
     activeDeadlineSeconds, and one that set phase Suspended made the operator "resume" it as a new attempt
     with a fresh deadline clock. The operator restores both, and the deadline still fails the job."""
     apply(kube, job_doc(name, runPolicy={"activeDeadlineSeconds": 8}))
-    owning_kubelet.start_pods(name, 1)
+    kubelet.start_pods(name, 1)
     started = wait_phase(kube, name, "Running")["startTime"]
     trainer_patch(kube, name, {"startTime": "2999-01-01T00:00:00Z", "phase": "Suspended"})
     wait_for(lambda: status(kube, name).get("startTime") == started
