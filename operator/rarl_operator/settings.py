@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rarl.api.policy import PodPolicy
 from rarl.api.vocabulary import DEFAULT_TRAINER_IMAGE, ENV_S3_ENDPOINT
@@ -66,13 +67,7 @@ class Settings:
     metrics_port: int = 8080  # 0 disables the Prometheus endpoint
     termination_grace_seconds: int = 120
     network_policy: bool = True  # a NetworkPolicy per job: only the job's own pods reach its trainers
-    # what a RARLJob may put into its pods (rarl.api.policy.PodPolicy): chart values policy.*
-    allowed_images: tuple[str, ...] = ()
-    allow_service_account: bool = False
-    allowed_s3_endpoints: tuple[str, ...] = ()
-    fixed_secret_keys: bool = True
-    pod_label_keys: tuple[str, ...] = PodPolicy.pod_label_keys
-    pod_annotation_keys: tuple[str, ...] = PodPolicy.pod_annotation_keys
+    pod_limits: PodPolicy = field(default_factory=PodPolicy)  # chart values policy.*; its image and endpoint are the two above
 
     @property
     def defaults(self) -> Defaults:
@@ -81,11 +76,8 @@ class Settings:
 
     @property
     def policy(self) -> PodPolicy:
-        return PodPolicy(trainer_image=self.trainer_image, allowed_images=self.allowed_images,
-                         allow_service_account=self.allow_service_account, s3_endpoint=self.s3_endpoint,
-                         allowed_s3_endpoints=self.allowed_s3_endpoints, fixed_secret_keys=self.fixed_secret_keys,
-                         pod_label_keys=self.pod_label_keys, pod_annotation_keys=self.pod_annotation_keys)
-
+        """What a RARLJob may put into its pods: the chart's limits, with the operator's own image and endpoint."""
+        return dataclasses.replace(self.pod_limits, trainer_image=self.trainer_image, s3_endpoint=self.s3_endpoint)
 
 def from_env() -> Settings:
     namespaces = tuple(n.strip() for n in os.environ.get("RARL_WATCH_NAMESPACES", "").split(",") if n.strip())
@@ -98,12 +90,14 @@ def from_env() -> Settings:
         metrics_port=_int("RARL_METRICS_PORT", Settings.metrics_port),
         termination_grace_seconds=_int("RARL_TERMINATION_GRACE_SECONDS", Settings.termination_grace_seconds),
         network_policy=_bool("RARL_NETWORK_POLICY", Settings.network_policy),
-        allowed_images=_list("RARL_POLICY_ALLOWED_IMAGES", Settings.allowed_images),
-        allow_service_account=_bool("RARL_POLICY_ALLOW_SERVICE_ACCOUNT_NAME", Settings.allow_service_account),
-        allowed_s3_endpoints=_list("RARL_POLICY_ALLOWED_S3_ENDPOINTS", Settings.allowed_s3_endpoints),
-        fixed_secret_keys=_bool("RARL_POLICY_FIXED_SECRET_KEYS", Settings.fixed_secret_keys),
-        pod_label_keys=_list("RARL_POLICY_POD_LABEL_KEYS", Settings.pod_label_keys),
-        pod_annotation_keys=_list("RARL_POLICY_POD_ANNOTATION_KEYS", Settings.pod_annotation_keys),
+        pod_limits=PodPolicy(
+            allowed_images=_list("RARL_POLICY_ALLOWED_IMAGES", PodPolicy.allowed_images),
+            allow_service_account=_bool("RARL_POLICY_ALLOW_SERVICE_ACCOUNT_NAME", PodPolicy.allow_service_account),
+            allowed_s3_endpoints=_list("RARL_POLICY_ALLOWED_S3_ENDPOINTS", PodPolicy.allowed_s3_endpoints),
+            fixed_secret_keys=_bool("RARL_POLICY_FIXED_SECRET_KEYS", PodPolicy.fixed_secret_keys),
+            pod_label_keys=_list("RARL_POLICY_POD_LABEL_KEYS", PodPolicy.pod_label_keys),
+            pod_annotation_keys=_list("RARL_POLICY_POD_ANNOTATION_KEYS", PodPolicy.pod_annotation_keys),
+        ),
     )
 
 
