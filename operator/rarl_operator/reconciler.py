@@ -3,7 +3,7 @@
 Any watch event (the RARLJob, one of its Jobs or pods) and a periodic resync
 enqueue the RARLJob's key; a fixed pool of workers takes keys one at a time per
 key, observes the current state (kopf's in-memory caches of Jobs and pods),
-asks ``phases.decide`` for a plan and carries it out with idempotent API calls.
+asks ``rarl.lifecycle.decide`` for a plan and carries it out with idempotent API calls.
 Nothing is remembered between two reconciles of a key except what is in the API
 (and which ChildNotOwned warning was posted last: one Event per blocker, not one per retry).
 """
@@ -34,9 +34,9 @@ from rarl.api.vocabulary import (
     PHASES,
     REASON_CHILD_NOT_OWNED,
 )
+from rarl.lifecycle import JobView, Observed, Plan, PodView, child_not_owned, children_created, decide
 from rarl_operator import metrics
 from rarl_operator.api import Api, ChildNotOwned
-from rarl_operator.phases import JobView, Observed, Plan, PodView, child_not_owned, children_created, decide
 from rarl_operator.settings import Settings
 
 log = logging.getLogger("rarl_operator")
@@ -372,7 +372,7 @@ class Reconciler:
             doc.pop("status", None)
             job, _ = validate_document({k: doc[k] for k in ("apiVersion", "kind", "metadata", "spec")})
             assert job is not None
-            # Write-ahead: record the attempt before its Job exists (see phases module docstring).
+            # Write-ahead: record the attempt before its Job exists (see the ``rarl.lifecycle`` docstring).
             self._write_status(key, body, plan)
             now = dt.datetime.now(dt.timezone.utc)
             try:

@@ -32,8 +32,12 @@ def _load_client() -> Any:
 
 
 def status_patch(progress: Progress) -> dict[str, Any]:
-    """The camelCase ``status`` fields a progress snapshot sets on a RARLJob (unset ones are left alone)."""
-    patch: dict[str, Any] = {"step": progress.step, "totalSteps": progress.total_steps}
+    """The camelCase ``status`` fields a progress snapshot sets on a RARLJob (unset ones are left alone).
+
+    Not ``totalSteps`` or ``modelURI``: the operator writes those (one writer per field, see
+    ``rarl.api.vocabulary.OPERATOR_STATUS_FIELDS``).
+    """
+    patch: dict[str, Any] = {"step": progress.step}
     if progress.stage is not None:
         patch["stage"] = progress.stage
     if progress.reward is not None:
@@ -44,8 +48,6 @@ def status_patch(progress: Progress) -> dict[str, Any]:
         patch["latestCheckpoint"] = progress.latest_checkpoint
     if progress.eta_seconds is not None:
         patch["etaSeconds"] = round(float(progress.eta_seconds), 1)
-    if progress.model_uri:
-        patch["modelURI"] = progress.model_uri
     return patch
 
 

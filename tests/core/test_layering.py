@@ -120,7 +120,7 @@ def test_each_cli_module_imports_first_in_a_fresh_interpreter(module):
 
 def test_pure_operator_modules_import_no_kopf():
     code = (
-        "import sys, rarl.manifests, rarl_operator, rarl_operator.phases; "
+        "import sys, rarl.manifests, rarl.lifecycle, rarl_operator; "
         "assert 'kopf' not in sys.modules, 'kopf imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

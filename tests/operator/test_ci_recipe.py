@@ -35,7 +35,9 @@ def test_submit_wait_redirected_to_a_file_prints_each_step(kube, operator, kubel
     args = ci_submit_line()
     assert args[args.index("submit") + 1:][:4] == ["-f", "rarljob.yaml", "--wait", "--timeout"], args
     args[args.index("-n") + 1] = "default"  # the emulator's namespace, instead of the README's "ml"
-    (tmp_path / "rarljob.yaml").write_text(yaml.safe_dump(job_doc(name)))
+    stages = [{"name": "regression-warmup", "kind": "grpo", "steps": 1, "listSizes": [1]},
+              {"name": "ranking-aware", "kind": "grpo", "steps": 2, "listSizes": [1, 2]}]  # 3 steps in all
+    (tmp_path / "rarljob.yaml").write_text(yaml.safe_dump(job_doc(name, stages=stages)))
     rarlctl = [str(RARLCTL), "--kubeconfig", str(kube.kubeconfig), *args[1:]]
     log = tmp_path / "out.log"
     with log.open("w") as out:  # stdout is a file: no terminal

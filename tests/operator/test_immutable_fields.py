@@ -8,7 +8,7 @@ from rarl import manifests
 from rarl.api.settings import training_settings_digest
 from rarl.api.types import RARLJob, RARLJobSpec
 from rarl.api.vocabulary import ANNOTATION_TRAINING_SETTINGS
-from rarl_operator.phases import JobView, Observed, PodView, decide
+from rarl.lifecycle import JobView, Observed, PodView, decide
 from rarl_operator.reconciler import Reconciler, job_view
 from rarl_operator.settings import Settings
 

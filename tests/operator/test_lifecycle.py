@@ -65,7 +65,7 @@ def test_pending_running_succeeded_sets_model_uri(kube, operator, kubelet, name)
     wait_phase(kube, name, "Pending")
     pods = kubelet.start_pods(name, 1, nodes=2)
     wait_phase(kube, name, "Running")  # as soon as one pod runs; the message follows the second
-    st = wait_for(lambda: (s := status(kube, name)) and "2/2 pod(s) running" in condition(s, "Running")["message"]
+    st = wait_for(lambda: (s := status(kube, name)) and "2/2 node(s) running" in condition(s, "Running")["message"]
                   and s, what="2/2 pods running")
     assert condition(st, "Running")["status"] == "True"
     kubelet.complete(name, 1, nodes=2)

@@ -17,7 +17,7 @@ import pytest
 from rarl import manifests
 from rarl.api.types import RARLJob
 from rarl.api.vocabulary import LABEL_ATTEMPT, LABEL_JOB
-from rarl_operator.phases import decide
+from rarl.lifecycle import decide
 from rarl_operator.reconciler import job_view, observe, pod_view
 from tests.operator.conftest import BASE_SPEC, apply, condition, job_doc, reconciled, rj, status, wait_phase
 from tests.support.kubelet import JOBS, PODS, wait_job

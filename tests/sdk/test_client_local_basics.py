@@ -48,8 +48,10 @@ def test_load_job_accepts_model_dict_and_path(tmp_path):
 def test_submitted_suspended_job_is_listed_with_state(client, tmp_path):
     job = client.submit(suspended_job("idle", team="vision"))
     assert job.status.phase == "Suspended"
-    assert job.status.total_steps == job.spec.total_steps() == 80 and job.status.attempt == 1
-    assert [c.type for c in job.status.conditions] == ["Created", "Suspended"]
+    assert job.status.total_steps == job.spec.total_steps() == 80 and job.status.attempt == 0
+    suspended = job.status.conditions[-1]
+    assert (suspended.type, suspended.status, suspended.message) == (
+        "Suspended", "True", "created suspended (spec.runPolicy.suspend)")
     again = client.get("idle")
     assert again.spec == job.spec and again.status.phase == "Suspended"
     client.submit(suspended_job("other", team="audio"))

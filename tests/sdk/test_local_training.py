@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ import yaml
 
 from rarl import Client, JobNotFound, StorageError
 from rarl.backends.local import LocalBackend
+from rarl.lifecycle import rfc3339
 from tests.support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,10 +68,11 @@ def test_crash_restart_suspend_resume_succeed_and_fetch(tmp_path):
         # suspended for two hours (rewound clock): suspended time must not count against the 1 h deadline
         path = client.backend.jobs_dir / "life" / "state.json"
         st = json.loads(path.read_text())
-        st["startEpoch"] -= 7200
+        st["startTime"] = rfc3339(datetime.now(timezone.utc) - timedelta(hours=2))
         path.write_text(json.dumps(st))
         client.resume("life")
-        assert time.time() - state(client, "life")["startEpoch"] < 60
+        resumed_at = datetime.fromisoformat(state(client, "life")["startTime"].replace("Z", "+00:00"))
+        assert (datetime.now(timezone.utc) - resumed_at).total_seconds() < 60
     done = client.wait("life", timeout=400, poll_interval=0.5)
     assert done.status.phase == "Succeeded", done.status.conditions
     assert done.status.step == done.status.total_steps == 8

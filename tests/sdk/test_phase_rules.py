@@ -88,9 +88,9 @@ def test_status_is_always_present_and_events_are_typed(client):
     client.submit(_doc())
     events = client.events("idle")
     assert events and all(isinstance(e, JobEvent) for e in events)  # attributes, like get()'s objects
-    assert events[0].to_dict() == {"type": "Normal", "reason": "Created", "message": events[0].message,
+    assert events[0].to_dict() == {"type": "Normal", "reason": "Suspended", "message": events[0].message,
                                    "time": events[0].time}
-    assert [e.reason for e in events] == ["Created", "Suspended"]
+    assert [e.reason for e in events] == ["Suspended"]  # created suspended: no attempt yet (as on a cluster)
 
 
 def test_labels_must_be_a_mapping(client):
@@ -111,7 +111,7 @@ def test_submitting_a_finished_job_again_keeps_its_training_record(client, home)
     (folder / "run" / "progress.json").write_text("{}")
     _set_phase(home, "idle", "Succeeded")
     again = client.submit(_doc())
-    assert again.status.phase == "Suspended" and again.status.attempt == 1  # a fresh job
+    assert again.status.phase == "Suspended" and again.status.attempt == 0  # a fresh job: no attempt yet
     assert curves.read_bytes() == b"the first run's curves"
     assert (folder / "logs" / "attempt-1.log").read_text() == "the first run's log\n"
     assert not (folder / "run" / "progress.json").exists()  # the earlier run's state is gone

@@ -85,7 +85,7 @@ def test_invalid_spec_never_shows_uri_credentials():
 
 def test_the_operators_status_event_and_log_never_show_uri_credentials():
     """Issue 29, Redaction: the operator wrote an invalid URI's ``user:secret@`` to the status, an Event and its log."""
-    from rarl_operator.phases import decide
+    from rarl.lifecycle import decide
     from rarl_operator.reconciler import observe
 
     body = {**_uri_doc(), "metadata": {"name": "redact", "namespace": "ml", "uid": "u-1", "generation": 1}}

@@ -12,7 +12,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from rarl import Client
 from rarl.backends import supervisor as supervisor_mod
 from rarl.backends.local import LocalBackend
-from rarl.backends.local_state import JobFiles, add_condition, read_state
+from rarl.backends.local_state import JobFiles, read_state
 from tests.sdk.test_local_training import tiny_job
 from tests.sdk.test_phase_rules import _doc
 from tests.support.polling import wait_for
@@ -65,21 +64,6 @@ def _supervise(files: JobFiles, monkeypatch, code: str, sigterm_after: float | N
             timer.cancel()
 
 
-def test_add_condition_appends_events_and_never_rewrites_them():
-    state: dict = {}
-    add_condition(state, "Running", "Running", "attempt 1 started")
-    first = dict(state["events"][0])
-    time.sleep(1.1)
-    add_condition(state, "Suspended", "Suspended", "suspended after a checkpoint")
-    add_condition(state, "Running", "Running", "attempt 2 started")
-    assert [e["message"] for e in state["events"]] == [
-        "attempt 1 started", "suspended after a checkpoint", "attempt 2 started"]
-    assert state["events"][0] == first  # the first transition keeps its own time
-    assert _t(state["events"][1]["time"]) > _t(first["time"])
-    # the conditions keep Kubernetes' meaning: one per type, lastTransitionTime = its last status change
-    assert [c["type"] for c in state["conditions"]] == ["Suspended", "Running"]
-
-
 def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch):
     files = _submit(client)
     # attempt 1: the trainer checkpoints on SIGTERM and exits 3 (suspended after a checkpoint)
@@ -98,13 +82,14 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
     assert client.get("hist").status.phase == "Succeeded"
 
     events = client.events("hist")
-    assert [(e.reason, e.message) for e in events] == [
-        ("Created", "job accepted by the local backend"),
-        ("Running", "attempt 1 started"),
-        ("Suspended", "suspended after a checkpoint"),
-        ("Resumed", "resuming from the newest checkpoint"),
-        ("Running", "attempt 2 started"),
-        ("Succeeded", "training finished; model exported"),
+    model = client.get("hist").spec.output.uri
+    assert [(e.reason, e.message) for e in events] == [  # the operator's words (tests/sdk/test_one_lifecycle.py)
+        ("Created", "created attempt 1 (1 node(s))"),
+        ("Running", "attempt 1: 1/1 node(s) running"),
+        ("Suspended", "attempt 1 stopped; the trainer checkpoints on SIGTERM"),
+        ("Resumed", "resumed as attempt 2"),
+        ("Running", "attempt 2: 1/1 node(s) running"),
+        ("Succeeded", f"attempt 2 completed; model at {model}"),
     ]
     times = [_t(e.time) for e in events]
     assert times == sorted(times)
@@ -116,7 +101,7 @@ def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch)
     # time (list's AGE) is when it was submitted, not when it was last resumed
     done = client.get("hist")
     running = next(c for c in done.status.conditions if c.type == "Running")
-    assert (running.status, running.reason, running.message) == ("False", "Succeeded", "training finished; model exported")
+    assert (running.status, running.reason, running.message) == ("False", "Succeeded", events[-1].message)
     created = done.metadata.model_extra["creationTimestamp"]
     assert _t(created) <= _t(events[0].time) and _t(created) < _t(done.status.start_time)
     started1, suspended, started2, succeeded = times[1], times[2], times[4], times[5]
@@ -132,7 +117,7 @@ def test_suspend_of_a_trainer_killed_by_sigterm_names_the_signal(client, monkeyp
     job = client.get("hist")
     assert job.status.phase == "Suspended"
     message = next(c.message for c in job.status.conditions if c.type == "Suspended")
-    assert message == "suspended (trainer killed by SIGTERM)"
+    assert message == "attempt 1 suspended (trainer killed by SIGTERM)"
     assert "-15" not in message
 
 
@@ -158,7 +143,8 @@ def test_a_crash_names_the_signal_and_the_budget(client, monkeypatch):
     _supervise(files, monkeypatch, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     failed = next(c for c in client.get("hist").status.conditions if c.type == "Failed")
     assert failed.reason == "RestartBudgetExhausted"
-    assert failed.message.startswith("restart budget (0) exhausted; trainer killed by SIGKILL")
+    assert failed.message.startswith("attempt 1: trainer crashed (killed by SIGKILL)")
+    assert failed.message.endswith("restart budget exhausted (maxRestarts=0)")
 
 
 # --------------------------------------------------------------------------- the real trainer
@@ -173,26 +159,28 @@ def test_real_run_suspend_resume_keeps_its_history(tmp_path):
     job = client.wait("real", until={"Suspended", "Failed", "Succeeded"}, timeout=180, poll_interval=0.5)
     assert job.status.phase == "Suspended", job.status.conditions
     suspended_msg = next(c.message for c in job.status.conditions if c.type == "Suspended")
-    assert suspended_msg == "suspended after a checkpoint"
+    assert suspended_msg == "attempt 1 suspended after a checkpoint"
     client.resume("real")
     job = client.wait("real", timeout=600, poll_interval=1.0)
     assert job.status.phase == "Succeeded", job.status.conditions
 
     events = client.events("real")
     messages = [e.message for e in events]
-    assert messages[:3] == ["job accepted by the local backend", "attempt 1 started", "suspended after a checkpoint"]
-    assert "attempt 2 started" in messages and messages[-1] == "training finished; model exported"
+    assert messages[:3] == ["created attempt 1 (1 node(s))", "attempt 1: 1/1 node(s) running",
+                            "attempt 1 stopped; the trainer checkpoints on SIGTERM"]
+    model = client.get("real").spec.output.uri
+    assert "attempt 2: 1/1 node(s) running" in messages and messages[-1] == f"attempt 2 completed; model at {model}"
     times = [_t(e.time) for e in events]
     assert times == sorted(times)
     # issue 28 row 10: the ended Running condition says why (as the operator's does), and the job's creation
     # time (list's AGE) is when it was submitted, not when it was last resumed
     done = client.get("real")
     running = next(c for c in done.status.conditions if c.type == "Running")
-    assert (running.status, running.reason, running.message) == ("False", "Succeeded", "training finished; model exported")
+    assert (running.status, running.reason, running.message) == ("False", "Succeeded", messages[-1])
     created = done.metadata.model_extra["creationTimestamp"]
     assert _t(created) <= _t(events[0].time) and _t(created) < _t(done.status.start_time)
     end = times[-1]
-    assert times[1] < end and times[messages.index("attempt 2 started")] < end
+    assert times[1] < end and times[messages.index("attempt 2: 1/1 node(s) running")] < end
     assert job.status.completion_time and _t(job.status.completion_time) == end
     json.dumps([e.to_dict() for e in events])  # plain data
 

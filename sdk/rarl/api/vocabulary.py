@@ -56,6 +56,19 @@ CONDITION_FAILED = "Failed"
 """True when the job ended without a model (configuration error, restart budget, deadline)."""
 CONDITION_INVALID_SPEC = "InvalidSpec"
 """True when the stored spec does not validate; the job fails without starting."""
+REASON_INVALID_SPEC = "InvalidSpec"
+"""Reason of ``Failed``: the stored spec does not validate."""
+REASON_CONFIGURATION_ERROR = "ConfigurationError"
+"""Reason of ``Failed``: the trainer exited 2 (a configuration or data problem; retrying cannot help)."""
+REASON_RESTART_BUDGET_EXHAUSTED = "RestartBudgetExhausted"
+"""Reason of ``Failed``: an attempt crashed after ``runPolicy.maxRestarts`` restarts were spent."""
+REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"
+"""Reason of ``Failed``: ``runPolicy.activeDeadlineSeconds`` passed since ``status.startTime``."""
+REASON_RUNNER_DIED = "RunnerDied"
+"""Reason of ``Failed``, local backend only: the supervisor process of the job died (killed, out of memory)."""
+FAILURE_REASONS = (REASON_INVALID_SPEC, REASON_CONFIGURATION_ERROR, REASON_RESTART_BUDGET_EXHAUSTED,
+                   REASON_DEADLINE_EXCEEDED, REASON_RUNNER_DIED)
+"""Every reason a ``Failed`` condition can carry."""
 REASON_CHILD_NOT_OWNED = "ChildNotOwned"
 """Reason of ``Created`` False (and a Warning Event): a child's name is taken by an object without this
 RARLJob's ownerReference. The operator does not use it (it may be another user's ConfigMap or RoleBinding)
@@ -78,8 +91,9 @@ trainer's Role may patch the status subresource but not the object's metadata, s
 this copy and rewrites any of those status fields that differs from it."""
 OPERATOR_STATUS_FIELDS = ("phase", "conditions", "attempt", "restarts", "startTime", "completionTime")
 """The status fields the operator decides on (the phase switch, restart budget, deadline, TTL) or reports
-(conditions), and keeps a record of. The trainer writes only progress: stage, step, totalSteps, reward,
-metrics, latestCheckpoint, etaSeconds and modelURI (``rarl.progress_k8s.status_patch``)."""
+(conditions), and keeps a record of; ``modelURI`` and ``totalSteps`` are the operator's too. The trainer
+writes only progress: stage, step, reward, metrics, latestCheckpoint and etaSeconds
+(``rarl.progress_k8s.status_patch``). One writer per field."""
 TOOLING_METADATA_PREFIXES = ("kopf.zalando.org/", "kubectl.kubernetes.io/", "rarl.dev/")
 """Label and annotation prefixes of tooling state, not user intent: never copied from a RARLJob to its children."""
 

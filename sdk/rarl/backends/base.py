@@ -116,9 +116,9 @@ class Backend(abc.ABC):
     def fetch_model(self, name: str, dest: str | Path, progress: BytesCallback | None = None) -> Path:
         """Download the exported model of a succeeded job and verify it against its manifest."""
         job = self.get(name)
-        uri = job.status.model_uri if job.status else None
+        uri = job.status.model_uri
         if not uri:
-            phase = job.status.phase if job.status else "Pending"
+            phase = job.status.phase or "Pending"
             raise StorageError(f"job {name!r} has no exported model yet (phase {phase}); "
                                "models are exported when the last stage ends")
         from rarl.storage import download_tree

@@ -170,11 +170,11 @@ class KubernetesBackend(Backend):
         attempt = current
         pod = self._pod(name, attempt, node)
         while pod is None and follow:
-            if job.status and job.status.phase in TERMINAL_PHASES:
+            if job.status.phase in TERMINAL_PHASES:
                 return
             time.sleep(poll_interval)
             job = self.get(name)
-            attempt = job.status.attempt if job.status else 0
+            attempt = job.status.attempt
             pod = self._pod(name, attempt, node)
         if pod is None:
             raise RARLError(f"job {name!r} has no pod for node {node} of attempt {attempt} (yet)")

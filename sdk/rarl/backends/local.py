@@ -4,11 +4,14 @@ Each job lives in ``<home>/jobs/<name>/``: the spec, the runner's
 ``state.json``, one log per attempt, and the trainer's run folder with its
 ``progress.json``. Status is computed from those files and from whether the
 runner process is alive, so it is right after the CLI exits and restarts; a
-runner that died is reported as Failed with its last log lines.
+runner that died is reported as Failed (``RunnerDied``) with its last log lines.
+The lifecycle is the operator's (``rarl.lifecycle``): ``submit`` and ``resume``
+carry out its plan while no runner runs, the runner (``supervisor``) after.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -18,27 +21,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rarl.api.types import Condition, ObjectMeta, RARLJob, RARLJobStatus
+from rarl.api.types import ObjectMeta, RARLJob, RARLJobSpec, RARLJobStatus
 from rarl.api.uri import builtin_name, has_scheme
-from rarl.api.vocabulary import (
-    ACTIVE_PHASES,
-    CONDITION_CREATED,
-    CONDITION_FAILED,
-    CONDITION_SUSPENDED,
-    TERMINAL_PHASES,
-)
+from rarl.api.vocabulary import ACTIVE_PHASES, REASON_RUNNER_DIED, TERMINAL_PHASES
 from rarl.backends.base import Backend, JobEvent
 from rarl.backends.local_state import (
+    STATUS_FIELDS,
     JobFiles,
-    add_condition,
-    end_condition,
     now_rfc3339,
     process_alive,
     read_state,
+    record_plan,
     tail,
+    with_suspend,
     write_state,
 )
 from rarl.errors import BackendUnavailable, InvalidArgument, InvalidSpec, JobNotFound, Problem, RARLError
+from rarl.lifecycle import Observed, Plan, decide, fail
 from rarl.progress import read_progress
 
 
@@ -152,23 +151,14 @@ class LocalBackend(Backend):
             state = read_state(files)
             phase = state.get("phase") or "Pending"
             if phase in ACTIVE_PHASES:
-                lines = tail(files.log(int(state.get("attempt", 1))), 5) or tail(files.root / "runner.log", 5)
+                lines = tail(files.log(max(1, int(state.get("attempt", 1)))), 5) or tail(files.root / "runner.log", 5)
                 message = "the local runner process died" + (": " + " | ".join(lines) if lines else "")
-                state["phase"] = phase = "Failed"
-                state["completionTime"] = now_rfc3339()
-                add_condition(state, CONDITION_FAILED, "RunnerDied", message)
+                record_plan(state, fail(self._observed(job, state, job.spec), REASON_RUNNER_DIED, message))
+                phase = state["phase"]
                 write_state(files, state)
         progress = read_progress(files.progress)
-        status = RARLJobStatus(
-            phase=phase,
-            conditions=[Condition.model_validate(c) for c in state.get("conditions", [])],
-            restarts=int(state.get("restarts", 0)),
-            attempt=int(state.get("attempt", 1)),
-            start_time=state.get("startTime"),
-            completion_time=state.get("completionTime"),
-            model_uri=state.get("modelURI"),
-            total_steps=job.spec.total_steps(),
-        )
+        status = RARLJobStatus.model_validate({k: state[k] for k in STATUS_FIELDS if k in state})
+        status.phase, status.total_steps = phase, job.spec.total_steps()
         if progress is not None:
             status.stage = progress.stage
             status.step = progress.step
@@ -180,12 +170,25 @@ class LocalBackend(Backend):
         return status
 
     @staticmethod
+    def _observed(job: RARLJob, state: dict, spec: RARLJobSpec) -> Observed:
+        """What ``decide`` sees while no runner runs: the recorded status, no trainer process."""
+        return Observed(name=job.name, spec=spec, problems=[], status=state, generation=None,
+                        now=dt.datetime.now(dt.timezone.utc))
+
+    def _carry_out(self, files: JobFiles, state: dict, plan: Plan) -> None:
+        """Record the plan (write-ahead), then start the runner when it asks for an attempt."""
+        record_plan(state, plan)
+        write_state(files, state)
+        if plan.ensure_attempt is not None:
+            self._start_runner(files)  # the runner records its own pid in state.json
+
+    @staticmethod
     def _runner_gone(files: JobFiles, state: dict) -> bool:
         """The runner has died (or never managed to start within a minute)."""
         pid = state.get("runnerPid")
         if pid:
             return not process_alive(pid)
-        started = state.get("pendingSince") or state.get("startEpoch") or time.time()
+        started = state.get("pendingSince") or time.time()
         return time.time() - started > 60
 
     def _load(self, files: JobFiles) -> RARLJob:
@@ -227,17 +230,8 @@ class LocalBackend(Backend):
             files.config.write_text(job.to_yaml(include_status=False))
         except OSError as exc:
             raise BackendUnavailable(f"cannot write the job folder {files.root}: {exc.strerror or exc}") from None
-        state = {"phase": "Pending", "attempt": 1, "restarts": 0, "cwd": str(base), "startTime": now_rfc3339(),
-                 "creationTimestamp": now_rfc3339(),
-                 "startEpoch": time.time(), "pendingSince": time.time(), "conditions": []}
-        add_condition(state, CONDITION_CREATED, "Created", "job accepted by the local backend")
-        if job.spec.run_policy.suspend:
-            state["phase"] = "Suspended"
-            add_condition(state, CONDITION_SUSPENDED, "Suspended", "created suspended (spec.runPolicy.suspend)")
-            write_state(files, state)
-        else:
-            write_state(files, state)
-            self._start_runner(files)  # the runner records its own pid in state.json
+        state = {"cwd": str(base), "creationTimestamp": now_rfc3339(), "pendingSince": time.time(), "events": []}
+        self._carry_out(files, state, decide(self._observed(job, state, job.spec)))
         return self._load(files)
 
     def get(self, name: str) -> RARLJob:
@@ -268,7 +262,7 @@ class LocalBackend(Backend):
         files = self._existing(name)
         if node != 0:
             raise InvalidArgument(f"node: the local backend runs one node (0); got {node}")
-        current = int(read_state(files).get("attempt", 1))
+        current = max(1, int(read_state(files).get("attempt", 1)))
         if attempt is not None and not 1 <= attempt <= current:
             raise InvalidArgument(f"attempt: job {name!r} has attempts 1..{current}; got {attempt}")
         pinned = attempt is not None and attempt != current  # an earlier attempt's log is complete
@@ -285,11 +279,11 @@ class LocalBackend(Backend):
             if not follow or pinned:
                 return
             job = self.get(name)
-            current = job.status.attempt if job.status else attempt
+            current = job.status.attempt
             if current != attempt:  # a new attempt: follow its log
                 attempt, path, position = current, files.log(current), 0
                 continue
-            if job.status and job.status.phase in TERMINAL_PHASES | {"Suspended"}:
+            if job.status.phase in TERMINAL_PHASES | {"Suspended"}:
                 if path.exists() and path.stat().st_size == position:
                     return
             time.sleep(poll_interval)
@@ -316,15 +310,10 @@ class LocalBackend(Backend):
             time.sleep(0.1)
         if process_alive(state.get("runnerPid")):
             raise RARLError(f"job {name!r} is still checkpointing; try again in a moment")
-        started = state.get("exitCode") is not None or state.get("childPid") is not None
-        state["attempt"] = int(state.get("attempt", 1)) + (1 if started else 0)
-        state["phase"] = "Pending"
-        end_condition(state, CONDITION_SUSPENDED, "Resumed", "resuming from the newest checkpoint")
-        state["runnerPid"] = None
-        state["pendingSince"] = state["startEpoch"] = time.time()  # the deadline clock restarts on resume
-        state["startTime"] = now_rfc3339()
-        write_state(files, state)
-        self._start_runner(files)
+        job = self._load(files)
+        state.update(runnerPid=None, childPid=None, exitCode=None, pendingSince=time.time())
+        # runPolicy.suspend lifted: the next attempt, its deadline clock restarted (as on a cluster)
+        self._carry_out(files, state, decide(self._observed(job, state, with_suspend(job.spec, False))))
         return self.get(name)
 
     def delete(self, name: str, timeout: float = 30.0) -> None:

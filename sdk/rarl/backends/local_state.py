@@ -1,7 +1,10 @@
 """The files that hold a local job: the spec, the runner's state, logs and the trainer's run folder.
 
 Shared by the local backend (which reads them) and the supervisor (which
-writes them). Writes are atomic, so a reader never sees half a state.
+writes them while it runs). ``state.json`` holds the job's status in the API's
+shape (camelCase ``RARLJobStatus`` fields), the runner's own fields (pids, the
+submit folder) and the append-only event list. Writes are atomic, so a reader
+never sees half a state.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rarl.api.vocabulary import CONDITION_FAILED, CONDITION_RESTARTING, CONDITION_RUNNING, CONDITION_SUSPENDED
+from rarl.api.types import RARLJobSpec
+from rarl.api.vocabulary import OPERATOR_STATUS_FIELDS
+from rarl.lifecycle import Plan
 from rarl.progress import write_json_atomic
 
 
@@ -63,38 +68,34 @@ def write_state(files: JobFiles, state: dict[str, Any]) -> None:
     write_json_atomic(files.state, state)
 
 
-_PHASE_CONDITIONS = frozenset({CONDITION_RUNNING, CONDITION_RESTARTING, CONDITION_SUSPENDED})
-"""The conditions that hold while the job is in that phase: a transition sets the others False."""
+STATUS_FIELDS = (*OPERATOR_STATUS_FIELDS, "modelURI")
+"""The status fields a plan of ``rarl.lifecycle.decide`` writes; ``state.json`` holds them as the API does."""
 
 
-def add_condition(state: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Record a transition: the condition of that type becomes True, the other phase conditions False (with its reason).
+def record_plan(state: dict[str, Any], plan: Plan) -> None:
+    """Take a plan's status fields into ``state`` (a field the plan leaves unset is removed) and append its events.
 
-    Each condition's ``lastTransitionTime`` is when its status last changed (Kubernetes' meaning);
-    the transition itself is also appended to ``state["events"]``, which is never rewritten, so the
-    history (``events()``) keeps every transition at the time it happened, across attempts and
-    suspend/resume.
+    The events go to ``state["events"]``, which is never rewritten, so the history (``events()``) keeps
+    every transition at the time it happened, across attempts and suspend/resume.
     """
+    for key in STATUS_FIELDS:
+        if key in plan.status:
+            state[key] = plan.status[key]
+        else:
+            state.pop(key, None)
     now = now_rfc3339()
-    conditions = [c for c in state.get("conditions", []) if c.get("type") != type_]
-    for c in conditions:
-        if c.get("status") == "True" and c.get("type") in _PHASE_CONDITIONS:
-            # why it ended, as the operator writes it (not the stale "attempt 3 started")
-            c.update(status="False", reason=reason, message=message, lastTransitionTime=now)
-    conditions.append({"type": type_, "status": "True", "reason": reason, "message": message,
-                       "lastTransitionTime": now})
-    state["conditions"] = conditions
-    add_event(state, "Warning" if type_ == CONDITION_FAILED else "Normal", reason, message, now)
+    for type_, reason, message in plan.events:
+        add_event(state, type_, reason, message, now)
 
 
-def end_condition(state: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Record the end of a phase condition (resume: Suspended becomes False), as the operator does."""
-    now = now_rfc3339()
-    conditions = [c for c in state.get("conditions", []) if c.get("type") != type_]
-    conditions.append({"type": type_, "status": "False", "reason": reason, "message": message,
-                       "lastTransitionTime": now})
-    state["conditions"] = conditions
-    add_event(state, "Normal", reason, message, now)
+def with_suspend(spec: RARLJobSpec, suspend: bool) -> RARLJobSpec:
+    """The spec as ``decide`` should see it locally: ``runPolicy.suspend`` is what was last asked for.
+
+    Locally suspend and resume are verbs, not spec edits: the stored spec keeps what it was submitted with.
+    """
+    if spec.run_policy.suspend == suspend:
+        return spec
+    return spec.model_copy(update={"run_policy": spec.run_policy.model_copy(update={"suspend": suspend})})
 
 
 def add_event(state: dict[str, Any], type_: str, reason: str, message: str, time: str | None = None) -> None:

@@ -1,48 +1,36 @@
 """The local runner of one job: ``python -m rarl.backends.supervisor JOB_DIR``.
 
 It runs detached from the CLI (its own session), so a job started by
-``rarlctl submit`` keeps running after the CLI exits. It starts one trainer
-process per attempt, classifies its exit code with the operator's rules
-(``rarl.api.vocabulary``: ``classify_exit`` and ``after_failed_attempt``: 0
-success; 2 configuration error, fail at once; 3 interrupted after a
-checkpoint, retried for free; anything else a crash, retried from the newest
-checkpoint while the restart budget lasts), and records every transition in
-``state.json``.
-SIGTERM means suspend: it is forwarded to the trainer, which checkpoints and
-exits 3.
+``rarlctl submit`` keeps running after the CLI exits. It is the local executor
+of the lifecycle the operator runs (``rarl.lifecycle.decide``): it observes its
+trainer child process as the operator observes a batch Job and its pods, asks
+``decide`` for a plan, and carries it out (record the status and events in
+``state.json``, start the attempt's trainer, stop it), so a local job goes
+through the same phases, reasons, conditions and events as one on a cluster.
+SIGTERM means suspend (``runPolicy.suspend`` set): the trainer gets SIGTERM,
+checkpoints and exits 3.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
+from rarl.api.types import RARLJobSpec
 from rarl.api.vocabulary import (
-    CONDITION_RESTARTING,
-    CONDITION_RUNNING,
-    CONDITION_SUSPENDED,
     ENV_ATTEMPT,
     ENV_JOB_NAME,
     ENV_JOB_NAMESPACE,
     ENV_TERMINATION_LOG,
-    ExitCode,
-    Outcome,
-    after_failed_attempt,
-    classify_exit,
+    TERMINAL_PHASES,
 )
-from rarl.backends.local_state import (
-    JobFiles,
-    add_condition,
-    now_rfc3339,
-    read_state,
-    tail,
-    write_state,
-)
+from rarl.backends.local_state import JobFiles, read_state, record_plan, tail, with_suspend, write_state
+from rarl.lifecycle import JobView, Observed, Plan, PodView, decide
 
 
 def trainer_command(files: JobFiles, gpus: int) -> list[str]:
@@ -71,25 +59,10 @@ def visible_gpus() -> tuple[int, str]:
     return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")]), "nvidia-smi -L"
 
 
-def exit_text(code: int) -> str:
-    """How an exit code reads: a negative one is the signal that killed the process (``SIGTERM``)."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited {code}"
-
-
-def suspend_message(code: int) -> str:
-    """The Suspended condition's message for the trainer's exit code."""
-    if code == ExitCode.INTERRUPTED:
-        return "suspended after a checkpoint"
-    return f"suspended (trainer {exit_text(code)})"
-
-
 class Supervisor:
-    """Runs the attempts of one job and keeps ``state.json`` true."""
+    """Runs the attempts of one job: observe the child process, ``decide``, carry the plan out, wait."""
+
+    POLL_SECONDS = 0.2
 
     def __init__(self, job_dir: Path):
         from rarl.api.validation import parse_job
@@ -97,92 +70,124 @@ class Supervisor:
         self.files = JobFiles(Path(job_dir))
         self.job = parse_job(self.files.config.read_text(), origin=str(self.files.config))
         self.suspend_requested = threading.Event()
-        self.deadline_hit = threading.Event()
+        self.wake = threading.Event()
         self.child: subprocess.Popen | None = None
+        self.child_attempt = 0  # the attempt the child runs (0: none started by this runner)
+        self.child_restarts = 0  # the restart count when it was started (JobView.restarts)
+        self.exit_code: int | None = None  # the child's, once it has exited
 
     def _on_sigterm(self, signum, frame) -> None:
         self.suspend_requested.set()
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
+        self.wake.set()
 
-    def _deadline_watch(self, seconds: float) -> None:
-        if not self.suspend_requested.wait(seconds) and self.child is not None and self.child.poll() is None:
-            self.deadline_hit.set()
-            self.child.send_signal(signal.SIGTERM)
+    # ------------------------------------------------------------------ observe
+
+    def spec(self) -> RARLJobSpec:
+        """The job's spec with ``runPolicy.suspend`` as asked of this runner (SIGTERM).
+
+        A job created suspended was held by ``submit``; this runner was started by ``resume``.
+        """
+        return with_suspend(self.job.spec, self.suspend_requested.is_set())
+
+    def observe(self, state: dict) -> Observed:
+        """What ``decide`` sees: the recorded status and this runner's child as the attempt's Job and pod."""
+        obs = Observed(name=self.job.name, spec=self.spec(), problems=[], status=state, generation=None,
+                       now=dt.datetime.now(dt.timezone.utc))
+        if self.child is None:
+            return obs
+        attempt, code = self.child_attempt, self.exit_code
+        obs.jobs[attempt] = JobView(name=f"attempt-{attempt}", attempt=attempt, complete=code == 0,
+                                    failed=code not in (None, 0), restarts=self.child_restarts)
+        phase = "Running" if code is None else "Succeeded" if code == 0 else "Failed"
+        obs.pods[attempt] = [PodView(name=f"pid {self.child.pid}", attempt=attempt, phase=phase,
+                                     exit_codes=() if code is None else (code,), message=self._last_words(code))]
+        return obs
+
+    def _last_words(self, code: int | None) -> str:
+        """The trainer's termination message, else the tail of its log (the kubelet's FallbackToLogsOnError)."""
+        if code is None or code == 0:
+            return ""
+        try:
+            text = self.files.termination_log.read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or " | ".join(tail(self.files.log(self.child_attempt), 5))
+
+    # ------------------------------------------------------------------ act
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         state = read_state(self.files)
         state["runnerPid"] = os.getpid()
         write_state(self.files, state)
-        policy = self.job.spec.run_policy
-        if policy.active_deadline_seconds:
-            started = state.get("startEpoch") or time.time()
-            left = max(0.0, policy.active_deadline_seconds - (time.time() - started))
-            threading.Thread(target=self._deadline_watch, args=(left,), daemon=True).start()
-        gpus = self.job.spec.resources.gpus_per_node  # checked against this machine's GPUs when submitted
         while True:
-            attempt = int(state.get("attempt", 1))
-            log_path = self.files.log(attempt)
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            self.files.termination_log.write_text("")  # like the kubelet: the trainer writes its last words here
-            # PYTHONSAFEPATH: -P for every Python process under the trainer too (torchrun's workers, helpers)
-            env = {**os.environ, ENV_TERMINATION_LOG: str(self.files.termination_log), "PYTHONUNBUFFERED": "1",
-                   "PYTHONSAFEPATH": "1", ENV_JOB_NAME: self.job.name, ENV_ATTEMPT: str(attempt)}
-            env.pop(ENV_JOB_NAMESPACE, None)  # local: progress goes to progress.json, not to a cluster
-            with open(log_path, "ab") as log:
-                self.child = subprocess.Popen(trainer_command(self.files, gpus), stdout=log, stderr=subprocess.STDOUT,
-                                              cwd=state.get("cwd") or None, env=env, stdin=subprocess.DEVNULL)
-                state.update(phase="Running", childPid=self.child.pid)
-                add_condition(state, CONDITION_RUNNING, "Running", f"attempt {attempt} started")
-                write_state(self.files, state)
-                if self.suspend_requested.is_set():  # SIGTERM arrived while starting
-                    self.child.send_signal(signal.SIGTERM)
-                code = self.child.wait()
             state = read_state(self.files)
-            state.update(childPid=None, exitCode=code)
-            if self.deadline_hit.is_set():
-                return self._finish(state, "Failed", "DeadlineExceeded",
-                                    f"activeDeadlineSeconds ({policy.active_deadline_seconds}) exceeded")
-            outcome = classify_exit(code)
-            if outcome is Outcome.SUCCEEDED:
-                state["modelURI"] = self.job.spec.output.uri
-                return self._finish(state, "Succeeded", "Succeeded", "training finished; model exported")
-            if self.suspend_requested.is_set():
-                state["phase"] = "Suspended"
-                add_condition(state, CONDITION_SUSPENDED, "Suspended", suspend_message(code))
-                write_state(self.files, state)
+            plan = decide(self.observe(state))
+            if plan.delete_jobs and self._child_alive():
+                # Stop first, then decide again on how it ended: the status says Suspended (or Failed) only
+                # once the trainer has checkpointed and exited, so `resume` right after it works.
+                self._stop_child()
+                continue
+            if self.execute(state, plan):
+                continue  # a child was started: the next plan sees it run
+            if plan.status.get("phase") in TERMINAL_PHASES | {"Suspended"}:
                 return 0
-            restarts = int(state.get("restarts", 0))
-            decision = after_failed_attempt(outcome, restarts, policy.max_restarts)
-            if not decision.retry:
-                message = self._failure_message(code)
-                reason = "ConfigurationError"
-                if outcome is Outcome.CRASH:
-                    message = f"restart budget ({policy.max_restarts}) exhausted; " + message
-                    reason = "RestartBudgetExhausted"
-                return self._finish(state, "Failed", reason, message)
-            state["restarts"] = decision.restarts
-            state["attempt"] = attempt + 1
-            state["phase"] = "Restarting"
-            add_condition(state, CONDITION_RESTARTING, "Restarting",
-                          f"attempt {attempt} {exit_text(code)}; resuming from the newest checkpoint")
-            write_state(self.files, state)
+            self._wait(plan.requeue_after)
 
-    def _failure_message(self, code: int) -> str:
-        if self.files.termination_log.exists():
-            text = self.files.termination_log.read_text(errors="replace").strip()
-            if text:
-                return text
-        lines = tail(self.files.log(int(read_state(self.files).get("attempt", 1))), 5)
-        return f"trainer {exit_text(code)}" + (": " + " | ".join(lines) if lines else "")
+    def execute(self, state: dict, plan: Plan) -> bool:
+        """Record the plan (write-ahead: before a new attempt starts), then start what it ensures.
 
-    def _finish(self, state: dict, phase: str, reason: str, message: str) -> int:
-        state["phase"] = phase
-        state["completionTime"] = now_rfc3339()
-        add_condition(state, phase, reason, message)
+        Returns whether a child was started.
+        """
+        record_plan(state, plan)
         write_state(self.files, state)
-        return 0
+        if plan.ensure_attempt is None or plan.ensure_attempt == self.child_attempt:
+            return False
+        self._start_child(state, plan.ensure_attempt, plan.restarts_for_attempt)
+        return True
+
+    def _child_alive(self) -> bool:
+        return self.child is not None and self.exit_code is None
+
+    def _stop_child(self) -> None:
+        """SIGTERM (the trainer checkpoints and exits 3), then wait for it: the next plan sees how it ended."""
+        assert self.child is not None
+        self.child.send_signal(signal.SIGTERM)
+        self._exited(self.child.wait())
+
+    def _exited(self, code: int) -> None:
+        self.exit_code = code
+        state = read_state(self.files)
+        state.update(childPid=None, exitCode=code)
+        write_state(self.files, state)
+
+    def _start_child(self, state: dict, attempt: int, restarts: int) -> None:
+        log_path = self.files.log(attempt)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.files.termination_log.write_text("")  # like the kubelet: the trainer writes its last words here
+        # PYTHONSAFEPATH: -P for every Python process under the trainer too (torchrun's workers, helpers)
+        env = {**os.environ, ENV_TERMINATION_LOG: str(self.files.termination_log), "PYTHONUNBUFFERED": "1",
+               "PYTHONSAFEPATH": "1", ENV_JOB_NAME: self.job.name, ENV_ATTEMPT: str(attempt)}
+        env.pop(ENV_JOB_NAMESPACE, None)  # local: progress goes to progress.json, not to a cluster
+        gpus = self.job.spec.resources.gpus_per_node  # checked against this machine's GPUs when submitted
+        with open(log_path, "ab") as log:
+            self.child = subprocess.Popen(trainer_command(self.files, gpus), stdout=log, stderr=subprocess.STDOUT,
+                                          cwd=state.get("cwd") or None, env=env, stdin=subprocess.DEVNULL)
+        self.child_attempt, self.child_restarts, self.exit_code = attempt, restarts, None
+        state.update(childPid=self.child.pid, exitCode=None)
+        write_state(self.files, state)
+
+    def _wait(self, requeue_after: float | None) -> None:
+        """Until the child exits, a suspend is asked for, or the plan's requeue time (a deadline) comes."""
+        waited = 0.0
+        while requeue_after is None or waited < requeue_after:
+            if self.child is not None and self.exit_code is None and (code := self.child.poll()) is not None:
+                self._exited(code)
+                return
+            if self.wake.wait(self.POLL_SECONDS):
+                self.wake.clear()
+                return
+            waited += self.POLL_SECONDS
 
 
 def main(argv: list[str] | None = None) -> int:

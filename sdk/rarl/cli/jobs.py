@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from rarl.api.vocabulary import CONDITION_FAILED
 from rarl.cli.app import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
@@ -99,13 +100,13 @@ def _print_jobs(jobs: list, fmt: OutputFormat, single: bool = False) -> None:
 
 
 def _job_exit(job) -> int:
-    phase = job.status.phase if job.status else None
+    phase = job.status.phase
     return EXIT_INVALID if phase == "Failed" else EXIT_OK
 
 
 def _failure_text(job) -> str:
-    for c in reversed(job.status.conditions if job.status else []):
-        if c.status == "True" and c.type in ("Failed", "InvalidSpec", "DeadlineExceeded"):
+    for c in reversed(job.status.conditions):  # every failure sets Failed; its reason says which kind
+        if c.status == "True" and c.type == CONDITION_FAILED:
             return c.message or "" if c.reason in (None, c.type) else f"{c.reason}: {c.message}"
     return "job failed"
 
@@ -266,18 +267,18 @@ def describe(name: str = typer.Argument(..., metavar="NAME", help="Job name."), 
 
     console = _console()
     s = job.status
-    total = (s.total_steps if s else None) or job.spec.total_steps()
+    total = s.total_steps or job.spec.total_steps()
     lines = [
         ("Name", job.name), ("Namespace", job.metadata.namespace or "-"), ("Backend", client.backend.name),
-        ("Phase", (s.phase if s else None) or "Pending"),
-        ("Stage", (s.stage if s else None) or "-"), ("Step", f"{(s.step if s else 0) or 0}/{total}"),
+        ("Phase", s.phase or "Pending"),
+        ("Stage", s.stage or "-"), ("Step", f"{s.step or 0}/{total}"),
         ("Reward", f"{s.reward:.4f}" if s and s.reward is not None else "-"),
         ("ETA", f"{s.eta_seconds:.0f} s" if s and s.eta_seconds is not None else "-"),
-        ("Attempt", str(s.attempt if s else 0)), ("Restarts", f"{s.restarts if s else 0}/{job.spec.run_policy.max_restarts}"),
+        ("Attempt", str(s.attempt)), ("Restarts", f"{s.restarts}/{job.spec.run_policy.max_restarts}"),
         ("Model", job.spec.model.base), ("Stages", ", ".join(f"{st.name} ({st.kind}, {st.steps} steps)"
                                                             for st in job.spec.stages)),
-        ("Checkpoints", job.spec.checkpoint.uri), ("Latest checkpoint", (s.latest_checkpoint if s else None) or "-"),
-        ("Output", job.spec.output.uri), ("Model URI", (s.model_uri if s else None) or "-"),
+        ("Checkpoints", job.spec.checkpoint.uri), ("Latest checkpoint", s.latest_checkpoint or "-"),
+        ("Output", job.spec.output.uri), ("Model URI", s.model_uri or "-"),
     ]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
@@ -367,12 +368,12 @@ def _duration(seconds: float) -> str:
 def progress_line(job, elapsed: float) -> str:
     """One plain line of a job's progress: phase, stage, step/total, reward, eta, elapsed (for logs, not terminals)."""
     s = job.status
-    phase = (s.phase if s else None) or "Pending"
+    phase = s.phase or "Pending"
     parts = [f"rarljob/{job.name}", phase]
     if s and s.stage:
         parts.append(f"stage {s.stage}")
-    total = (s.total_steps if s else None) or job.spec.total_steps()
-    parts.append(f"step {(s.step or 0) if s else 0}/{total}")
+    total = s.total_steps or job.spec.total_steps()
+    parts.append(f"step {s.step or 0}/{total}")
     if s and s.reward is not None:
         parts.append(f"reward {s.reward:.3f}")
     if s and s.eta_seconds and phase == "Running":
@@ -395,7 +396,7 @@ class PlainProgress:
 
     def __call__(self, job) -> None:
         s = job.status
-        key = (s.phase, s.stage, s.step, s.reward) if s else None
+        key = (s.phase, s.stage, s.step, s.reward)
         if key == self.printed_key:
             return
         self.latest = job
@@ -410,7 +411,7 @@ class PlainProgress:
             return
         if self.latest is not None:
             s = self.latest.status
-            self._print(self.latest, (s.phase, s.stage, s.step, s.reward) if s else None)
+            self._print(self.latest, (s.phase, s.stage, s.step, s.reward))
 
     def _print(self, job, key) -> None:
         self.echo(progress_line(job, self.clock() - self.started))
@@ -452,7 +453,7 @@ def _wait_plain(client, name: str, timeout: float | None, until: frozenset[str])
         except WaitTimeout:
             if deadline is not None and time.monotonic() >= deadline:
                 job = client.get(name)
-                raise wait_timeout(name, job.status.phase if job.status else None, timeout, until) from None
+                raise wait_timeout(name, job.status.phase, timeout, until) from None
             plain.heartbeat(silent_for=PLAIN_HEARTBEAT_SECONDS / 2)
 
 
@@ -476,12 +477,12 @@ def _wait_with_progress(client, name: str, timeout: float | None, quiet: bool = 
 
         def update(job) -> None:
             s = job.status
-            total = (s.total_steps if s else None) or job.spec.total_steps()
+            total = s.total_steps or job.spec.total_steps()
             reward = f"reward {s.reward:.3f}" if s and s.reward is not None else ""
             eta = f"eta {s.eta_seconds:.0f}s" if s and s.eta_seconds else ""
-            phase = (s.phase if s else None) or "Pending"
+            phase = s.phase or "Pending"
             stage = f" {s.stage}" if s and s.stage else ""
-            bar.update(task, description=f"{phase}{stage}", total=total, completed=(s.step or 0) if s else 0,
+            bar.update(task, description=f"{phase}{stage}", total=total, completed=s.step or 0,
                        info="  ".join(x for x in (reward, eta) if x))
 
         return client.wait(name, until=until, timeout=timeout, on_progress=update, poll_interval=1.0)
@@ -510,7 +511,7 @@ def wait(
     fmt = output_format(output)
     if fmt is OutputFormat.table:
         job = _wait_with_progress(client, name, timeout, quiet=quiet, until=until)
-        phase = job.status.phase if job.status else "Pending"
+        phase = job.status.phase or "Pending"
         typer.echo(f"rarljob/{name} {phase}" + (f": {_failure_text(job)}" if phase == "Failed" else ""))
     else:
         job = client.wait(name, until=until, timeout=timeout, poll_interval=1.0)
@@ -587,8 +588,8 @@ def fetch(
     path = _fetch_dest(dest)
     client = make_client()
     job = client.get(name)
-    if not (job.status and job.status.model_uri):
-        phase = job.status.phase if job.status else "Pending"
+    if not job.status.model_uri:
+        phase = job.status.phase or "Pending"
         raise no_export_error(name, phase)
     try:
         path.mkdir(parents=True, exist_ok=True)

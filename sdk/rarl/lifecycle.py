@@ -1,25 +1,33 @@
-"""The lifecycle as one explicit phase switch (like KubeRay's RayJob controller).
+"""The job lifecycle of both backends, as one explicit phase switch (like KubeRay's RayJob controller).
 
 ``decide(observed) -> Plan`` is a pure function of what exists right now: the
-RARLJob (spec, status) and its child Jobs and pods. It remembers nothing between
-calls, so any number of repeated or concurrent-after-restart calls converge on
-the same plan; the executor (``reconciler``) carries the plan out idempotently.
+job (spec, status) and its attempts' runners and trainer processes. The operator
+observes batch Jobs and pods (``rarl_operator.reconciler``), the local supervisor
+observes its child process (``rarl.backends.supervisor``); both carry the same
+plan out, so phases, reasons, conditions and events are the same on both. It
+remembers nothing between calls, so any number of repeated or
+concurrent-after-restart calls converge on the same plan; the executor carries
+the plan out idempotently.
+
+``status`` is the API's status shape (``RARLJobStatus`` as camelCase JSON), on
+the cluster and in a local job's ``state.json`` alike; the fields named in
+``OPERATOR_STATUS_FIELDS`` and ``modelURI`` are written only from a plan.
 
 Write-ahead rule: a new attempt is recorded in ``status.attempt`` in the same
-plan that creates its Job; the next call reads the larger of status.attempt and
-the newest existing Job, so a crash between the two never yields a second Job,
+plan that creates its runner; the next call reads the larger of status.attempt and
+the newest existing runner, so a crash between the two never yields a second one,
 and a restart is counted once (the count is recomputed, never incremented twice).
 
-``Observed.status`` is the trusted status: the reconciler takes the fields the
-operator decides on or reports (phase, conditions, attempt, restarts, startTime,
-completionTime) from its own record, not from what the trainer may have patched;
-``jobs`` and ``pods`` are only the children this RARLJob owns (ownerReferences),
-not whatever carries its label.
+On Kubernetes ``Observed.status`` is the trusted status: the reconciler takes the
+fields the operator decides on from its own record, not from what the trainer
+may have patched; ``jobs`` and ``pods`` are only the children this RARLJob owns
+(ownerReferences), not whatever carries its label.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,29 +43,34 @@ from rarl.api.vocabulary import (
     CONDITION_SUCCEEDED,
     CONDITION_SUSPENDED,
     REASON_CHILD_NOT_OWNED,
+    REASON_CONFIGURATION_ERROR,
+    REASON_DEADLINE_EXCEEDED,
+    REASON_INVALID_SPEC,
+    REASON_RESTART_BUDGET_EXHAUSTED,
     ExitCode,
     Outcome,
     Phase,
     after_failed_attempt,
+    classify_exit,
 )
 
 
 @dataclass(frozen=True)
 class PodView:
-    """What the reconciler needs to know about one trainer pod."""
+    """One trainer process of an attempt: a pod on Kubernetes, the child process locally."""
 
     name: str
     attempt: int
     phase: str = "Pending"
     exit_codes: tuple[int, ...] = ()
-    message: str = ""  # the trainer's termination message (or log tail)
+    message: str = ""  # the trainer's termination message (or its log's tail)
     disrupted: bool = False  # DisruptionTarget condition, eviction or preemption
     owners: tuple[str, ...] = ()  # ownerReference uids (the Job that created the pod)
 
 
 @dataclass(frozen=True)
 class JobView:
-    """The state of one attempt's batch Job."""
+    """The runner of one attempt: its batch Job on Kubernetes, the supervisor's record of it locally."""
 
     name: str
     attempt: int
@@ -124,21 +137,35 @@ def set_condition(conds: list[dict], ctype: str, status: str, reason: str, messa
                   "lastTransitionTime": rfc3339(now)})
 
 
+def exit_text(code: int) -> str:
+    """How an exit code reads: a negative one (a local child process) is the signal that killed it."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def classify(job: JobView, pods: list[PodView]) -> tuple[Outcome, str]:
-    """Why an attempt failed: a config error fails at once, a disruption is free, a crash costs a restart."""
-    for pod in pods:
-        if ExitCode.CONFIG in pod.exit_codes:
-            return (Outcome.CONFIG_ERROR,
-                    pod.message.strip() or f"pod {pod.name} exited with code 2 (configuration error)")
+    """Why an attempt failed: a config error fails at once, a disruption is free, a crash costs a restart.
+
+    Each exit code means what ``classify_exit`` says; a pod the kubelet marked disrupted is a disruption
+    whatever its code.
+    """
+    def exited(outcome: Outcome) -> PodView | None:
+        return next((p for p in pods if any(classify_exit(c) is outcome for c in p.exit_codes)), None)
+
+    if (pod := exited(Outcome.CONFIG_ERROR)) is not None:
+        return Outcome.CONFIG_ERROR, pod.message.strip() or "trainer exited with code 2 (configuration error)"
     for pod in pods:
         if pod.disrupted:
             return Outcome.DISRUPTION, f"pod {pod.name} was disrupted (evicted or preempted)"
-    for pod in pods:
-        if ExitCode.INTERRUPTED in pod.exit_codes:
-            return Outcome.DISRUPTION, f"pod {pod.name} was interrupted after a checkpoint (exit code 3)"
-    codes = sorted({c for pod in pods for c in pod.exit_codes if c != 0})
+    if exited(Outcome.DISRUPTION) is not None:
+        return Outcome.DISRUPTION, "trainer was interrupted after a checkpoint (exit code 3)"
+    codes = sorted({c for pod in pods for c in pod.exit_codes if c != ExitCode.OK})
     detail = next((p.message.strip() for p in pods if p.message.strip() and p.exit_codes), "")
-    what = f"exit code {', '.join(map(str, codes))}" if codes else (job.failed_reason or "the Job failed")
+    what = ", ".join(map(exit_text, codes)) if codes else (job.failed_reason or "the Job failed")
     return Outcome.CRASH, f"trainer crashed ({what})" + (f": {detail}" if detail else "")
 
 
@@ -216,14 +243,24 @@ def decide(obs: Observed) -> Plan:
     return ctx.plan
 
 
+def fail(obs: Observed, reason: str, message: str) -> Plan:
+    """End the job as Failed for a cause the switch cannot observe (the local runner process died).
+
+    The same conditions, completionTime and Warning event as any other failure.
+    """
+    ctx = _Ctx(obs)
+    ctx.finish("Failed", reason, message)
+    return ctx.plan
+
+
 # --------------------------------------------------------------------------- one function per phase
 
 
 def _invalid(ctx: _Ctx) -> None:
     """A spec that does not validate fails the job before any child exists."""
     message = "; ".join(ctx.obs.problems) or "invalid spec"
-    ctx.cond(CONDITION_INVALID_SPEC, "True", "InvalidSpec", message)
-    ctx.finish("Failed", "InvalidSpec", message)
+    ctx.cond(CONDITION_INVALID_SPEC, "True", REASON_INVALID_SPEC, message)
+    ctx.finish("Failed", REASON_INVALID_SPEC, message)
 
 
 def _finished(ctx: _Ctx) -> None:
@@ -290,6 +327,9 @@ def _in_flight(ctx: _Ctx) -> None:
     """Pending, Running and Restarting run the same checks: each outcome of the attempt names the next phase."""
     job = _adopt_newest_attempt(ctx)
     _report_immutable_changes(ctx)
+    if job is not None and _attempt_succeeded(job):  # before suspend or deadline: the model is exported
+        _succeed(ctx, ctx.status["attempt"])
+        return
     if _run_policy_stops(ctx):
         return
     if _needs_first_attempt(ctx):
@@ -307,6 +347,7 @@ def _suspended(ctx: _Ctx) -> None:
     _report_immutable_changes(ctx)
     if _suspend_requested(ctx):
         ctx.delete_live_jobs()  # a Job that survived a crash mid-suspend
+        _note_how_the_attempt_stopped(ctx)
         return
     attempt = max(ctx.status["attempt"], max(obs.jobs, default=0)) + 1
     ctx.status["startTime"] = rfc3339(obs.now)  # like a Kubernetes Job: the deadline clock restarts on resume
@@ -439,15 +480,31 @@ def _report_immutable_changes(ctx: _Ctx) -> None:
 
 def _suspend(ctx: _Ctx) -> None:
     ctx.delete_live_jobs()
-    msg = f"attempt {ctx.status['attempt']} stopped; the trainer checkpoints on SIGTERM"
+    attempt = ctx.status["attempt"]
+    msg = (f"attempt {attempt} stopped; the trainer checkpoints on SIGTERM" if attempt
+           else "created suspended (spec.runPolicy.suspend)")
     ctx.cond(CONDITION_RUNNING, "False", "Suspended", msg)
     ctx.cond(CONDITION_SUSPENDED, "True", "Suspended", msg)
     ctx.transition("Suspended", "Suspended", msg)
+    _note_how_the_attempt_stopped(ctx)  # the trainers may have exited already (locally they have)
+
+
+def _note_how_the_attempt_stopped(ctx: _Ctx) -> None:
+    """Once the suspended attempt's trainers have exited: say whether they checkpointed (exit code 3) or not."""
+    attempt = ctx.status["attempt"]
+    codes = sorted({c for pod in ctx.obs.pods.get(attempt, []) for c in pod.exit_codes})
+    if not codes:
+        return
+    if all(classify_exit(c) is Outcome.DISRUPTION for c in codes):
+        msg = f"attempt {attempt} suspended after a checkpoint"
+    else:
+        msg = f"attempt {attempt} suspended (trainer {', '.join(map(exit_text, codes))})"
+    ctx.cond(CONDITION_SUSPENDED, "True", "Suspended", msg)
 
 
 def _fail_deadline(ctx: _Ctx) -> None:
     deadline = _spec(ctx).run_policy.active_deadline_seconds
-    ctx.finish("Failed", "DeadlineExceeded", f"activeDeadlineSeconds={deadline} exceeded")
+    ctx.finish("Failed", REASON_DEADLINE_EXCEEDED, f"activeDeadlineSeconds={deadline} exceeded")
 
 
 def _create_first_attempt(ctx: _Ctx) -> None:
@@ -489,7 +546,7 @@ def _succeed(ctx: _Ctx, attempt: int) -> None:
 
 
 def _mark_running(ctx: _Ctx, attempt: int, pods: list[PodView]) -> None:
-    msg = f"attempt {attempt}: {_running_pods(pods)}/{_spec(ctx).resources.nodes} pod(s) running"
+    msg = f"attempt {attempt}: {_running_pods(pods)}/{_spec(ctx).resources.nodes} node(s) running"
     ctx.cond(CONDITION_RUNNING, "True", "Running", msg)
     ctx.cond(CONDITION_RESTARTING, "False", "Running", msg)
     ctx.transition("Running", "Running", msg)
@@ -499,13 +556,15 @@ def _failed_attempt(ctx: _Ctx, attempt: int, job: JobView, pods: list[PodView]) 
     """The retry policy of ``rarl.api.vocabulary`` decides: fail, or start the next attempt."""
     max_restarts = _spec(ctx).run_policy.max_restarts
     outcome, message = classify(job, pods)
-    message = f"attempt {attempt}: {message}"
     decision = after_failed_attempt(outcome, ctx.status["restarts"], max_restarts)
     if not decision.retry:
-        if outcome is Outcome.CRASH:
-            message = f"{message}; restart budget exhausted (maxRestarts={max_restarts})"
-        ctx.finish("Failed", "Failed", message)
+        if outcome is Outcome.CONFIG_ERROR:  # the user's to fix, whichever attempt met it
+            ctx.finish("Failed", REASON_CONFIGURATION_ERROR, message)
+        else:
+            ctx.finish("Failed", REASON_RESTART_BUDGET_EXHAUSTED,
+                       f"attempt {attempt}: {message}; restart budget exhausted (maxRestarts={max_restarts})")
         return
+    message = f"attempt {attempt}: {message}"
     nxt = attempt + 1
     ctx.new_attempt(nxt, decision.restarts)
     why = ("not counted (disruption)" if outcome is Outcome.DISRUPTION

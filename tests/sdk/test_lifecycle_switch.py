@@ -6,7 +6,7 @@ import datetime as dt
 
 from rarl.api.types import RARLJobSpec
 from rarl.api.vocabulary import Outcome
-from rarl_operator.phases import (
+from rarl.lifecycle import (
     JobView,
     Observed,
     PodView,
