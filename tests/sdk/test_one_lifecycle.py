@@ -13,9 +13,7 @@ so each pod's phase and exit code are written as the kubelet would write them. T
 from __future__ import annotations
 
 import datetime as dt
-import signal
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +28,7 @@ from rarl.backends.local_state import JobFiles
 from rarl.lifecycle import decide
 from rarl_operator.reconciler import job_view, observe, pod_view
 from tests.sdk.test_phase_rules import _doc
+from tests.support.supervise import run_supervisor
 
 OK, CRASH, CONFIG, PREEMPTED, HANG = "ok", "crash", "config", "preempted", "hang"
 """What the trainer does in one attempt: exit 0; write 'boom' and exit 1; write a configuration error and exit 2;
@@ -98,21 +97,6 @@ sys.exit({exits!r}[action])
 """
 
 
-def _supervise(files: JobFiles, sc: Scenario, sigterm_after: float | None = None) -> None:
-    sup = supervisor_mod.Supervisor(files.root)
-    previous = signal.getsignal(signal.SIGTERM)
-    timer = None
-    if sigterm_after is not None:  # what `rarlctl suspend` does: SIGTERM to the runner
-        timer = threading.Timer(sigterm_after, sup._on_sigterm, args=(signal.SIGTERM, None))
-        timer.start()
-    try:
-        assert sup.run() == 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if timer:
-            timer.cancel()
-
-
 def run_local(sc: Scenario, tmp_path, monkeypatch) -> dict[str, Any]:
     monkeypatch.chdir(tmp_path)
     backend = LocalBackend(tmp_path / "home")
@@ -123,11 +107,11 @@ def run_local(sc: Scenario, tmp_path, monkeypatch) -> dict[str, Any]:
     client = Client(backend)
     backend.submit(RARLJob.model_validate(_spec_doc(sc, sc.name)))  # not Client.submit: it would read S3
     files = JobFiles(backend.jobs_dir / sc.name)
-    _supervise(files, sc, sigterm_after=1.5 if sc.suspend_in else None)
+    run_supervisor(files, sigterm_after=1.5 if sc.suspend_in else None)
     if sc.suspend_in:
         assert client.get(sc.name).status.phase == "Suspended"
         client.resume(sc.name)
-        _supervise(files, sc)
+        run_supervisor(files)
     job = client.get(sc.name)
     status = job.status.model_dump(by_alias=True, exclude_none=True)
     return _summary(status, [(e.type, e.reason, e.message) for e in client.events(sc.name)])

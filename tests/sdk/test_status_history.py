@@ -9,9 +9,7 @@ transition happens for real and the test stays fast; one slow test runs the real
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from rarl.backends.local_state import JobFiles, read_state
 from tests.sdk.test_local_training import tiny_job
 from tests.sdk.test_phase_rules import _doc
 from tests.support.polling import wait_for
+from tests.support.supervise import run_supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,18 +49,7 @@ def _submit(client: Client, name: str = "hist") -> JobFiles:
 def _supervise(files: JobFiles, monkeypatch, code: str, sigterm_after: float | None = None) -> None:
     """Run the real supervisor in-process over a stand-in trainer (``python -c code``)."""
     monkeypatch.setattr(supervisor_mod, "trainer_command", lambda f, gpus: [sys.executable, "-c", code])
-    sup = supervisor_mod.Supervisor(files.root)
-    previous = signal.getsignal(signal.SIGTERM)
-    timer = None
-    if sigterm_after is not None:  # what `suspend` does: SIGTERM to the runner (here: its handler)
-        timer = threading.Timer(sigterm_after, sup._on_sigterm, args=(signal.SIGTERM, None))
-        timer.start()
-    try:
-        assert sup.run() == 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if timer:
-            timer.cancel()
+    run_supervisor(files, sigterm_after)
 
 
 def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch):
