@@ -29,6 +29,8 @@ from rarl.api.vocabulary import (
     LABEL_ATTEMPT,
     LABEL_JOB,
     TOOLING_METADATA_PREFIXES,
+    TRAINER_LAUNCHER,
+    trainer_cli_args,
 )
 
 MASTER_PORT = 29500
@@ -272,9 +274,7 @@ def _resources(job: RARLJob) -> dict[str, Any]:
     return out
 
 
-# torchrun through rarl's launcher: plain torchrun turns every worker failure into exit code 1,
-# which would hide the trainer's contract (2 = configuration error, 3 = interrupted after a checkpoint).
-TRAINER_COMMAND = ["python", "-m", "rarl_trainer.entrypoint"]
+TRAINER_COMMAND = ["python", "-m", TRAINER_LAUNCHER]  # torchrun through rarl's launcher (keeps exit codes 2/3)
 
 
 def trainer_args() -> list[str]:
@@ -285,10 +285,7 @@ def trainer_args() -> list[str]:
         "--node_rank=$(NODE_RANK)",
         "--master_addr=$(MASTER_ADDR)",
         "--master_port=$(MASTER_PORT)",
-        "-m", "rarl_trainer",
-        "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
-        "--resume", "auto",
-        "--run-dir", RUN_DIR,
+        *trainer_cli_args(f"{CONFIG_DIR}/{CONFIG_KEY}", RUN_DIR),
     ]
 
 

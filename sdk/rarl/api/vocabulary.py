@@ -163,6 +163,21 @@ def after_failed_attempt(outcome: Outcome, restarts: int, max_restarts: int) -> 
     raise ValueError(f"{outcome} is not a failure")
 
 
+# --------------------------------------------------------------------------- trainer command line
+
+TRAINER_MODULE = "rarl_trainer"
+"""``python -m rarl_trainer``: one trainer process."""
+TRAINER_LAUNCHER = "rarl_trainer.entrypoint"
+"""rarl's torchrun launcher: plain torchrun turns every worker failure into exit code 1, which would hide the
+trainer's exit codes (2 = configuration error, 3 = interrupted after a checkpoint)."""
+
+
+def trainer_cli_args(config: str, run_dir: str) -> list[str]:
+    """The trainer's arguments after ``python``, torchrun or the launcher, on both backends: resume from the
+    newest checkpoint if there is one."""
+    return ["-m", TRAINER_MODULE, "--config", config, "--resume", "auto", "--run-dir", run_dir]
+
+
 # --------------------------------------------------------------------------- trainer environment
 
 ENV_JOB_NAME = "RARL_JOB_NAME"

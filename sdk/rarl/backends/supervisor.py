@@ -28,6 +28,8 @@ from rarl.api.vocabulary import (
     ENV_JOB_NAMESPACE,
     ENV_TERMINATION_LOG,
     TERMINAL_PHASES,
+    TRAINER_LAUNCHER,
+    trainer_cli_args,
 )
 from rarl.backends.local_state import JobFiles, read_state, record_plan, tail, with_suspend, write_state
 from rarl.lifecycle import JobView, Observed, Plan, PodView, decide
@@ -40,10 +42,9 @@ def trainer_command(files: JobFiles, gpus: int) -> list[str]:
     that folder first on the import path, so a stray ``yaml.py`` there would run. (Its workers and helpers get
     ``PYTHONSAFEPATH`` from ``Supervisor.run``.)
     """
-    args = ["-m", "rarl_trainer", "--config", str(files.config), "--resume", "auto", "--run-dir", str(files.run_dir)]
+    args = trainer_cli_args(str(files.config), str(files.run_dir))
     if gpus > 1:  # rarl's torchrun launcher keeps the exit codes 2/3 that plain torchrun turns into 1
-        return [sys.executable, "-P", "-m", "rarl_trainer.entrypoint", "--standalone", f"--nproc_per_node={gpus}",
-                *args]
+        return [sys.executable, "-P", "-m", TRAINER_LAUNCHER, "--standalone", f"--nproc_per_node={gpus}", *args]
     return [sys.executable, "-P", *args]
 
 
