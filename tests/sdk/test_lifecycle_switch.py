@@ -102,3 +102,46 @@ def test_invalid_spec_fails_without_children():
     assert plan.status["phase"] == "Failed" and plan.ensure_attempt is None
     conds = {c["type"]: c for c in plan.status["conditions"]}
     assert conds["InvalidSpec"]["message"] == "spec.dataset.train: required"
+
+
+def _with_policy(**fields) -> RARLJobSpec:
+    return SPEC.model_copy(update={"run_policy": SPEC.run_policy.model_copy(update=fields)})
+
+
+def test_a_finished_attempt_wins_over_a_later_suspend_or_deadline():
+    """Issue 30: the model is exported; suspending (or failing) it would retrain or lose it."""
+    status = {"phase": "Running", "attempt": 1, "restarts": 0, "startTime": rfc3339(NOW - dt.timedelta(hours=2))}
+    done = [JobView("x-attempt-1", 1, complete=True)]
+    pods = [PodView("x-attempt-1-0", 1, phase="Succeeded", exit_codes=(0,))]
+    for spec in (_with_policy(suspend=True), _with_policy(active_deadline_seconds=60)):
+        plan = decide(obs(status, done, pods, spec=spec))
+        assert plan.status["phase"] == "Succeeded" and plan.status["modelURI"] == spec.output.uri
+        assert not plan.delete_jobs
+
+
+def test_suspend_says_whether_the_trainer_checkpointed():
+    """The Suspended condition names how the attempt's trainers ended once they have, on both backends."""
+    spec = _with_policy(suspend=True)
+    created = decide(obs(spec=spec))
+    assert created.status["phase"] == "Suspended" and created.status["attempt"] == 0
+    assert created.status["conditions"][-1]["message"] == "created suspended (spec.runPolicy.suspend)"
+    suspended = {"phase": "Suspended", "attempt": 1, "restarts": 0}
+    for code, message in ((3, "attempt 1 suspended after a checkpoint"),
+                          (-15, "attempt 1 suspended (trainer killed by SIGTERM)"),
+                          (143, "attempt 1 suspended (trainer exit code 143)")):
+        plan = decide(obs(suspended, [JobView("x-attempt-1", 1, failed=True)],
+                          [PodView("x-attempt-1-0", 1, phase="Failed", exit_codes=(code,))], spec=spec))
+        cond = next(c for c in plan.status["conditions"] if c["type"] == "Suspended")
+        assert (cond["status"], cond["message"]) == ("True", message)
+        assert plan.events == []  # a message refined, not a new transition
+
+
+def test_each_failure_names_its_reason():
+    status = {"phase": "Running", "attempt": 1, "restarts": 1}
+    failed = [JobView("x-attempt-1", 1, failed=True)]
+    config = decide(obs(status, failed, [PodView("p", 1, exit_codes=(2,), message="dataset: bad")]))
+    crash = decide(obs(status, failed, [PodView("p", 1, exit_codes=(1,), message="boom")]))
+    reasons = [next(c["reason"] for c in p.status["conditions"] if c["type"] == "Failed") for p in (config, crash)]
+    assert reasons == ["ConfigurationError", "RestartBudgetExhausted"]
+    assert next(c["message"] for c in config.status["conditions"] if c["type"] == "Failed") == "dataset: bad"
+    assert [e[0] for e in crash.events] == ["Warning"]
