@@ -128,7 +128,7 @@ def test_dry_run_prints_valid_kubernetes_manifests(rarlctl, home):
 
 
 def test_reward_trend_compares_first_and_last_steps_per_stage():
-    from rarl.cli.jobs import reward_trend
+    from rarl.cli.render import reward_trend
 
     history = [{"stage": "warm", "rarl/reward_before_rmo": v} for v in (0.0, 0.0, 0.5, 1.0)]
     history += [{"stage": "rank", "reward": v} for v in (0.2, 0.4)] + [{"loss": 1.0}]

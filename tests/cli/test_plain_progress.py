@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rarl.cli.jobs import PlainProgress, progress_line
+from rarl.cli.render import PlainProgress, progress_line
 
 
 def _job(phase="Running", stage="warmup", step=0, reward=None, eta=None, total=20):

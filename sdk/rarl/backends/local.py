@@ -111,6 +111,9 @@ class LocalBackend(Backend):
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home or os.environ.get("RARL_HOME") or ".rarl").resolve()
         self.jobs_dir = self.home / "jobs"
+        # job folder -> (job.yaml's stat key, its validated spec): a wait polls every second, and a local job's
+        # job.yaml only changes when it is submitted again, so it is validated once, not on every poll
+        self._specs: dict[Path, tuple[tuple[int, int, int], RARLJob]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -191,10 +194,25 @@ class LocalBackend(Backend):
         started = state.get("pendingSince") or time.time()
         return time.time() - started > 60
 
-    def _load(self, files: JobFiles) -> RARLJob:
+    def _stored_job(self, files: JobFiles) -> RARLJob:
+        """The job as ``job.yaml`` holds it (a copy), validated again only when the file changed."""
         from rarl.api.validation import parse_job
 
+        try:
+            stat = files.config.stat()
+        except OSError:
+            stat = None
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat is not None else None
+        cached = self._specs.get(files.root)
+        if cached is not None and cached[0] == key:
+            return cached[1].model_copy(deep=True)
         job = parse_job(files.config.read_text(), origin=str(files.config))
+        if key is not None:
+            self._specs[files.root] = (key, job.model_copy(deep=True))
+        return job
+
+    def _load(self, files: JobFiles) -> RARLJob:
+        job = self._stored_job(files)
         job.status = self._status(files, job)
         created = read_state(files).get("creationTimestamp")
         if created:  # as the API server sets it: when the job was submitted, kept across resumes (list's AGE)
@@ -225,6 +243,7 @@ class LocalBackend(Backend):
             _clear_finished(files)  # a finished job of the same name: its checkpoints, model and training record stay
         base = Path(cwd or os.getcwd())
         job = absolutize(job, base)
+        self._specs.pop(files.root, None)  # a new job.yaml, whatever its stat says
         try:
             files.root.mkdir(parents=True, exist_ok=True)
             files.config.write_text(job.to_yaml(include_status=False))
@@ -327,6 +346,7 @@ class LocalBackend(Backend):
             if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
         shutil.rmtree(files.root, ignore_errors=True)
+        self._specs.pop(files.root, None)
 
     def run_dir(self, name: str) -> Path:
         """The trainer's run folder of a job (metrics, report, plots while it runs)."""

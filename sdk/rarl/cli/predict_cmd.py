@@ -3,21 +3,26 @@
 The model is a job's export (by job name: its ``status.modelURI``) or an export location (a folder,
 ``file://`` or ``s3://``, downloaded and verified once into the cache). The items, the prompt and
 the target range come from the job's ``dataset`` spec (``-f`` for a location); ``--data`` points
-the same spec at other items. torch and rarl_trainer are imported inside the command.
+the same spec at other items. The model runs in the trainer's own process (``python -m rarl_trainer.predict``,
+the ``[trainer]`` extra: torch): the SDK never imports the trainer. Without it, exit 2 naming what to install.
 Exit codes: 0 ok; 1 an unknown job or one without an exported model yet (as ``fetch``); 2 a model, data or
-option problem (one line, no traceback).
+option problem, or no trainer installed (one line, no traceback).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
-from rarl.cli.app import OPTIONS, CLIError, make_client, no_export_error, read_source
+from rarl.cli.app import EXIT_INTERRUPTED, OPTIONS, CLIError, make_client, no_export_error, read_source
+
+TRAINER_MODULE = "rarl_trainer.predict"
+"""The trainer's entry point that runs the model (``python -m``)."""
+TRAINER_EXTRA = "pip install 'rarl[trainer]'"
 
 
 def _source(source: str, job_file: str | None):
@@ -90,42 +95,67 @@ def predict_command(
     if out is not None and out.is_dir():
         raise CLIError(f"--out {out}: is a folder")
     job, model_uri = _source(source, file)
-    spec = job.spec
-    dataset = spec.dataset
-    if data is not None:  # a synthetic job's items are read as a JSONL manifest of the same modality
-        fmt = "jsonl" if dataset.format == "synthetic" else dataset.format
-        dataset = dataset.model_copy(update={"eval": data, "format": fmt})
-        split = "eval"
-    g = spec.grpo
-    sizes = list(list_size) or list(g.eval_list_sizes)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    _require_trainer()
+    model = _local_export(model_uri, job.spec.storage)
+    args = ["--model", str(model), "--split", split]
+    args += ["--data", data] if data is not None else []
+    for n in list_size:
+        args += ["--list-size", str(n)]
+    args += ["--queries", str(queries)] if queries is not None else []
+    args += ["--every-item"] if every_item else []
+    args += ["--max-new-tokens", str(max_new_tokens)] if max_new_tokens is not None else []
+    args += ["--out", str(out)] if out is not None else []
+    args += ["--debug"] if OPTIONS.debug else []
+    raise typer.Exit(_run_trainer(args, job.to_yaml(include_status=False).encode()))
 
-    from rarl_trainer.config import ConfigError
-    from rarl_trainer.data import DataError, load_items
-    from rarl_trainer.predict import draw, load_export, predict
 
+def _require_trainer() -> None:
+    """The trainer and torch must be installed to run a model: checked before anything is downloaded or started."""
+    import importlib.util
+
+    for module in ("rarl_trainer", "torch"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise CLIError(f"rarlctl predict runs the model with the RARL trainer, which is not installed here (no "
+                           f"module {module!r}); install it with: {TRAINER_EXTRA}")
+
+
+def _fd(stream) -> int:
+    """Our stream's file descriptor for the trainer to write to, or PIPE when it has none (in-process tests)."""
     try:
-        items = load_items(dataset, split, storage=spec.storage).items
-        chosen = draw(items, sizes, queries or g.eval_queries, g.seed, every_item)
-        loaded = load_export(_local_export(model_uri, spec.storage))
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=out is None,
-                      console=Console(stderr=True)) as bar:
-            task = bar.add_task("predicting", total=len(chosen))
-            rows = predict(loaded, dataset, chosen, max_new_tokens or g.max_completion_length,
-                           on_progress=lambda k: bar.advance(task, k))
-    except DataError as e:
-        raise CLIError(f"data: {e}") from None
-    except ConfigError as e:
-        raise CLIError(str(e)) from None
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    if out is None:
-        sys.stdout.write(text)
-        return
+        stream.flush()
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.PIPE
+
+
+def _run_trainer(args: list[str], job_document: bytes) -> int:
+    """``python -P -m rarl_trainer.predict --job - ARGS`` with the job on its stdin; its exit code.
+
+    Its rows and messages go where ours go; ``-P``: the working folder is not put on its import path.
+    Ctrl-C reaches it too (it says "interrupted" and exits 130); we wait for it to end.
+    """
+    import signal
+
+    stdout, stderr = _fd(sys.stdout), _fd(sys.stderr)
+    proc = subprocess.Popen([sys.executable, "-P", "-m", TRAINER_MODULE, "--job", "-", *args],
+                            stdin=subprocess.PIPE, stdout=stdout, stderr=stderr)
     try:
-        out.write_text(text)
-    except OSError as e:
-        raise CLIError(f"--out {out}: cannot write: {e.strerror or e}") from None
-    valid = sum(r["pred"] is not None for r in rows)
-    typer.echo(f"wrote {len(rows)} rows ({valid} parsed) to {out}; score them with: rarlctl eval -p {out}", err=True)
+        out, err = proc.communicate(job_document)
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return EXIT_INTERRUPTED
+    if out:
+        sys.stdout.write(out.decode())
+    if err:
+        sys.stderr.write(err.decode())
+    code = proc.returncode
+    return 128 - code if code < 0 else code  # killed by a signal: 128 + its number, as a shell says it
