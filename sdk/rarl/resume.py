@@ -3,7 +3,8 @@
 A job continues from the newest checkpoint at its ``checkpoint.uri``: a crashed attempt, a
 suspended job, or an earlier job of the same name (deleting a job keeps its checkpoints and model).
 ``rarlctl run`` / ``submit`` on the local backend look first and say which of these it is; a
-changed training spec is refused here as the trainer would refuse it (``checkpoint.onSpecChange``).
+changed training spec is refused here as the trainer would refuse it: both ask
+``rarl.api.rules.resume_decision`` (``checkpoint.onSpecChange``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rarl.api.rules import ResumeDecision
     from rarl.api.types import RARLJob
 
 
@@ -22,7 +24,12 @@ class EarlierRun:
     step: int
     total_steps: int
     uri: str
-    changes: tuple[str, ...] | None  # None: same training settings
+    decision: ResumeDecision  # what this job's start does with it (``checkpoint.onSpecChange``)
+
+    @property
+    def changes(self) -> tuple[str, ...] | None:
+        """What differs from the job's training settings; None: the same settings."""
+        return self.decision.changes
 
     @property
     def finished(self) -> bool:
@@ -30,32 +37,29 @@ class EarlierRun:
 
 
 def earlier_run(job: RARLJob) -> EarlierRun | None:
-    """The newest complete checkpoint at ``job.spec.checkpoint.uri`` (None when there is none)."""
-    from rarl.api.settings import changed_settings, config_hash, training_settings
+    """The newest complete checkpoint at ``job.spec.checkpoint.uri`` (None when there is none).
+
+    ``job`` as the trainer will see it (the local backend's absolute locations): its settings are compared.
+    """
+    from rarl.api.rules import resume_decision
     from rarl.storage import CheckpointStore
 
     info = CheckpointStore(job.spec.checkpoint.uri, job.spec.storage).latest()
     if info is None:
         return None
-    changes: tuple[str, ...] | None = None
-    if info.manifest.config_hash not in (None, config_hash(job.spec)):
-        old = info.extra.get("training_settings")
-        changes = tuple(changed_settings(old, training_settings(job.spec, by_alias=True))) if old else ()
-    return EarlierRun(info.step, job.spec.total_steps(), info.uri, changes)
+    decision = resume_decision(job.spec, info.step, info.manifest.config_hash, info.extra.get("training_settings"))
+    return EarlierRun(info.step, job.spec.total_steps(), info.uri, decision)
 
 
 def notice(job: RARLJob, earlier: EarlierRun) -> str:
     """One line: what this start will do with the earlier checkpoint (the refusal is ``refusal``)."""
-    from rarl.api.settings import describe_changes
-
-    policy = job.spec.checkpoint.on_spec_change
-    if earlier.changes is not None:
-        what = describe_changes(list(earlier.changes))
-        if policy == "restart":
-            return (f"checkpoint.uri holds step {earlier.step} of an earlier run with other training settings "
-                    f"({what}): deleting it and training from step 0 (checkpoint.onSpecChange: restart)")
+    decision = earlier.decision
+    if decision.action == "restart":
+        return (f"checkpoint.uri holds step {earlier.step} of an earlier run with other training settings "
+                f"({decision.what}): deleting it and training from step 0 (checkpoint.onSpecChange: restart)")
+    if decision.changed:
         return (f"resuming from step {earlier.step} of {earlier.total_steps} of an earlier run with other training "
-                f"settings ({what}) (checkpoint.onSpecChange: resume)")
+                f"settings ({decision.what}) (checkpoint.onSpecChange: resume)")
     if earlier.finished:
         return (f"checkpoint.uri holds the final checkpoint (step {earlier.step} of {earlier.total_steps}) of an "
                 "earlier run with these settings: nothing to train, its model is exported again")
@@ -64,9 +68,4 @@ def notice(job: RARLJob, earlier: EarlierRun) -> str:
 
 def refusal(job: RARLJob, earlier: EarlierRun) -> str | None:
     """The error a start under changed settings gets with ``checkpoint.onSpecChange: fail`` (else None)."""
-    from rarl.api.settings import describe_changes, spec_change_refusal
-
-    if earlier.changes is None or job.spec.checkpoint.on_spec_change != "fail":
-        return None
-    return spec_change_refusal(f"checkpoint step {earlier.step} at {job.spec.checkpoint.uri}",
-                               describe_changes(list(earlier.changes)))
+    return earlier.decision.message if earlier.decision.action == "refuse" else None

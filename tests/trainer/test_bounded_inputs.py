@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rarl.api.types import BUILTIN_DATASETS, DEFAULT_MAX_PIXELS, DatasetSpec
+from rarl.api.catalogue import BUILTIN_DATASETS
+from rarl.api.types import DEFAULT_MAX_PIXELS, DatasetSpec
 from rarl_trainer.data import DataError, Item, load_items, open_image
 
 # The documented limits (rarl_trainer.data.limits): what the messages must name.

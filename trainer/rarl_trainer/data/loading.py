@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rarl.api.types import modality_format_error
+from rarl.api.rules import modality_format_error
 from rarl_trainer.data.ava import read_ava
 from rarl_trainer.data.coco_rem import read_coco_rem
 from rarl_trainer.data.images import VerifyMode, check_images

@@ -31,7 +31,7 @@ def builtin_manifest(name: str) -> Path:
     """
     import importlib.resources
 
-    from rarl.api.types import BUILTIN_DATASETS
+    from rarl.api.catalogue import BUILTIN_DATASETS
     from rarl.storage.transfer import default_cache_dir
 
     spec = BUILTIN_DATASETS[name]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rarl.api.types import synthetic_target_error
+from rarl.api.rules import synthetic_target_error
 from rarl_trainer.data.items import DataError, Dataset, Item, Split
 
 if TYPE_CHECKING:
