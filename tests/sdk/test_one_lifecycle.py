@@ -90,6 +90,7 @@ if words:
     open(os.environ["RARL_TERMINATION_LOG"], "w").write(words)
 if action == "hang":
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+    open(os.environ["RARL_TERMINATION_LOG"] + ".ready", "w").close()
     time.sleep(60)
     sys.exit(1)
 time.sleep(0.3)
@@ -107,7 +108,8 @@ def run_local(sc: Scenario, tmp_path, monkeypatch) -> dict[str, Any]:
     client = Client(backend)
     backend.submit(RARLJob.model_validate(_spec_doc(sc, sc.name)))  # not Client.submit: it would read S3
     files = JobFiles(backend.jobs_dir / sc.name)
-    run_supervisor(files, sigterm_after=1.5 if sc.suspend_in else None)
+    ready = files.termination_log.with_name("termination-log.ready")  # the trainer's SIGTERM handler is in place
+    run_supervisor(files, sigterm_when=ready.exists if sc.suspend_in else None)
     if sc.suspend_in:
         assert client.get(sc.name).status.phase == "Suspended"
         client.resume(sc.name)

@@ -46,19 +46,23 @@ def _submit(client: Client, name: str = "hist") -> JobFiles:
     return JobFiles(client.backend.jobs_dir / name)
 
 
-def _supervise(files: JobFiles, monkeypatch, code: str, sigterm_after: float | None = None) -> None:
+def _supervise(files: JobFiles, monkeypatch, code: str, sigterm_after: float | None = None,
+               sigterm_when=None) -> None:
     """Run the real supervisor in-process over a stand-in trainer (``python -c code``)."""
     monkeypatch.setattr(supervisor_mod, "trainer_command", lambda f, gpus: [sys.executable, "-c", code])
-    run_supervisor(files, sigterm_after)
+    run_supervisor(files, sigterm_after, sigterm_when)
 
 
 def test_events_are_true_through_suspend_resume_and_success(client, monkeypatch):
     files = _submit(client)
     # attempt 1: the trainer checkpoints on SIGTERM and exits 3 (suspended after a checkpoint)
-    trap = ("import signal, sys, time\n"
+    trap = ("import os, signal, sys, time\n"
             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+            "time.sleep(1.2)\n"  # a second later than its start (the events' times have seconds)
+            "open(os.environ['RARL_TERMINATION_LOG'] + '.ready', 'w').close()\n"
             "time.sleep(30)")
-    _supervise(files, monkeypatch, trap, sigterm_after=1.5)
+    ready = files.termination_log.with_name("termination-log.ready")
+    _supervise(files, monkeypatch, trap, sigterm_when=ready.exists)
     assert client.get("hist").status.phase == "Suspended"
     client.resume("hist")
     # the operator's conditions: Suspended turns False (reason Resumed); no condition type of its own
@@ -205,7 +209,8 @@ def test_the_reward_stays_visible_after_suspend_and_after_success(client, monkey
                "signal.signal(signal.SIGTERM, stop)\n"
                "reporter.report(Progress(stage='s', step={step}, total_steps=4, reward={reward}))\n"
                "{rest}\n")
-    _supervise(files, monkeypatch, trainer.format(step=2, reward=0.625, rest="time.sleep(30)"), sigterm_after=1.5)
+    _supervise(files, monkeypatch, trainer.format(step=2, reward=0.625, rest="time.sleep(30)"),
+               sigterm_when=files.progress.exists)  # its handler is in place once it has reported
     assert client.get("hist").status.phase == "Suspended"
     assert client.get("hist").status.reward == 0.625
     client.resume("hist")
