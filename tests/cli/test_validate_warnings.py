@@ -112,3 +112,14 @@ def test_several_nodes_warn_on_the_local_backend_and_pass_for_a_cluster(tmp_path
         in local.out and "`rarlctl run` and `submit` refuse it here" in local.out
     cluster = rarlctl("--backend", "kubernetes", "validate", "-f", str(path))
     assert cluster.code == 0 and "warning" not in cluster.out
+
+
+def test_a_ttl_is_said_to_be_the_operators_on_the_local_backend(tmp_path, rarlctl):
+    """Issue 30: both backends run one lifecycle, but only the operator deletes a finished job after its TTL."""
+    path = _write(tmp_path, runPolicy={"ttlSecondsAfterFinished": 60})
+    res = rarlctl("validate", "-f", str(path))
+    assert res.code == 0, res
+    assert (f"{path}: warning: spec.runPolicy.ttlSecondsAfterFinished: 60 is the operator's; the local backend "
+            "keeps a finished job until `rarlctl delete`") in res.out.splitlines()
+    res = rarlctl("--backend", "kubernetes", "validate", "-f", str(path))
+    assert "ttlSecondsAfterFinished" not in res.out

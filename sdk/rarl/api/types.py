@@ -762,7 +762,8 @@ class RunPolicy(APIModel):
         ),
     )
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Delete the RARLJob this long after it succeeded or failed."
+        None, ge=0, description=("Delete the RARLJob this long after it succeeded or failed (the operator; a local "
+                                 "job stays until rarlctl delete).")
     )
     suspend: bool = Field(False, description="true stops the trainer (checkpoint first); false resumes it.")
     collective_timeout_seconds: int = Field(

@@ -37,7 +37,12 @@ def _local_warnings(job) -> list[str]:
     from rarl.backends.local import node_problem
 
     refused = node_problem(job)
-    return ([f"{refused}; `rarlctl run` and `submit` refuse it here"] if refused else []) + _missing_paths(job)
+    warnings = [f"{refused}; `rarlctl run` and `submit` refuse it here"] if refused else []
+    ttl = job.spec.run_policy.ttl_seconds_after_finished
+    if ttl is not None:  # the operator deletes a finished RARLJob; a local job folder holds its record
+        warnings.append(f"spec.runPolicy.ttlSecondsAfterFinished: {ttl} is the operator's; the local backend keeps "
+                        "a finished job until `rarlctl delete`")
+    return warnings + _missing_paths(job)
 
 
 def _missing_paths(job) -> list[str]:
