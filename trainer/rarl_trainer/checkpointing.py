@@ -17,16 +17,20 @@ import json
 import logging
 import os
 import shutil
-import sys
+import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from transformers import TrainerCallback
 
 from rarl_trainer.config import DistInfo, StagePlan, json_default, transfer_progress
+from rarl_trainer.weights import REFERENCE_ADAPTER, CheckpointMismatch, load_training_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,6 @@ class Restored:
 
 def _barrier(dist_info: DistInfo) -> None:
     if dist_info.distributed:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
@@ -80,9 +82,8 @@ def restore_for_resume(store, dest: Path, dist_info: DistInfo) -> Restored | Non
         clean_dir(dest)
         info = store.restore_latest(dest, progress=transfer_progress("restore"))
         return None if info is None else Restored(dest, int(info.step), read_state(dest))
+    # kept here: POSIX-only (the module stays importable elsewhere); only resumes lock
     import fcntl
-
-    import torch.distributed as dist
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +119,6 @@ def read_state(folder: Path) -> dict[str, Any]:
     Why: the resume compares ``config_hash`` with this job's to tell a checkpoint of other training
     settings (``checkpoint.onSpecChange``); a state without it would skip that check (Issue 29).
     """
-    from rarl_trainer.weights import CheckpointMismatch
-
     path = Path(folder) / STATE_FILE
     try:
         state = json.loads(path.read_text())
@@ -142,8 +141,6 @@ def load_stage_start_weights(model, folder: Path, sharded: bool) -> None:
     A distributed checkpoint (``rarl_weights/``) is read only by a ``sharded`` job (``model.sharding: fsdp``);
     any other job refuses one: its metadata is a pickle, not to be opened where it is not expected.
     """
-    from rarl_trainer.weights import REFERENCE_ADAPTER, load_training_weights
-
     load_training_weights(model, folder, skip_adapters=(REFERENCE_ADAPTER,), sharded=sharded)
 
 
@@ -155,7 +152,6 @@ def collect_rng_files(folder: Path, dist_info: DistInfo) -> None:
     """
     if not dist_info.distributed:
         return
-    import torch.distributed as dist
 
     name = f"rng_state_{dist_info.rank}.pth"
     mine = (folder / name).read_bytes() if (folder / name).is_file() else None
@@ -195,9 +191,6 @@ def node_layout(dist_info: DistInfo, run_dir: Path) -> NodeLayout:
     """
     if not dist_info.distributed:
         return NodeLayout()
-    import socket
-
-    import torch.distributed as dist
 
     mine = (socket.gethostname(), str(Path(run_dir).resolve()))
     everyone: list[Any] = [None] * dist_info.world_size
@@ -235,8 +228,6 @@ class StopFlag:
     def agreed(self, dist_info: DistInfo) -> bool:
         if not dist_info.distributed:
             return self.is_set()
-        import torch
-        import torch.distributed as dist
 
         backend = dist.get_backend()
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
@@ -320,9 +311,6 @@ class StoreCheckpointCallback(TrainerCallback):
         """Rank 0's name for this save, known to every rank (its parts carry it: an older attempt's do not)."""
         if not self.layout.split:
             return None
-        import uuid
-
-        import torch.distributed as dist
 
         token = [uuid.uuid4().hex if self.dist_info.is_main else None]
         dist.broadcast_object_list(token, src=0)
@@ -340,8 +328,7 @@ def upload_tensorboard(ckpt_store, folder: Path) -> None:
     try:
         ckpt_store.store.upload_tree(folder, "tensorboard")
     except Exception as e:
-        print(f"rarl: warning: uploading the TensorBoard logs to {ckpt_store.uri}/tensorboard failed: {e}",
-              file=sys.stderr, flush=True)
+        log.warning(f"rarl: warning: uploading the TensorBoard logs to {ckpt_store.uri}/tensorboard failed: {e}")
 
 
 def finish_uploads(uploader, timeout: float | None = None) -> bool:
@@ -351,7 +338,7 @@ def finish_uploads(uploader, timeout: float | None = None) -> bool:
     try:
         done = uploader.wait(timeout)
     except Exception as e:
-        print(f"rarl: checkpoint upload failed: {e}", file=sys.stderr, flush=True)
+        log.warning(f"rarl: checkpoint upload failed: {e}")
         return False
     return done
 

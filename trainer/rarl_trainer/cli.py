@@ -11,12 +11,16 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
 from rarl.api.vocabulary import ExitCode
+from rarl_trainer import configure_logging
 from rarl_trainer.config import ConfigError, DistInfo, init_distributed, load_job, shutdown_distributed
 from rarl_trainer.entrypoint import EXIT_CODE_DIR_ENV
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,23 +33,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_error(message: str) -> int:
+    # deferred: reporting loads transformers; a config error is reported without it
     from rarl_trainer.reporting import write_termination_log
 
-    print(f"rarl: configuration error: {message}", file=sys.stderr, flush=True)
+    log.error(f"rarl: configuration error: {message}")
     write_termination_log(message)
     return ExitCode.CONFIG
 
 
 def quiet_libraries() -> None:
     """Keep rank logs to our plain progress lines (transformers' info/warnings are noise here)."""
-    import warnings
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
     warnings.filterwarnings("ignore", category=UserWarning, module="trl")
     try:
+        # deferred: CLI start-up (a bad config is reported first)
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
@@ -53,7 +57,7 @@ def quiet_libraries() -> None:
     except ImportError:  # pragma: no cover
         pass
     try:
-        import datasets
+        import datasets  # deferred: CLI start-up (a bad config is reported first)
 
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
@@ -72,6 +76,7 @@ def record_exit_code(code: int, dist_info: DistInfo) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()  # plain lines: info on stdout, warnings and errors on stderr
     dist_info = DistInfo.from_env()
     code: int = ExitCode.CRASH
     try:
@@ -94,6 +99,7 @@ def _main(argv: list[str] | None, dist_info: DistInfo) -> int:
     code: int = ExitCode.CRASH
     try:
         init_distributed(dist_info, job.spec.run_policy.collective_timeout_seconds)
+        # deferred: torch/transformers/trl load only once the config is valid
         from rarl_trainer.loop import Run
 
         code = Run(job, run_dir, resume=args.resume, dist=dist_info).execute()

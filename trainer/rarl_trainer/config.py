@@ -6,11 +6,21 @@ document (what the operator mounts) or a bare ``spec`` mapping (handy for local 
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
+import threading
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from rarl.api.validation import parse_job
+from rarl.errors import InvalidSpec
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rarl.api.types import RARLJob, RARLJobSpec, StageSpec
@@ -22,11 +32,6 @@ class ConfigError(Exception):
 
 def load_job(path: str | Path) -> RARLJob:
     """The RARLJob in ``path`` (a full document, or a bare spec mapping); ConfigError when invalid."""
-    import yaml
-
-    from rarl.api.validation import parse_job
-    from rarl.errors import InvalidSpec
-
     path = Path(path)
     try:
         text = path.read_text()
@@ -97,8 +102,8 @@ def init_distributed(dist_info: DistInfo, timeout_seconds: int) -> None:
     """
     if not dist_info.distributed:
         return
-    from datetime import timedelta
 
+    # deferred: the CLI imports this module; a bad config is reported before torch loads
     import torch
     import torch.distributed as dist
 
@@ -124,9 +129,6 @@ def transfer_progress(kind: str):
     """The ``progress`` callback for a ``rarl.storage`` transfer of ``kind``: None, or with
     ``$RARL_TEST_TRANSFER_DELAY`` naming ``kind``, one that sleeps that long on its first call (a
     transfer calls it only when bytes move: a cache hit is not slowed)."""
-    import threading
-    import time
-
     delays = {}
     for part in filter(None, os.environ.get(TRANSFER_DELAY_ENV, "").split(",")):
         name, _, seconds = part.partition("=")
@@ -140,7 +142,7 @@ def transfer_progress(kind: str):
         with lock:  # transfers call it from several threads; one sleep per transfer
             if not slept:
                 slept.append(True)
-                print(f"rarl: test seam: {kind} delayed {delay:g} s", file=sys.stderr, flush=True)
+                log.warning(f"rarl: test seam: {kind} delayed {delay:g} s")
                 time.sleep(delay)
 
     return progress
@@ -149,7 +151,7 @@ def transfer_progress(kind: str):
 def shutdown_distributed() -> None:
     """destroy_process_group() so ranks exit cleanly (an abort at interpreter exit otherwise)."""
     try:
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: as in init_distributed (CLI start-up)
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
@@ -160,6 +162,7 @@ def shutdown_distributed() -> None:
 def json_default(obj: Any) -> Any:
     """JSON for numpy scalars and paths in metrics files."""
     try:
+        # deferred: the CLI imports this module and reports a bad config without loading numpy
         import numpy as np
 
         if isinstance(obj, np.generic):

@@ -21,6 +21,7 @@ launcher to collect the exit codes before the kubelet kills the container.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -28,6 +29,9 @@ import tempfile
 from pathlib import Path
 
 from rarl.api.vocabulary import ExitCode
+from rarl_trainer import configure_logging
+
+log = logging.getLogger(__name__)
 
 EXIT_CODE_DIR_ENV = "RARL_EXIT_CODE_DIR"
 # Read by torchrun since pytorch#172596 (merged 2026-03; torch 2.13 has it); older releases keep 30 s.
@@ -75,11 +79,13 @@ def _local_world(argv: list[str]) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()  # plain lines: info on stdout, warnings and errors on stderr
     argv = list(sys.argv[1:] if argv is None else argv)
     folder = Path(tempfile.mkdtemp(prefix="rarl-exit-"))
     os.environ[EXIT_CODE_DIR_ENV] = str(folder)
     os.environ.setdefault(SHUTDOWN_TIMEOUT_ENV, str(DEFAULT_SHUTDOWN_TIMEOUT_S))
     try:
+        # deferred: cli imports this module (EXIT_CODE_DIR_ENV) and must start without torch
         from torch.distributed import run as torchrun
 
         try:
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 return int(e.code) if isinstance(e.code, int) else ExitCode.CRASH
         except BaseException as e:
             if not read_codes(folder):
-                print(f"rarl: launcher: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                log.error(f"rarl: launcher: {type(e).__name__}: {e}")
         # Workers record under their local rank: each node reports its own workers.
         return int(combine(read_codes(folder), _local_world(argv)))
     finally:

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
+from rarl.answers import parse_answer
 from rarl.metrics import evaluate, finite_metrics
 from rarl_trainer.prompts import Query, QuerySampler
 from rarl_trainer.queries import QueryTable
+from rarl_trainer.rollout import RolloutEngine
+from rarl_trainer.sharding import sharded
+from rarl_trainer.truncation import truncate_padded_batch, vision_token_ids
+
+log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 7_919
 
@@ -44,8 +53,6 @@ def whole_split(items, n: int, seed: int) -> list[Query]:
     the next list. Lists the leftovers can only fill with a tie get one (the last few at most);
     the ``len(items) % n`` items left over are not asked in lists of n.
     """
-    import numpy as np
-
     order = [items[int(i)] for i in np.random.default_rng(seed).permutation(len(items))]
     if n == 1:
         return [Query((it,)) for it in order]
@@ -80,8 +87,6 @@ def generate_answers(loaded, table: QueryTable, indices: list[int], max_new_toke
     ``merged``: generate on LoRA-merged weights (the rollout engine's merge, restored exactly
     afterwards): the same tokens as the PEFT model at about half the per-token cost on a GPU.
     """
-    from rarl_trainer.rollout import RolloutEngine
-
     model = loaded.model
     was_training = model.training
     loaded.tokenizer.padding_side = "left"
@@ -112,8 +117,6 @@ def _greedy_batch(loaded, rows: list[dict[str, Any]], max_new_tokens: int, devic
     else:
         inputs = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
     if max_prompt_length is not None:
-        from rarl_trainer.truncation import truncate_padded_batch, vision_token_ids
-
         inputs, _ = truncate_padded_batch(dict(inputs), max_prompt_length, vision_token_ids(loaded.model.config),
                                           tok.pad_token_id or 0)
     inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
@@ -153,13 +156,10 @@ def run_eval(loaded, table: QueryTable, max_new_tokens: int, precision: float, r
     local = [{"i": i, "target": list(table.queries[i].targets), "completion": t} for i, t in zip(indices, texts, strict=False)]
     rows = local
     if world_size > 1:
-        import torch.distributed as dist
-
         gathered: list[Any] = [None] * world_size
         dist.all_gather_object(gathered, local)
         unique = {r["i"]: r for part in gathered for r in part}  # a repeated query counts once
         rows = sorted(unique.values(), key=lambda r: r["i"])
-    from rarl.answers import parse_answer
 
     for r in rows:
         r["pred"] = parse_answer(r["completion"], len(r["target"])).values
@@ -185,14 +185,13 @@ def run_eval_table(spec, eval_items, string_content: bool, pixels=None) -> Query
 def evaluate_run(loaded, table: QueryTable, spec, dist, label: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """One evaluation of a run, named ``label`` in the line rank 0 prints: (finite metrics, rows)."""
     t0 = time.monotonic()
-    from rarl_trainer.sharding import sharded
 
     metrics, rows = run_eval(loaded, table, spec.grpo.max_completion_length, float(spec.dataset.target.precision),
                              dist.rank, dist.world_size, max_prompt_length=spec.grpo.max_prompt_length,
                              equal_shares=sharded(spec))
     if dist.is_main:
         shown = {k: round(v, 3) for k, v in metrics.items() if k in SHOWN_KEYS or k.endswith("/tau")}
-        print(f"[eval {label}] {json.dumps(shown)} ({time.monotonic() - t0:.1f}s)", flush=True)
+        log.info(f"[eval {label}] {json.dumps(shown)} ({time.monotonic() - t0:.1f}s)")
     return metrics, rows
 
 

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from rarl.api.reports import RunMetrics
-from rarl_trainer.config import json_default
+from rarl.api.settings import config_hash
+from rarl.storage import upload_tree
+from rarl_trainer.config import json_default, transfer_progress
 
 TERM_KEYS = {
     "total": "reward",
@@ -212,7 +214,7 @@ def plot_drift(history: list[dict[str, Any]], path: Path, summary: RunSummary) -
     """The collapse diagnostics per GRPO step (False, and no file, when no step logged them)."""
     if not any("rarl/bias" in h for h in history):
         return False
-    import matplotlib
+    import matplotlib  # deferred: only the export draws; the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -245,7 +247,7 @@ def _mark_stages(ax, summary: RunSummary) -> None:
 
 
 def plot_rewards(history: list[dict[str, Any]], path: Path, summary: RunSummary) -> None:
-    import matplotlib
+    import matplotlib  # deferred: only the export draws; the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -277,7 +279,7 @@ def plot_rewards(history: list[dict[str, Any]], path: Path, summary: RunSummary)
 
 def plot_eval(metrics: RunMetrics, path: Path, summary: RunSummary) -> None:
     """Evaluation metrics at baseline (step 0), during training (evalEverySteps) and at each stage's end."""
-    import matplotlib
+    import matplotlib  # deferred: only the export draws; the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -313,7 +315,7 @@ def plot_eval(metrics: RunMetrics, path: Path, summary: RunSummary) -> None:
 
 def plot_predictions(rows: list[dict[str, Any]], path: Path) -> None:
     """Predicted against true values of the last evaluation; a point's size and label give its count."""
-    import matplotlib
+    import matplotlib  # deferred: only the export draws; the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -375,10 +377,6 @@ def export_run(loaded, dest: Path, output_uri: str, storage, metrics: RunMetrics
     Rank 0 calls it after the run's last collective (``loop.Run.execute``): the other ranks have
     exited, so however long the merge and the upload take, no rank waits for them in a collective.
     """
-    from rarl.api.settings import config_hash
-    from rarl.storage import upload_tree
-    from rarl_trainer.config import transfer_progress
-
     save_model(loaded, dest, merge=merge)
     write_reports(dest, metrics, history, eval_rows, summary)
     upload_tree(dest, output_uri, settings=storage, manifest=True, step=summary.spec.total_steps(),

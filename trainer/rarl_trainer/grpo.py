@@ -1,6 +1,6 @@
 """RARL's GRPO stage on TRL's ``GRPOTrainer``: the ranking-aware reward and RMO inside TRL's step.
 
-Where RMO hooks in (TRL 1.16): ``_generate_single_turn`` returns the sampled completion token
+Where RMO hooks in (TRL 1.16, through ``trl_seam.GRPOSeam``): ``_generate_single_turn`` returns the sampled completion token
 ids; we decode them, score them with the RARL reward, let ``rmo.apply_rmo_to_batch`` replace
 completions of flat groups, and re-tokenise the mutated texts (+ EOS) *before* TRL builds its
 tensors. Everything downstream is TRL's own code on the mutated completions: the reward
@@ -22,31 +22,37 @@ base weights for the call only (exactly restored afterwards) and, on CUDA, swaps
 + compiled generation config; TRL then computes every log-prob for the loss on the unmerged PEFT
 model. The engine also returns the sampling log-probs of the generated tokens, and TRL's
 importance-sampling correction (the one of its vLLM path, gated on ``use_vllm``, which
-``_trl_is_correction`` sets for ``_generate_and_score_completions`` and ``compute_loss`` only)
+``trl_seam.GRPOSeam`` sets for ``_generate_and_score_completions`` and ``compute_loss`` only)
 reweights the loss by exp(training - sampling log-probs): bf16 merged rollouts are not the trained
-policy (``rollout`` module doc, measured). ``trl`` leaves TRL's generation untouched; ``vllm`` is
+policy (measured: bench/RESULTS.md). ``trl`` leaves TRL's generation untouched; ``vllm`` is
 TRL's colocated vLLM mode.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
+from rarl_trainer.config import ConfigError
 from rarl_trainer.drift import drift_stats
 from rarl_trainer.rewards import RewardConfig, score, score_batch
 from rarl_trainer.rmo import RMOConfig, apply_rmo_to_batch
+from rarl_trainer.rollout import RolloutEngine
 from rarl_trainer.sharding import FSDPOnCPUMixin
 from rarl_trainer.training_args import training_args_kwargs
-from rarl_trainer.weights import ExactCheckpointMixin
+from rarl_trainer.trl_seam import GRPOSeam
+from rarl_trainer.truncation import truncate_token_lists, vision_token_ids
+from rarl_trainer.weights import ExactCheckpointMixin, copy_into_reference
+
+log = logging.getLogger(__name__)
 
 REWARD_TERMS = ("regression", "ranking", "format")
 
@@ -120,9 +126,10 @@ def _group_spreads(totals: Sequence[float], group_size: int) -> list[float]:
     return [max(totals[i:i + group_size]) - min(totals[i:i + group_size]) for i in range(0, len(totals), group_size)]
 
 
-class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
+class RARLGRPOTrainer(GRPOSeam, ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
     """GRPOTrainer + RARL reward terms + RMO applied between generation and advantage computation.
 
+    TRL's internals are overridden in ``trl_seam.GRPOSeam`` only, which calls the ``rarl_*`` hooks below.
     Checkpoints hold the exact training tensors and restore strictly (``weights.ExactCheckpointMixin``).
     ``reward_terms``: the scorer behind ``reward_funcs`` when they are ``RewardTerms.functions()``,
     kept so benchmarks can read its scoring time. ``reference_from_policy``: the KL reference of a fully
@@ -146,44 +153,27 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
         if reference_from_policy and self.ref_model is not None:
             # TRL builds a fully fine-tuned run's KL reference from model.base; a later stage's is the policy
             # it starts from, as with LoRA (TRL's "ref" adapter copies the trained one); checkpoints carry it
-            from rarl_trainer.weights import copy_into_reference
-
             copy_into_reference(self.accelerator.unwrap_model(self.model), self.accelerator.unwrap_model(self.ref_model))
             self.rarl_checkpoint_reference = True
-        self.rarl_vllm = self.use_vllm  # TRL's own vLLM generation (``use_vllm`` is toggled below, see _trl_is_correction)
+        self.rarl_vllm = self.use_vllm  # TRL's own vLLM generation (``use_vllm`` is toggled by ``trl_seam.GRPOSeam``)
         self.rarl_engine = None
         if rollout_engine in ("merged", "auto") and not self.use_vllm:
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 # spec.model.sharding: fsdp resolves auto to trl (rollout.resolve_engine); this is the seam's guard
-                print("rarl: warning: the merged rollout engine does not support DeepSpeed/FSDP sharded weights; "
-                      "using TRL's generate", file=sys.stderr)
+                log.warning("rarl: warning: the merged rollout engine does not support DeepSpeed/FSDP sharded weights; "
+                            "using TRL's generate")
             else:
-                from rarl_trainer.rollout import RolloutEngine
-
                 self.rarl_engine = RolloutEngine(self.model, max_prompt_length=max_prompt_length)
-        from rarl_trainer.truncation import vision_token_ids
 
         self.rarl_vision_tokens = vision_token_ids(self.model.config)
         # Sampling log-probs from the merged engine + TRL's importance-sampling correction (module doc).
         self.rarl_is_correction = (self.rarl_engine is not None and bool(self.vllm_importance_sampling_correction)
                                    and not self.tools and self.rollout_func is None)
         if self.rarl_engine is not None and not self.rarl_is_correction:
-            print("rarl: warning: merged rollouts without TRL's importance-sampling correction "
-                  f"(vllm_importance_sampling_correction={self.vllm_importance_sampling_correction}, tools="
-                  f"{bool(self.tools)}, rollout_func={self.rollout_func is not None}): bf16 rollouts are then "
-                  "slightly off-policy", file=sys.stderr)
-
-    @contextmanager
-    def _trl_is_correction(self, on: bool):
-        """TRL applies its sampling correction only under ``use_vllm``: the flag is set for the spans that compute
-        and use it (old log-probs + ratio in ``_generate_and_score_completions``, the product in the loss) and
-        cleared again around TRL's own generation call, so TRL never reaches for a vLLM engine (there is none)."""
-        saved = self.use_vllm
-        self.use_vllm = on
-        try:
-            yield
-        finally:
-            self.use_vllm = saved
+            log.warning("rarl: warning: merged rollouts without TRL's importance-sampling correction "
+                        f"(vllm_importance_sampling_correction={self.vllm_importance_sampling_correction}, tools="
+                        f"{bool(self.tools)}, rollout_func={self.rollout_func is not None}): bf16 rollouts are then "
+                        "slightly off-policy")
 
     # -- state for checkpoints (the RMO stream must continue exactly on resume)
     def rarl_state(self) -> dict[str, Any]:
@@ -193,43 +183,34 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
         if state.get("rmo_rng"):
             self.rmo_rng.bit_generator.state = state["rmo_rng"]
 
-    def _generate_and_score_completions(self, inputs):
+    # -- hooks of trl_seam.GRPOSeam
+    def rarl_before_batch(self, inputs) -> None:
+        """A generation batch starts (TRL's ``_generate_and_score_completions``): its targets, for RMO."""
         self._rarl_targets = [list(map(float, x["targets"])) for x in inputs]
         self._rarl_step_stats = {}
-        with self._trl_is_correction(self.rarl_vllm or self.rarl_is_correction):
-            output = super()._generate_and_score_completions(inputs)
-        mode = "train" if self.model.training else "eval"
-        for name, value in self._rarl_step_stats.items():
-            self._metrics[mode][name].append(value)
+
+    def rarl_after_batch(self) -> dict[str, float]:
+        """The batch is scored: RARL's per-step figures, which the seam logs among TRL's metrics."""
         self._rarl_targets = None
-        return output
+        return self._rarl_step_stats
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """TRL's loss; with engine log-probs, TRL multiplies in the importance-sampling ratio it computed."""
-        on = self.rarl_vllm or (self.rarl_is_correction and "importance_sampling_ratio" in inputs)
-        with self._trl_is_correction(on):
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-
-    def _tokenize_prompts(self, prompts: list):
-        """TRL's tokenization, then ``grpo.maxPromptLength`` (left truncation, vision tokens kept)."""
-        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+    def rarl_truncate_prompts(self, prompt_ids, images, fields):
+        """After TRL's tokenization: ``grpo.maxPromptLength`` (left truncation, vision tokens kept)."""
         limit = self.rarl_max_prompt_length
         if limit is None:
             return prompt_ids, images, fields
-        from rarl_trainer.truncation import truncate_token_lists
 
         prompt_ids, fields, cut = truncate_token_lists(prompt_ids, fields, limit, self.rarl_vision_tokens)
         self._rarl_step_stats["rarl/truncated_prompts"] = cut / max(1, len(prompt_ids))
         longest = max((len(p) for p in prompt_ids), default=0)
         if longest > limit and not self._rarl_warned_vision:
             self._rarl_warned_vision = True
-            print(f"rarl: warning: grpo.maxPromptLength is {limit} but a prompt's vision tokens alone take {longest} "
-                  "tokens; they are kept whole (raise maxPromptLength or shrink the images)", file=sys.stderr)
+            log.warning(f"rarl: warning: grpo.maxPromptLength is {limit} but a prompt's vision tokens alone take {longest} "
+                        "tokens; they are kept whole (raise maxPromptLength or shrink the images)")
         return prompt_ids, images, fields
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        """TRL's log-probs; with truncated prompts, per-token type ids are rebuilt to the truncated width.
+    def rarl_logps_kwargs(self, input_ids, kwargs: dict) -> dict:
+        """TRL's log-prob arguments; with truncated prompts, per-token type ids are rebuilt to the truncated width.
 
         TRL re-runs the processor on the whole prompts for the forward pass, so ``mm_token_type_ids``
         (Qwen-VL) / ``token_type_ids`` (Gemma-style) come back as wide as the uncut prompt. The
@@ -241,8 +222,7 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
                 types = kwargs.get(key)
                 if types is not None and types.shape[1] != input_ids.shape[1]:
                     kwargs[key] = self._rarl_token_types(input_ids, types.dtype)
-        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
-                                                          **kwargs)
+        return kwargs
 
     def _rarl_token_types(self, input_ids, dtype):
         cfg = self.model.config
@@ -253,7 +233,9 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
                 types[input_ids == tid] = value
         return types
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+    def rarl_generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
+                                  has_tool_images=False):
+        """TRL's generation (or the rollout engine's), then RMO on the sampled completions of a training batch."""
         t0 = time.perf_counter()
         completion_ids, logprobs = self._rarl_generate(prompt_ids, images, multimodal_fields, num_generations,
                                                        has_tool_images)
@@ -263,8 +245,8 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
             if len(completion_ids) != len(self._rarl_targets):
                 if not self._rarl_warned_shape:
                     self._rarl_warned_shape = True
-                    print(f"rarl: warning: {len(completion_ids)} completions for {len(self._rarl_targets)} prompts "
-                          "(a generation backend that groups prompts differently): RMO is skipped", file=sys.stderr)
+                    log.warning(f"rarl: warning: {len(completion_ids)} completions for {len(self._rarl_targets)} prompts "
+                                "(a generation backend that groups prompts differently): RMO is skipped")
                 return completion_ids, logprobs
             t0 = time.perf_counter()
             completion_ids, logprobs = self._apply_rmo(completion_ids, logprobs)
@@ -280,7 +262,7 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
         args = (prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         engine = self.rarl_engine
         if engine is None or self.rarl_vllm:
-            return super()._generate_single_turn(*args)
+            return self.trl_generate_single_turn(*args)
         want = self.rarl_is_correction
         try:
             return self._rarl_engine_call(engine, args, want)
@@ -292,8 +274,8 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
 
     def _rarl_engine_call(self, engine, args, logprobs: bool):
         """TRL's plain-transformers generation inside the engine; the sampling log-probs when asked for."""
-        with engine.generating(self, args[0], logprobs=logprobs) as state, self._trl_is_correction(False):
-            completion_ids, _ = super()._generate_single_turn(*args)
+        with engine.generating(self, args[0], logprobs=logprobs) as state, self.trl_use_vllm(False):
+            completion_ids, _ = self.trl_generate_single_turn(*args)
         if not logprobs:
             return completion_ids, None
         if state["recorder"] is None:
@@ -303,12 +285,11 @@ class RARLGRPOTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, GRPOTrainer):
     def _gather(self, values: list) -> list:
         if self.accelerator.num_processes == 1:
             return list(values)
-        from accelerate.utils import gather_object
 
         return gather_object(values)
 
     def _apply_rmo(self, completion_ids: list[list[int]], logprobs):
-        tok = self._tokenizer
+        tok = self.trl_tokenizer
         local_texts = tok.batch_decode(completion_ids, skip_special_tokens=True)
         local_targets = self._rarl_targets
         texts = self._gather(local_texts)
@@ -379,8 +360,6 @@ def prompts_per_step(job_spec, world_size: int, stage=None) -> int:
     The spec checked the rule for ``spec.resources``' processes; a local run may have fewer GPUs,
     so the real world size is checked again here.
     """
-    from rarl_trainer.config import ConfigError
-
     try:
         return job_spec.grpo.completions_per_step(world_size, stage) // job_spec.grpo.num_generations
     except ValueError as e:

@@ -7,13 +7,34 @@ PIL one (``Qwen2VLImageProcessorPil``); processors are saved as image processor 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    Qwen2_5_VLProcessor,
+    Qwen2VLProcessor,
+)
+from transformers.image_utils import SizeDict
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from rarl.api.types import VisionSpec
 from rarl.api.uri import InvalidURI, builtin_name, has_scheme, is_s3, local_path, names_a_path
+from rarl.storage import cached_download
 from rarl_trainer.builtin_models import VISION_TOKENS, BuiltinModelError, builtin_path
+from rarl_trainer.data import PixelBudget
+from rarl_trainer.prompts import template_takes_parts
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rarl.api.types import ModelSpec, StorageSpec
@@ -73,10 +94,7 @@ _PROCESSOR_CLASSES: dict[str, Any] = {}
 def no_video_processor_class(model_type: str):
     """The processor class for a Qwen VL model type that tolerates a missing video processor."""
     if model_type not in _PROCESSOR_CLASSES:
-        if model_type == "qwen2_vl":
-            from transformers import Qwen2VLProcessor as base
-        else:
-            from transformers import Qwen2_5_VLProcessor as base
+        base = Qwen2VLProcessor if model_type == "qwen2_vl" else Qwen2_5_VLProcessor
         _PROCESSOR_CLASSES[model_type] = _no_video_processor_class(base)
     return _PROCESSOR_CLASSES[model_type]
 
@@ -115,8 +133,6 @@ def resolve_model_path(base: str, storage: StorageSpec | None = None) -> Path | 
         except BuiltinModelError as e:
             raise ModelLoadError(str(e)) from None
     if is_s3(base):
-        from rarl.storage import cached_download
-
         return Path(cached_download(base, settings=storage))
     try:
         path = local_path(base)
@@ -135,8 +151,6 @@ def _is_vlm_config(config) -> bool:
 
 def load_processor(path: Path | str, config, trust_remote_code: bool = False):
     """The processor of a VLM (tolerating a missing video processor) or the tokenizer of a text LM."""
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -144,12 +158,9 @@ def load_processor(path: Path | str, config, trust_remote_code: bool = False):
         return tokenizer, tokenizer
     model_type = getattr(config, "model_type", "")
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
         cls = no_video_processor_class(model_type)
         return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template), tokenizer
-    from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return processor, processor.tokenizer
@@ -164,8 +175,6 @@ def load_exported_processor(path: Path | str, trust_remote_code: bool = False):
     processor, the tokenizer and the chat template, in a processor without the video part
     (image prompts only); a text LM's export gives its tokenizer.
     """
-    from transformers import AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -190,8 +199,6 @@ def _pixel_image_processor(processor):
 
 def pixel_budget(processor):
     """The ``data.PixelBudget`` of a processor (its current size range and grid), or None."""
-    from rarl_trainer.data import PixelBudget
-
     ip = _pixel_image_processor(processor)
     if ip is None:
         return None
@@ -208,10 +215,6 @@ def apply_vision(processor, vision, base: str = "the model"):
     LM's tokenizer) is an error when the spec sets a range other than the default; a VLM's with the
     default is told on stderr and left as it is.
     """
-    import sys
-
-    from rarl.api.types import VisionSpec
-
     ip = _pixel_image_processor(processor)
     if ip is None:
         if vision.min_pixels is None and vision.max_pixels is None:
@@ -222,11 +225,10 @@ def apply_vision(processor, vision, base: str = "the model"):
                 f"({type(getattr(processor, 'image_processor', processor)).__name__}) has no pixel range to set "
                 "(Qwen2/2.5-VL processors have one): remove spec.model.vision")
         if getattr(processor, "image_processor", None) is not None:
-            print(f"rarl: spec.model.vision's default maxPixels does not apply to "
-                  f"{type(processor.image_processor).__name__} of {base!r}; images reach it at the sizes its "
-                  "processor chooses", file=sys.stderr)
+            log.warning(f"rarl: spec.model.vision's default maxPixels does not apply to "
+                        f"{type(processor.image_processor).__name__} of {base!r}; images reach it at the sizes its "
+                        "processor chooses")
         return None
-    from transformers.image_utils import SizeDict
 
     low = int(vision.min_pixels) if vision.min_pixels is not None else int(ip.size["shortest_edge"])
     high = int(vision.max_pixels) if vision.max_pixels is not None else int(ip.size["longest_edge"])
@@ -238,8 +240,6 @@ def apply_vision(processor, vision, base: str = "the model"):
 
 
 def resolve_dtype(name: str):
-    import torch
-
     if name == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -256,15 +256,11 @@ def master_dtype(spec: ModelSpec, dtype):
     precision when sharded); the export is written in ``dtype``. LoRA's frozen base stays in ``dtype``
     (PEFT keeps the adapters in float32).
     """
-    import torch
-
     return dtype if spec.lora.enabled else torch.float32
 
 
 def lora_target_modules(model, targets: list[str]) -> list[str] | str:
     """``all-linear`` -> every nn.Linear of the language model (not the vision tower, not the head)."""
-    import torch
-
     if targets != ["all-linear"]:
         return targets
     names = []
@@ -283,9 +279,6 @@ def apply_lora(model, lora, seed: int = 0):
     PEFT draws the A matrices from torch's global generator: it is seeded here, so one job and
     seed give one adapter init (the HF Trainer seeds only later, when it is built).
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -303,8 +296,6 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
 
     ``master_weights=False``: in ``spec.dtype`` even for full fine-tuning (a copy to export, not to train).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     path = resolve_model_path(spec.base, storage)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
@@ -317,14 +308,11 @@ def load_model(spec: ModelSpec, storage: StorageSpec | None = None, device: str 
     if spec.attn_implementation != "auto":
         kwargs["attn_implementation"] = spec.attn_implementation
     if is_vlm:
-        from transformers import AutoModelForImageTextToText
-
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     processor, tokenizer = load_processor(path, config, spec.trust_remote_code)
     pixels = apply_vision(processor, spec.vision, spec.base)
-    from rarl_trainer.prompts import template_takes_parts
 
     string_content = not template_takes_parts(processor)
     if is_vlm and string_content:

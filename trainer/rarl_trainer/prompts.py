@@ -9,6 +9,7 @@ braces in a user template (JSON examples...) are left alone. Placeholders: {n}, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -303,8 +304,6 @@ def level_words(target_spec: TargetSpec, instruction: str | None = None) -> tupl
     if target_spec.levels:
         return tuple(target_spec.levels)
     if instruction:
-        import re
-
         low, high = re.search(_ANCHOR % "min", instruction), re.search(_ANCHOR % "max", instruction)
         if low and high and low.group(1).strip() != high.group(1).strip():
             return (low.group(1).strip(), high.group(1).strip())

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets import Dataset
+
+from rarl_trainer.data import open_image
 from rarl_trainer.prompts import Query, QuerySampler, as_string_content, build_messages, prompt_for
 
 
@@ -49,8 +52,6 @@ class QueryTable:
 
     def images(self, index: int) -> list[Any]:
         """The query's images, decoded now (RGB, shrunk to ``pixels`` when given)."""
-        from rarl_trainer.data import open_image
-
         return [open_image(it, self.pixels) for it in self.queries[index].items]
 
     def row(self, index: int, images: list[Any] | None = None) -> dict[str, Any]:
@@ -74,8 +75,6 @@ class QueryTable:
         return [self.row(int(i), decoded[int(i)]) for i in indices]
 
     def to_dataset(self):
-        from datasets import Dataset
-
         ds = Dataset.from_dict({"qid": list(range(len(self.queries)))})
 
         def transform(batch: dict[str, list]) -> dict[str, list]:

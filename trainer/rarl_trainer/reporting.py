@@ -7,8 +7,10 @@ answers) that checkpoints carry and the export turns into metrics.json and REPOR
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback
 
 from rarl.api.reports import Metrics, Progress, RunMetrics
 from rarl.api.vocabulary import ENV_JOB_NAME, ENV_JOB_NAMESPACE, ENV_TERMINATION_LOG
-from rarl.progress import ProgressReporter
-from rarl_trainer.config import StagePlan
+from rarl.progress import FileProgressReporter, ProgressReporter
+from rarl_trainer.config import ConfigError, StagePlan
+
+log = logging.getLogger(__name__)
 
 HISTORY_KEYS = ("loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "kl", "step_time",
                 "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio")
@@ -33,16 +38,15 @@ TERMINATION_LOG_DEFAULT = "/dev/termination-log"
 
 def make_reporter(run_dir: Path) -> ProgressReporter:
     """The Kubernetes status reporter inside a cluster job, else progress.json in the run folder."""
-    from rarl.progress import FileProgressReporter
-
     name, ns = os.environ.get(ENV_JOB_NAME), os.environ.get(ENV_JOB_NAMESPACE)
     if name and ns and os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
+            # deferred: only in a pod (the kubernetes client is slow to import)
             from rarl.progress_k8s import KubernetesStatusReporter
 
             return KubernetesStatusReporter(name, ns)
         except Exception as e:
-            print(f"rarl: Kubernetes status reporting unavailable ({e}); writing progress.json", file=sys.stderr)
+            log.warning(f"rarl: Kubernetes status reporting unavailable ({e}); writing progress.json")
     return FileProgressReporter(run_dir / "progress.json")
 
 
@@ -61,7 +65,7 @@ def send_progress(reporter: ProgressReporter, **fields: Any) -> None:
     try:
         reporter.report(Progress(**fields))
     except Exception as e:
-        print(f"rarl: progress report failed: {e}", file=sys.stderr)
+        log.warning(f"rarl: progress report failed: {e}")
 
 
 @dataclass
@@ -95,7 +99,7 @@ class RunCallback(TrainerCallback):
         self.plan = plan
         self.total_steps = total_steps
         self.record = record
-        self.report = report  # Run.report(reward=..., eta=...)
+        self.report = report  # loop.Training.report(reward=..., eta=...)
         self.is_main = is_main
         self.t0 = time.monotonic()
         self.start_step: int | None = None
@@ -145,7 +149,7 @@ class RunCallback(TrainerCallback):
             parts.append(f"loss {row['loss']:.4f}")
         if eta is not None:
             parts.append(f"eta {eta:.0f}s")
-        print(" ".join(parts), flush=True)
+        log.info(" ".join(parts))
 
 
 def write_termination_log(message: str, path: str | None = None) -> None:
@@ -175,10 +179,6 @@ def trackers(spec) -> list[str]:
 
 def check_trackers(spec) -> None:
     """Every tracker in ``spec.logging.reportTo`` importable here, else a ConfigError (exit 2): no silent fallback."""
-    import importlib.util
-
-    from rarl_trainer.config import ConfigError
-
     missing = [t for t in trackers(spec) if importlib.util.find_spec(TRACKER_MODULES[t]) is None]
     if missing:
         raise ConfigError(
@@ -191,8 +191,6 @@ def point_tensorboard(trainer, folder: Path, step_offset: int = 0) -> None:
     """The trainer's TensorBoard callback writes into ``folder`` (transformers would pick ``output_dir/runs``), at the
     run's global step: each stage's trainer counts its own steps from 1, ``step_offset`` is the steps before it, so a
     stage's curves continue the previous stage's and share the axis of ``eval/`` (``EvalWriter``)."""
-    from transformers.integrations import TensorBoardCallback
-
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, TensorBoardCallback):
             cb.logging_dir = str(folder)
@@ -203,8 +201,6 @@ def point_tensorboard(trainer, folder: Path, step_offset: int = 0) -> None:
 
 def _global_step_callback(base: type) -> type:
     """``base`` (transformers' TensorBoardCallback) logging at ``state.global_step + rarl_step_offset``."""
-    import dataclasses
-
     class GlobalStepTensorBoardCallback(base):  # type: ignore[valid-type, misc]
         rarl_step_offset = 0
 
@@ -219,6 +215,7 @@ class EvalWriter:
     """Every evaluation's metrics as TensorBoard scalars ``eval/<metric>`` at the run's global step (rank 0)."""
 
     def __init__(self, folder: Path):
+        # deferred: needs the tensorboard package, only when reportTo has it
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(folder))

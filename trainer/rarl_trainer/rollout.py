@@ -1,100 +1,63 @@
 """Fast GRPO rollouts: generate on LoRA-merged weights, train on the unmerged PEFT model.
 
 Why: with TRL's transformers path every decode step of a PEFT model runs each adapted linear
-twice (base + ``B @ (A @ x)``) plus PEFT's Python dispatch. No GPU has run this code yet, so
-the GPU gain is unmeasured (``bench/bench_rollout.py`` measures it; on this project's CPU
-machine see ``bench/RESULTS.md``).
+twice (base + ``B @ (A @ x)``) plus PEFT's Python dispatch; on merged weights it runs once.
 
-Merge strategy (LoRA): **in place, around generation, restored exactly**.
+Merge strategy (LoRA): **in place, around generation, restored exactly**. Before TRL's generation
+call (``torch.no_grad``) PEFT's ``merge_adapter()`` folds ``W += scale * B @ A`` into the frozen base
+weights of the adapted layers; afterwards ``unmerge_adapter()`` clears PEFT's merged state and the
+base weights are copied back from a snapshot taken once per model, since subtracting the delta is
+not exact in floating point: the trainable model is bit-identical after every generation (tested).
+The snapshot lives on the GPU when it fits with ``snapshot_placement``'s margin, else in pinned host
+memory; the choice is logged once. Every generation merges the adapters as they are now, so the
+rollout weights are always the current policy. Full fine-tuning has no adapters: generation runs on
+the training weights in eval mode under ``no_grad``.
 
-* Before the generation call (``torch.no_grad``) PEFT's ``merge_adapter()`` folds
-  ``W += scale * B @ A`` into the frozen base weights of the adapted layers only; the LoRA
-  layers then forward through the base layer alone (no adapter matmuls, no dropout).
-* After it, ``unmerge_adapter()`` clears PEFT's merged state and the base weights are copied
-  back from a snapshot taken once per model (base weights are frozen under LoRA, so the
-  snapshot never goes stale). Subtracting the delta alone is not exact in floating point (bf16:
-  ~1 ulp of W per round trip, a random walk over thousands of steps on weights that must stay
-  frozen); the copy makes the trainable model bit-identical after every generation (tested).
-* Where the snapshot lives (CUDA): on the GPU when it fits with a margin to spare
-  (``snapshot_placement``: snapshot + max(30 % of the GPU, 4 GiB) <= free memory from
-  ``torch.cuda.mem_get_info`` when the snapshot is taken, i.e. at the first generation, before
-  the first backward pass; the restore is then a device-to-device copy and no host memory is
-  used), else in pinned host memory (no GPU memory, one host-to-device copy of the adapted
-  weights per step; ~5.5 GB of host RAM per rank for a 3B model: ~44 GB per 8-GPU node). The
-  choice is printed once. The decision function is unit-tested; the CUDA copies themselves have
-  not run (no GPU here). A training peak that the margin does not cover would OOM in the backward
-  pass; nothing detects that beforehand.
-* "Refresh after every optimizer step" is then free: every generation merges the adapters as
-  they are now, so the rollout weights are always the current policy.
+On-policy: a bf16 merge rounds the adapter deltas, so the merged model is not exactly the PEFT model
+the loss trains (nor is any bf16 decode path). The engine therefore returns the sampling log-probs
+(``SampledLogprobs``, the last logits processor, after the sampling warpers: ``recording_logprobs``)
+and TRL's importance-sampling correction (``vllm_importance_sampling_correction``, switched on by
+``trl_seam.GRPOSeam``) reweights the loss by exp(training - sampling log-probs), correcting the merge
+rounding and the decode numerics alike. RMO-mutated completions carry NaN sampling log-probs (ratio
+1). Log-probs for the loss are TRL's, on the unmerged PEFT model in train mode. Tests:
+tests/trainer/test_rollout_onpolicy.py.
 
-**On-policy in bf16: sampling log-probs + TRL's importance-sampling correction.** In bf16 the
-merge rounds: early adapter deltas (RMS ~1e-6..1e-5) are mostly below half a bf16 ulp of weights
-of RMS 0.02, so the merged model is not the PEFT model the loss trains. Measured here
-(``bench_rollout.py --policy-check``, tiny-lm, LoRA r=16, figures in bench/RESULTS.md): the bf16
-merge rounds away 96.5 % of the delta entries at delta RMS 3e-6 (68.5 % at 3e-5); teacher-forced
-token log-probs of the merged vs the PEFT model differ by 4.5e-4 mean / 2.4e-3 max in bf16
-(1e-7 in fp32), as large as the adapter's own effect on them (3.4e-4 mean). The two fixes, both
-measured in bf16 training through TRL's own metric (``sampling/sampling_logp_difference``, the
-sampling vs the training model's log-probs of the sampled tokens): generating on the *unmerged*
-PEFT model still differs by 2.7e-4 mean / 2.0e-3 max (bf16 KV-cache decode vs the loss's full
-forward: no bf16 generation path is bit-equal to the trained policy), the merged engine by
-4.5e-4 / 2.0e-3; TRL's importance-sampling ratio stayed within 0.994..1.004 for both. Chosen:
-**keep the merge and return the sampling log-probs**, so TRL's correction
-(``vllm_importance_sampling_correction``, the one it applies to vLLM rollouts, default on:
-sequence-level ratio of exp(sum(training - sampling log-probs)), masked above 3) corrects every
-source of mismatch, the merge rounding and the decode numerics (static cache, compiled kernels)
-alike, and the merged path keeps its speed. Unmerged generation alone would fix only the first.
+On CUDA (only) the call also uses a static KV cache sized to a bucketed worst case (``max_cache_len``:
+``grpo.maxPromptLength`` when set, else the prompt length rounded up to ``CACHE_BUCKET``, + max
+completion length) and transformers' auto-compiled decode step (cached on the model object, so
+compiled once per run across stages). If that path raises, the engine warns once and keeps going
+with merged weights + dynamic cache. ``bound_compile_threads`` caps inductor's compile workers per
+rank before the first compile; the compile caches are never set here.
 
-* ``SampledLogprobs`` is appended as the last logits processor of the generate call (after
-  temperature / top-k / top-p / suppress_tokens: the distribution actually sampled, like vLLM's
-  ``processed_logprobs``) and keeps one (batch, vocab) log-softmax; ``recording_logprobs``
-  hooks transformers' private ``GenerationMixin._get_logits_processor`` on the model object for
-  the call only (a ``logits_processor=`` argument would run before the sampling warpers).
-* TRL gates the correction on ``use_vllm``; ``grpo.RARLGRPOTrainer`` sets that flag only for
-  ``_generate_and_score_completions`` (TRL then computes the training model's old log-probs,
-  one extra no-grad forward per generation batch as in its vLLM mode, and the ratio, and logs
-  ``sampling/importance_sampling_ratio/*``) and ``compute_loss`` (the product), and clears it
-  around TRL's own generation call. Tests: tests/trainer/test_rollout_onpolicy.py.
-* RMO-mutated completions carry NaN sampling log-probs: TRL gives them ratio 1 (no correction).
-* Log-probs for the loss (old/ref/current) are computed by TRL after the call returns, on
-  the unmerged PEFT model in train mode.
+Evaluation (``evaluation.generate_answers``) uses the same merge (dynamic cache) and prompt
+truncation. Sampling parameters are TRL's own generation config.
 
-Full fine-tuning has no adapters: generation simply runs on the training weights in eval
-mode under ``no_grad``, so no second copy of the model exists either (the sampling log-probs
-and the correction apply the same way).
-
-On CUDA (only) the call also uses a static KV cache sized to a bucketed worst case
-(``max_cache_len``: ``grpo.maxPromptLength`` when set, else the prompt length rounded up to
-``CACHE_BUCKET``, + max completion length) and
-transformers' auto-compiled decode step (``torch.compile``, cached on the model object, so
-compiled once per run across stages; recompiles are bounded by the number of prompt-length
-buckets met: exactly one cache size with ``maxPromptLength``). If the compiled/static path
-raises, the engine warns once and keeps going with merged weights + dynamic cache. Before the
-first compile the engine bounds inductor's compile workers (``bound_compile_threads``:
-``TORCHINDUCTOR_COMPILE_THREADS`` = max(1, min(8, CPUs // LOCAL_WORLD_SIZE)) unless the user set it;
-inductor's default is min(32, CPUs) per rank). The compile caches are never set here: the
-operator's ``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` (a cache volume) are used as given.
-
-Evaluation (``evaluation.generate_answers``) uses the same merge (dynamic cache: its batches
-vary in size) and the same prompt truncation (``truncation``); it scores greedy answers, so no
-correction is involved.
-
-Sampling parameters are TRL's own generation config (temperature, top-p, max completion
-length, the suppress_tokens that keep a VLM from sampling vision placeholders); TRL already
-generates all prompts x generations of an optimizer step in one call (generation batch =
-per-device batch x steps_per_generation, with steps_per_generation = gradient accumulation).
+The measured figures behind these choices (merge rounding, log-prob differences, snapshot memory)
+and what has not run on a GPU: bench/RESULTS.md, "Figures moved from trainer module docstrings".
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
+import logging
+import os
 import sys
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from transformers import CompileConfig
+
+from rarl_trainer.trl_seam import appending_logits_processor
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "trl", "merged", "vllm")
 CACHE_BUCKET = 256
@@ -109,8 +72,6 @@ class RolloutEngineError(Exception):
 
 
 def vllm_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("vllm") is not None
 
 
@@ -136,8 +97,6 @@ def resolve_engine(name: str, *, cuda: bool | None = None, vllm: bool | None = N
                 "(matching the image's torch) or use rolloutEngine 'auto'/'merged'"
             )
         if cuda is None:
-            import torch
-
             cuda = torch.cuda.is_available()
         if not cuda:
             raise RolloutEngineError("grpo.rolloutEngine 'vllm' needs a GPU; use 'auto'/'merged' on CPU")
@@ -154,8 +113,6 @@ def is_peft_model(model) -> bool:
 
 
 def tuner_layers(model) -> list:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
@@ -207,8 +164,6 @@ def _snapshot_tensors(model) -> list:
 
 
 def _take_snapshot(model) -> _Snapshot:
-    import torch
-
     params = _snapshot_tensors(model)
     nbytes = sum(p.numel() * p.element_size() for p in params)
     cuda = [p for p in params if p.is_cuda]
@@ -216,9 +171,9 @@ def _take_snapshot(model) -> _Snapshot:
     if cuda:
         free, total = torch.cuda.mem_get_info(cuda[0].device)
         device = snapshot_placement(sum(p.numel() * p.element_size() for p in cuda), free, total)
-        print(f"rarl: rollout engine: snapshot of the adapted base weights ({nbytes / 2**30:.2f} GiB) kept "
-              f"{'on the GPU' if device == 'cuda' else 'in pinned host memory'} (GPU free {free / 2**30:.1f} of "
-              f"{total / 2**30:.1f} GiB)", file=sys.stderr)
+        log.warning(f"rarl: rollout engine: snapshot of the adapted base weights ({nbytes / 2**30:.2f} GiB) kept "
+                    f"{'on the GPU' if device == 'cuda' else 'in pinned host memory'} (GPU free {free / 2**30:.1f} of "
+                    f"{total / 2**30:.1f} GiB)")
     copies = []
     for p in params:
         t = p.detach()
@@ -260,8 +215,6 @@ def bound_compile_threads(environ=None, cpu_count: int | None = None, local_worl
     the compile caches (``TORCHINDUCTOR_CACHE_DIR``, ``TRITON_CACHE_DIR``, which the operator points at a cache
     volume when the job asks for one) are never touched here.
     """
-    import os
-
     env = os.environ if environ is None else environ
     if "TORCHINDUCTOR_COMPILE_THREADS" in env:
         return None
@@ -298,8 +251,6 @@ class SampledLogprobs:
         self._prev = None
 
     def __call__(self, input_ids, scores):
-        import torch
-
         if self._prev is not None:
             self.steps.append(self._prev.gather(-1, input_ids[:, -1:].to(self._prev.device)).squeeze(-1))
         self._prev = torch.log_softmax(scores.float(), dim=-1)
@@ -307,8 +258,6 @@ class SampledLogprobs:
 
     def per_completion(self, completion_ids: list[list[int]]) -> list[list[float]]:
         """Per-row log-probs of the generated tokens, rows and tokens as TRL returns them (cut after EOS)."""
-        import torch
-
         table = torch.stack(self.steps, dim=1).cpu() if self.steps else torch.zeros((len(completion_ids), 0))
         last = self._prev
         out = []
@@ -328,33 +277,16 @@ def recording_logprobs(model) -> Iterator[dict]:
     """Every ``generate`` call on ``model`` inside gets a ``SampledLogprobs`` last in its logits processors.
 
     Yields a dict whose ``recorder`` is the last call's ``SampledLogprobs`` (None until ``generate`` runs).
-    Hooks transformers' private ``GenerationMixin._get_logits_processor`` on this model object only, for the
-    duration: TRL's ``generate`` call takes no logits processor from us, and a ``logits_processor=`` argument
-    would run *before* the sampling warpers (``generate`` appends temperature/top-k/top-p after the caller's
-    processors), i.e. would see the wrong distribution.
+    TRL's ``generate`` call takes no logits processor from us, and a ``logits_processor=`` argument would run
+    *before* the sampling warpers, so the processor is appended through ``trl_seam.appending_logits_processor``.
     """
-    hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT's generate forwards to it
-    state: dict = {"recorder": None}
-    build = hf._get_logits_processor
-
-    def get_logits_processor(*args, **kwargs):
-        processors = build(*args, **kwargs)
-        state["recorder"] = SampledLogprobs()
-        processors.append(state["recorder"])
-        return processors
-
-    hf._get_logits_processor = get_logits_processor
-    try:
+    with appending_logits_processor(model, SampledLogprobs) as state:
         yield state
-    finally:
-        del hf._get_logits_processor
 
 
 @functools.cache
 def _compile_config():
     """One object for the whole run: transformers recompiles when the config object differs."""
-    from transformers import CompileConfig
-
     return CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
 
 
@@ -367,8 +299,6 @@ class RolloutEngine:
 
     def __init__(self, model, *, static_cache: bool | None = None, compile: bool | None = None,
                  max_prompt_length: int | None = None):
-        import torch
-
         self.model = model
         self.max_prompt_length = max_prompt_length
         cuda = torch.cuda.is_available()
@@ -387,8 +317,8 @@ class RolloutEngine:
 
     def disable_fast_path(self, reason: str) -> None:
         if self.fallback_reason is None:
-            print(f"rarl: warning: static-cache/compiled rollouts failed ({reason}); continuing with merged weights "
-                  "and a dynamic cache", file=sys.stderr)
+            log.warning(f"rarl: warning: static-cache/compiled rollouts failed ({reason}); continuing with merged weights "
+                        "and a dynamic cache")
         self.fallback_reason = reason
         self.static_cache = False
         self.compile = False
@@ -411,10 +341,6 @@ class RolloutEngine:
     @contextmanager
     def merged(self) -> Iterator[None]:
         """Adapters merged into the base weights (LoRA) and the model in eval mode; exact restore on exit."""
-        import time
-
-        import torch
-
         model = self.model
         was_training = model.training
         merged = False

@@ -10,9 +10,10 @@ that every item shares. Loss on the completion only (prompt-completion format).
 
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Any
 
+from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from rarl_trainer.prompts import reference_answer, reference_reasoning
@@ -21,6 +22,8 @@ from rarl_trainer.sharding import FSDPOnCPUMixin
 from rarl_trainer.training_args import training_args_kwargs
 from rarl_trainer.weights import ExactCheckpointMixin
 
+log = logging.getLogger(__name__)
+
 
 class RARLSFTTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, SFTTrainer):
     """TRL's SFTTrainer with exact, strict checkpoint weights (see ``weights``)."""
@@ -28,8 +31,6 @@ class RARLSFTTrainer(ExactCheckpointMixin, FSDPOnCPUMixin, SFTTrainer):
 
 def sft_dataset(table: QueryTable, dataset_spec):
     """A materialised prompt/completion dataset (SFTTrainer tokenises it up front for text models)."""
-    from datasets import Dataset
-
     target_spec = dataset_spec.target
     rows = []
     for i, q in enumerate(table.queries):
@@ -78,10 +79,9 @@ def warn_cut_off_answers(dataset, tokenizer, job_spec, stage) -> None:
     limit = job_spec.grpo.max_completion_length
     cut, longest = answers_cut_off(dataset, tokenizer, limit)
     if cut:
-        print(f"rarl: warning: {cut} of {len(dataset)} reference answers of stage {stage.name} are longer than "
-              f"grpo.maxCompletionLength ({limit} tokens; the longest is {longest}): rollouts and evaluations cut "
-              f"such answers off and count them invalid; raise maxCompletionLength to at least {longest}",
-              file=sys.stderr, flush=True)
+        log.warning(f"rarl: warning: {cut} of {len(dataset)} reference answers of stage {stage.name} are longer than "
+                    f"grpo.maxCompletionLength ({limit} tokens; the longest is {longest}): rollouts and evaluations cut "
+                    f"such answers off and count them invalid; raise maxCompletionLength to at least {longest}")
 
 
 def make_sft_trainer(loaded, table: QueryTable, job_spec, stage, output_dir: str, *, world_size: int,

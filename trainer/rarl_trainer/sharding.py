@@ -29,11 +29,22 @@ unsharded copy of the model on the CPU (``load_gathered``), which the export mer
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
+
 from rarl_trainer.config import ConfigError
+from rarl_trainer.trl_seam import mark_fsdp_managed  # noqa: F401  (re-exported: the loop calls it from here)
+from rarl_trainer.weights import REFERENCE_ADAPTER, check_fit, training_tensors
 
 STATE_DICT_TYPE = "SHARDED_STATE_DICT"
 """Checkpoints of a sharded run stay sharded: no rank gathers the model or the optimizer state to save them."""
@@ -87,8 +98,6 @@ def fsdp_training_args(spec, model) -> dict[str, Any]:
 
 def is_sharded_model(model) -> bool:
     """Whether ``model`` (or a submodule) has been through ``fully_shard`` (its parameters are DTensors)."""
-    from torch.distributed.tensor import DTensor
-
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
@@ -107,7 +116,6 @@ class FSDPOnCPUMixin:
         if plugin is not None and not getattr(plugin, "rarl_on_cpu", False):
             reduce_in_float32(plugin)  # accelerate's own (GPUs), fresh for this trainer
             return
-        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
         if state.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.FSDP):
             raise RuntimeError(f"spec.model.sharding: fsdp, but accelerate set up {state.distributed_type} "
@@ -118,7 +126,6 @@ class FSDPOnCPUMixin:
         if state.mixed_precision != "no":
             plugin.set_mixed_precision(state.mixed_precision)
             reduce_in_float32(plugin)
-        from accelerate.state import PartialState
 
         state.distributed_type = DistributedType.FSDP
         state.fsdp_plugin = plugin
@@ -133,23 +140,9 @@ def reduce_in_float32(plugin) -> None:
     Why: the float32 master shards should get the gradient a DDP run averages in float32, not one
     rounded to bf16's 8 bits on the way; only the gathered weights and the compute are bf16.
     """
-    import dataclasses
-
-    import torch
-
     policy = plugin.mixed_precision_policy
     if policy is not None and not isinstance(policy, dict) and policy.param_dtype not in (None, torch.float32):
         plugin.mixed_precision_policy = dataclasses.replace(policy, reduce_dtype=torch.float32)
-
-
-def mark_fsdp_managed(model) -> None:
-    """Let ``generate`` know the model is sharded, so ranks step together (``synced_gpus``).
-
-    transformers reads ``_is_fsdp_managed_module`` (set by its own ``apply_fsdp2``, not by accelerate's).
-    """
-    for m in (model, getattr(model, "get_base_model", lambda: None)()):
-        if m is not None:
-            m._is_fsdp_managed_module = True
 
 
 def copy_gathered(source, target, skip_adapters: tuple[str, ...] = ()) -> int:
@@ -157,11 +150,6 @@ def copy_gathered(source, target, skip_adapters: tuple[str, ...] = ()) -> int:
 
     Strict: ``target`` (an unsharded copy of the model) must have exactly those tensors, shapes included.
     """
-    import torch
-    from torch.distributed.tensor import DTensor
-
-    from rarl_trainer.weights import check_fit, training_tensors
-
     wanted = training_tensors(source, skip_adapters)
     targets = training_tensors(target)
     check_fit("the sharded model", targets, set(wanted), {k: tuple(v.shape) for k, v in wanted.items()}, hint="")
@@ -180,11 +168,6 @@ def gather_to_files(model, folder: Path, is_main: bool, skip_adapters: tuple[str
     file; a GPU never holds more than one gathered tensor extra. ``dtype`` casts floating tensors (a
     full fine-tuning export's dtype); ``skip_adapters`` are left out (TRL's KL reference adapter).
     """
-    from safetensors.torch import save_file
-    from torch.distributed.tensor import DTensor
-
-    from rarl_trainer.weights import training_tensors
-
     folder = Path(folder)
     if is_main:
         folder.mkdir(parents=True, exist_ok=True)
@@ -223,13 +206,6 @@ def load_gathered(model, folder: Path) -> int:
     reference), with their shapes, all checked before anything is copied: what the export writes is
     what was trained, or nothing.
     """
-    from contextlib import ExitStack
-
-    import torch
-    from safetensors import safe_open
-
-    from rarl_trainer.weights import REFERENCE_ADAPTER, check_fit, training_tensors
-
     folder = Path(folder)
     count = json.loads((folder / "gathered.json").read_text())["files"]
     expected = training_tensors(model, (REFERENCE_ADAPTER,))

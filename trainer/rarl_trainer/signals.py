@@ -6,16 +6,20 @@ stops training, then ``interrupted_exit`` waits for that checkpoint's upload and
 
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
+
+import torch.distributed as torch_dist
 
 from rarl.api.vocabulary import ExitCode
 from rarl_trainer.checkpointing import StopFlag
 from rarl_trainer.config import DistInfo
 from rarl_trainer.reporting import write_termination_log
+
+log = logging.getLogger(__name__)
 
 UPLOAD_GRACE_S = 90.0
 """How long an interrupted run waits for its last checkpoint's upload before exiting."""
@@ -27,7 +31,7 @@ def install_stop_handlers(stop: StopFlag, announce: bool) -> None:
     def handler(signum, frame):
         name = signal.Signals(signum).name
         if announce:
-            print(f"rarl: {name} received: checkpointing at the end of this step", file=sys.stderr, flush=True)
+            log.warning(f"rarl: {name} received: checkpointing at the end of this step")
         stop.set(name)
 
     signal.signal(signal.SIGTERM, handler)
@@ -53,18 +57,15 @@ def interrupted_exit(uploader, stop: StopFlag, dist: DistInfo, report: Callable[
             try:
                 done = uploader is None or uploader.wait(max(0.0, min(slice_s, deadline - time.monotonic())))
             except Exception as e:
-                print(f"rarl: checkpoint upload failed: {e}", file=sys.stderr, flush=True)
+                log.warning(f"rarl: checkpoint upload failed: {e}")
                 state[0] = _FAILED
             else:
                 if done:
                     state[0] = _STORED
                 elif time.monotonic() >= deadline:
-                    print(f"rarl: the last checkpoint upload is still running after {UPLOAD_GRACE_S:g} s",
-                          file=sys.stderr, flush=True)
+                    log.warning(f"rarl: the last checkpoint upload is still running after {UPLOAD_GRACE_S:g} s")
                     state[0] = _FAILED
         if dist.distributed:
-            import torch.distributed as torch_dist
-
             torch_dist.broadcast_object_list(state, src=0)
         if state[0] != _RUNNING:
             break
@@ -74,7 +75,7 @@ def interrupted_exit(uploader, stop: StopFlag, dist: DistInfo, report: Callable[
         if last is not None:
             msg = f"interrupted ({stop.signal_name}) after checkpoint {last.uri}"
             report(msg)
-            print(f"rarl: {msg}", file=sys.stderr, flush=True)
+            log.warning(f"rarl: {msg}")
             write_termination_log(msg)
     return ExitCode.INTERRUPTED if ok else ExitCode.CRASH
 

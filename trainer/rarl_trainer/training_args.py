@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rarl_trainer.sharding import fsdp_training_args
+
 
 def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf16: bool,
                          model=None) -> dict[str, Any]:
@@ -11,8 +13,6 @@ def training_args_kwargs(job_spec, stage, *, world_size: int, use_cpu: bool, bf1
 
     ``model``: the model to train; ``spec.model.sharding: fsdp`` needs it (its layer classes).
     """
-    from rarl_trainer.sharding import fsdp_training_args
-
     g = job_spec.grpo
     return dict(
         per_device_train_batch_size=g.per_device_batch_size,

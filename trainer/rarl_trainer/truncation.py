@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
+
 # Processor outputs with one entry per prompt token (cut with the prompt); everything else (pixel_values,
 # image_grid_thw, ...) describes the images and stays whole.
 PER_TOKEN_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
@@ -91,8 +93,6 @@ def truncate_padded_batch(inputs: dict[str, Any], max_length: int | None, protec
     The per-token tensors (``PER_TOKEN_KEYS``) are cut at the same positions and re-padded on the
     left; image tensors are untouched.
     """
-    import torch
-
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     if max_length is None or int(mask.sum(1).max()) <= max_length:
         return inputs, 0

@@ -12,6 +12,9 @@ import json
 import os
 from pathlib import Path
 
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+
 WEIGHT_DIGEST_DIR_ENV = "RARL_WEIGHT_DIGEST_DIR"
 """The folder each rank writes ``rank-<rank>.sha256`` and ``rank-<rank>.shards.json`` into, at the end of training."""
 
@@ -21,8 +24,6 @@ def write_weight_digest(model, rank: int) -> None:
     folder = os.environ.get(WEIGHT_DIGEST_DIR_ENV)
     if not folder:
         return
-    from torch.distributed.fsdp import FSDPModule
-    from torch.distributed.tensor import DTensor
 
     for module in model.modules():  # what a rank holds at rest, not the layers its last forward left gathered
         if isinstance(module, FSDPModule):

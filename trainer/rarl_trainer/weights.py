@@ -38,7 +38,18 @@ import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+import torch.distributed.checkpoint as dcp
+from accelerate.utils import save_fsdp_optimizer
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
+from torch.distributed.tensor import DTensor, distribute_tensor
+from transformers.trainer import SCHEDULER_NAME, TRAINING_ARGS_NAME
+
 from rarl_trainer.config import ConfigError
+from rarl_trainer.trl_seam import TrainerCheckpointSeam
 
 WEIGHTS_FILE = "rarl_weights.safetensors"
 WEIGHTS_DIR = "rarl_weights"  # a sharded model's: torch.distributed.checkpoint, one .distcp file per rank
@@ -78,8 +89,6 @@ class _MetadataUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only ``DCP_METADATA_GLOBALS`` and torch dtypes (no persistent ids)."""
 
     def find_class(self, module: str, name: str):
-        import torch
-
         if name in DCP_METADATA_GLOBALS.get(module, ()):
             return super().find_class(module, name)
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
@@ -93,8 +102,6 @@ def read_dcp_metadata(stream, path: str | os.PathLike):
     Why not torch's ``FileSystemReader.read_metadata``: it is a plain ``pickle.load``, which runs whatever
     the file names; a checkpoint comes from storage that others may write (Issue 29).
     """
-    from torch.distributed.checkpoint.metadata import Metadata
-
     try:
         metadata = _MetadataUnpickler(stream).load()
     except _Refused as e:
@@ -113,9 +120,6 @@ def read_dcp_metadata(stream, path: str | os.PathLike):
 
 @functools.cache
 def _checked_reader_class():
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import StorageMeta
-
     class CheckedReader(FileSystemReader):
         """torch's ``FileSystemReader`` but for ``read_metadata``: ``read_dcp_metadata`` instead of ``pickle.load``."""
 
@@ -172,8 +176,6 @@ def training_tensors(model, skip_adapters: Iterable[str] = ()) -> dict[str, obje
 
 def save_training_weights(model, folder: str | Path, file: str = WEIGHTS_FILE) -> Path:
     """Write the model's training tensors into ``folder/file`` (``rarl_weights.safetensors``)."""
-    from safetensors.torch import save_file
-
     stored, aliases, seen = {}, {}, {}
     for name, live in training_tensors(model).items():
         t = live.detach()
@@ -192,8 +194,6 @@ def save_training_weights(model, folder: str | Path, file: str = WEIGHTS_FILE) -
 
 def save_sharded_training_weights(model, folder: str | Path, name: str = WEIGHTS_DIR) -> Path:
     """A sharded model's training tensors into ``folder/name`` (``rarl_weights/``; every rank must call it: collective)."""
-    import torch.distributed.checkpoint as dcp
-
     path = Path(folder) / name
     tensors = {name: t.detach() for name, t in training_tensors(model).items()}
     dcp.save(tensors, storage_writer=dcp.FileSystemWriter(str(path)))
@@ -217,9 +217,6 @@ def load_training_weights(model, folder: str | Path, skip_adapters: Iterable[str
     ``sharded``: the job's ``model.sharding`` is fsdp; only then is ``sharded_dir`` (a distributed checkpoint,
     whose metadata is a pickle) read at all, and a job with ``sharding: none`` refuses a checkpoint holding one.
     """
-    import torch
-    from safetensors import safe_open
-
     if (Path(folder) / sharded_dir).is_dir():
         if not sharded:
             raise CheckpointMismatch(
@@ -287,10 +284,6 @@ def _load_sharded_training_weights(model, folder: Path, skip: tuple[str, ...], n
     torch.distributed.checkpoint reads into the model's own tensors in place: each rank of a sharded
     model only the slices of its shards (whatever world size wrote them), a whole model everything.
     """
-    import torch
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
     reader = checked_reader(folder / name)
     stored = {k: tuple(v.size) for k, v in reader.read_metadata().state_dict_metadata.items()
               if isinstance(v, TensorStorageMetadata)}
@@ -308,9 +301,6 @@ def copy_into_reference(policy, reference) -> int:
     Both have the same names (the same architecture); a sharded (FSDP2, DTensor) reference takes its
     local shards from a policy sharded alike, or slices them from a whole policy without communication.
     """
-    import torch
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
     source, target = policy.state_dict(), reference.state_dict()
     check_fit("the policy", target, set(source), {k: tuple(v.shape) for k, v in source.items()},
               hint="the KL reference model was built from another architecture")
@@ -333,13 +323,14 @@ def copy_into_reference(policy, reference) -> int:
     return len(target)
 
 
-class ExactCheckpointMixin:
+class ExactCheckpointMixin(TrainerCheckpointSeam):
     """For HF ``Trainer`` subclasses: checkpoints hold exact training tensors; restores are strict.
 
-    ``_save`` (called for checkpoints only: the export saves with ``save_pretrained`` itself) writes
-    ``rarl_weights.safetensors`` and the training arguments instead of HF's model files;
-    ``_load_from_checkpoint`` restores it strictly; ``_load_rng_state`` refuses a checkpoint that
-    lacks this process's RNG file (HF only logs that and continues with another random stream).
+    The HF ``Trainer`` internals are overridden in ``trl_seam.TrainerCheckpointSeam``, which calls these hooks.
+    ``rarl_save_checkpoint`` (HF's ``_save``, called for checkpoints only: the export saves with
+    ``save_pretrained`` itself) writes ``rarl_weights.safetensors`` and the training arguments instead of HF's
+    model files; ``rarl_load_checkpoint`` restores it strictly; ``rarl_check_rng_state`` refuses a checkpoint
+    that lacks this process's RNG file (HF only logs that and continues with another random stream).
     A trainer whose ``rarl_checkpoint_reference`` is set also saves and restores its ``ref_model``.
     """
 
@@ -349,10 +340,7 @@ class ExactCheckpointMixin:
         """The KL reference model that checkpoints carry (full fine-tuning, a stage after the first), or None."""
         return self.accelerator.unwrap_model(self.ref_model) if self.rarl_checkpoint_reference else None
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        import torch
-        from transformers.trainer import TRAINING_ARGS_NAME
-
+    def rarl_save_checkpoint(self, output_dir: str | None) -> None:
         if not self.args.should_save:
             return
         output_dir = output_dir or self.args.output_dir
@@ -362,20 +350,14 @@ class ExactCheckpointMixin:
             save_training_weights(reference, output_dir, REFERENCE_FILE)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        """A sharded model (FSDP): weights and optimizer state as distributed checkpoints, one shard per rank.
+    def rarl_save_sharded_checkpoint(self, output_dir: str) -> None:
+        """A sharded model (FSDP), in place of HF's ``_save_optimizer_and_scheduler``: weights and optimizer
+        state as distributed checkpoints, one shard per rank.
 
         HF's own FSDP path would write the model too (``save_fsdp_model``: the active adapter only, without
         TRL's KL reference); ours is ``rarl_weights/`` (every training tensor), so only the optimizer and
         scheduler are taken from HF's layout (``optimizer_0/``, ``scheduler.pt``: what its resume reads).
         """
-        if not getattr(self, "is_fsdp_enabled", False):
-            super()._save_optimizer_and_scheduler(output_dir)
-            return
-        import torch
-        from accelerate.utils import save_fsdp_optimizer
-        from transformers.trainer import SCHEDULER_NAME, TRAINING_ARGS_NAME
-
         save_sharded_training_weights(self.accelerator.unwrap_model(self.model), output_dir)
         if (reference := self._rarl_reference()) is not None:
             save_sharded_training_weights(reference, output_dir, REFERENCE_DIR)
@@ -385,7 +367,7 @@ class ExactCheckpointMixin:
             torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+    def rarl_load_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         fsdp = bool(getattr(self, "is_fsdp_enabled", False))
         written_sharded = (Path(resume_from_checkpoint) / WEIGHTS_DIR).is_dir()
         if written_sharded != fsdp:
@@ -404,7 +386,7 @@ class ExactCheckpointMixin:
             load_training_weights(reference, resume_from_checkpoint, file=REFERENCE_FILE, sharded_dir=REFERENCE_DIR,
                                   sharded=fsdp)
 
-    def _load_rng_state(self, checkpoint: str | None) -> None:
+    def rarl_check_rng_state(self, checkpoint: str | None) -> None:
         if checkpoint is not None:
             name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
             if not (Path(checkpoint) / name).is_file():
@@ -413,4 +395,3 @@ class ExactCheckpointMixin:
                     f"(this run has {self.args.world_size}); resume with the same world size or use a new "
                     "checkpoint.uri"
                 )
-        super()._load_rng_state(checkpoint)

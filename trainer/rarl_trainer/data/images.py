@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from PIL import Image, UnidentifiedImageError
+
 from rarl_trainer.data.items import DataError, Item, Skips
 from rarl_trainer.data.limits import open_bounded
 
@@ -30,8 +32,6 @@ AUTO_VERIFY_LIMIT = 20_000
 
 def verify_image(path: str | Path) -> None:
     """Raise DataError naming the file when it is missing, not a readable image or over the pixel limit (no decode)."""
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: image file not found")
@@ -102,8 +102,6 @@ def open_image(item: Item, budget: PixelBudget | None = None) -> PILImage.Image:
     JPEGs are decoded at a reduced scale first (PIL ``draft``: 1/2, 1/4 or 1/8, never below the
     target), then resized (bicubic, the Qwen-VL processors' resample).
     """
-    from PIL import Image, UnidentifiedImageError
-
     if item.image is None:
         raise DataError(f"item {item.id!r} has no image")
     try:

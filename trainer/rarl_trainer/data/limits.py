@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
 from rarl.api.types import DEFAULT_MAX_PIXELS
 from rarl_trainer.data.items import DataError, Skips
 
@@ -73,8 +75,6 @@ def open_bounded(path: str | Path) -> PILImage.Image:
     Pillow's own bomb signals (its warning between 1x and 2x its limit, its error above) become
     the same DataError, naming the file and the limit. Other errors are the caller's to report.
     """
-    from PIL import Image
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -1,10 +1,13 @@
 """The TRL / transformers / PEFT members rarl_trainer overrides or reads, pinned: an upgrade fails here, loudly.
 
-rarl_trainer subclasses TRL's GRPOTrainer and SFTTrainer (``grpo.py``, ``sft.py``), transformers'
-Trainer checkpoint hooks (``weights.ExactCheckpointMixin``) and the Qwen VL processors
-(``models.no_video_processor_class``), and reads trainer state that TRL keeps in private
-attributes. None of that is API: a release may rename a parameter, reorder one, or stop reading an
-attribute, and the override would then be skipped or called wrongly without any error. So:
+Beside ``rarl_trainer/trl_seam.py``, the one module that overrides TRL's and transformers' private
+members (GRPOTrainer's generation/scoring/log-prob internals, the Trainer's checkpoint internals,
+``GenerationMixin._get_logits_processor``) and reads their private state. rarl_trainer also subclasses
+TRL's GRPOTrainer and SFTTrainer (``grpo.py``, ``sft.py``), the Trainer's public
+``create_accelerator_and_postprocess`` (``sharding.FSDPOnCPUMixin``) and the Qwen VL processors
+(``models.no_video_processor_class``). None of the private members is API: a release may rename a
+parameter, reorder one, or stop reading an attribute, and the override would then be skipped or
+called wrongly without any error. So:
 
 * every method our classes define that a library base class also defines (found by walking the
   classes, so a new override is caught too) must have its library signature pinned in
@@ -13,6 +16,8 @@ attribute, and the override would then be skipped or called wrongly without any 
 * every private attribute our trainer reads (found in its source) must be pinned in
   ``PRIVATE_READS`` and exist on a trainer built as the loop builds it; so must the public trainer
   state we read or set;
+* every library member the seam overrides or wraps is pinned (``SEAM_INTERNALS``), and no module but
+  ``trl_seam`` defines, overrides or names one of those private members;
 * the installed versions are those of constraints-trainer.txt (image, make setup and CI alike).
 
 When a pinned library version is bumped and this fails: read the library's new code for that
@@ -53,7 +58,7 @@ LIBRARY_SIGNATURES: dict[tuple[str, str], list[str]] = {
         "token_type_ids=None", "mm_token_type_ids=None", "image_position_ids=None",
     ],
     ("trl.GRPOTrainer", "compute_loss"): ["self", "model", "inputs", "return_outputs=False", "num_items_in_batch=None"],
-    # transformers.Trainer (transformers 5.24.0), overridden by weights.ExactCheckpointMixin
+    # transformers.Trainer (transformers 5.24.0), overridden by trl_seam.TrainerCheckpointSeam
     ("transformers.Trainer", "_save"): ["self", "output_dir=None", "state_dict=None"],
     ("transformers.Trainer", "_load_from_checkpoint"): ["self", "resume_from_checkpoint", "model=None"],
     ("transformers.Trainer", "_load_rng_state"): ["self", "checkpoint"],
@@ -70,9 +75,27 @@ LIBRARY_SIGNATURES: dict[tuple[str, str], list[str]] = {
     ("transformers.ProcessorMixin", "get_attributes"): [],  # a classmethod: () once bound
     ("transformers.ProcessorMixin", "check_argument_for_proper_class"): ["self", "argument_name", "argument"],
     ("transformers.ProcessorMixin", "save_pretrained"): ["self", "save_directory", "push_to_hub=False", "**kwargs"],
+    # transformers.GenerationMixin (transformers 5.24.0), wrapped per model object by trl_seam.appending_logits_processor
+    ("transformers.GenerationMixin", "_get_logits_processor"): [
+        "self", "generation_config", "input_ids_seq_length=None", "encoder_input_ids=None",
+        "prefix_allowed_tokens_fn=None", "logits_processor=None", "device=None", "model_kwargs=None",
+        "negative_prompt_ids=None", "negative_prompt_attention_mask=None",
+    ],
 }
 
-# Private trainer attributes grpo.py reads (TRL's own state): each must exist on a built trainer.
+# Every library internal trl_seam overrides, wraps or reads; each (private ones) is named by no other trainer module.
+SEAM_INTERNALS: dict[str, list[tuple[str, str]]] = {
+    "GRPOSeam": [("trl.GRPOTrainer", n) for n in (
+        "_generate_and_score_completions", "_generate_single_turn", "_tokenize_prompts",
+        "_get_per_token_logps_and_entropies", "compute_loss")],
+    "TrainerCheckpointSeam": [("transformers.Trainer", n) for n in (
+        "_save", "_save_optimizer_and_scheduler", "_load_from_checkpoint", "_load_rng_state")],
+    "appending_logits_processor": [("transformers.GenerationMixin", "_get_logits_processor")],
+}
+SEAM_PRIVATE_NAMES = {name for pins in SEAM_INTERNALS.values() for _, name in pins if name.startswith("_")} | {
+    "_metrics", "_tokenizer", "_is_fsdp_managed_module"}
+
+# Private trainer attributes trl_seam.GRPOSeam reads (TRL's own state): each must exist on a built trainer.
 PRIVATE_READS = {"_metrics", "_tokenizer"}
 
 # Public trainer state read or set from outside the class (rollout.py around TRL's generation call,
@@ -110,11 +133,13 @@ def _our_classes():
     from rarl_trainer.models import no_video_processor_class
     from rarl_trainer.sft import RARLSFTTrainer
     from rarl_trainer.sharding import FSDPOnCPUMixin
+    from rarl_trainer.trl_seam import GRPOSeam, TrainerCheckpointSeam
     from rarl_trainer.weights import ExactCheckpointMixin
 
     vlm = [no_video_processor_class("qwen2_vl"), no_video_processor_class("qwen2_5_vl")]
-    return [(RARLGRPOTrainer, (RARLGRPOTrainer, ExactCheckpointMixin, FSDPOnCPUMixin)),
-            (RARLSFTTrainer, (RARLSFTTrainer, ExactCheckpointMixin, FSDPOnCPUMixin)), *((c, (c,)) for c in vlm)]
+    return [(RARLGRPOTrainer, (RARLGRPOTrainer, GRPOSeam, ExactCheckpointMixin, TrainerCheckpointSeam, FSDPOnCPUMixin)),
+            (RARLSFTTrainer, (RARLSFTTrainer, ExactCheckpointMixin, TrainerCheckpointSeam, FSDPOnCPUMixin)),
+            *((c, (c,)) for c in vlm)]
 
 
 def _overrides():
@@ -214,16 +239,60 @@ def built_trainer(tmp_path_factory):
 
 def test_private_reads_are_pinned_and_exist(built_trainer):
     from rarl_trainer.grpo import RARLGRPOTrainer
+    from rarl_trainer.trl_seam import GRPOSeam, TrainerCheckpointSeam
     from rarl_trainer.weights import ExactCheckpointMixin
 
-    reads = _self_reads(RARLGRPOTrainer) | _self_reads(ExactCheckpointMixin)
-    private = {r for r in reads if r.startswith("_") and not r.startswith("_rarl")}
-    assert private <= PRIVATE_READS, f"new private reads, pin them in PRIVATE_READS: {sorted(private - PRIVATE_READS)}"
+    def private(names):
+        return {r for r in names if r.startswith("_") and not r.startswith("_rarl")}
+
+    outside = _self_reads(RARLGRPOTrainer) | _self_reads(ExactCheckpointMixin)
+    assert not private(outside), f"private library state read outside trl_seam: {sorted(private(outside))}"
+    reads = outside | _self_reads(GRPOSeam) | _self_reads(TrainerCheckpointSeam)
+    assert private(reads) <= PRIVATE_READS, \
+        f"new private reads, pin them in PRIVATE_READS: {sorted(private(reads) - PRIVATE_READS)}"
     absent = sorted(r for r in reads | PRIVATE_READS | set(TRAINER_STATE) if not hasattr(built_trainer, r))
     assert not absent, f"the trainer no longer has: {absent}"
     assert all(hasattr(built_trainer.args, a) for a in ARGS_STATE)
     assert isinstance(built_trainer._metrics["train"], dict)
     assert built_trainer._tokenizer is built_trainer.processing_class  # a text model: the tokenizer itself
+
+
+def test_every_seam_internal_is_pinned_and_overridden_there():
+    import rarl_trainer.trl_seam as seam
+
+    for where, pins in SEAM_INTERNALS.items():
+        for key in pins:
+            assert key in LIBRARY_SIGNATURES, f"trl_seam.{where} uses {key[0]}.{key[1]}: pin its signature"
+            owner = getattr(seam, where)
+            if isinstance(owner, type):
+                assert key[1] in owner.__dict__, f"trl_seam.{where} no longer overrides {key[1]}: update SEAM_INTERNALS"
+            else:
+                assert key[1] in inspect.getsource(owner), f"trl_seam.{where} no longer wraps {key[1]}"
+        if isinstance(getattr(seam, where), type):  # and nothing private it overrides is missing from the list
+            private = {n for n in vars(getattr(seam, where)) if n.startswith("_") and not n.startswith("__")}
+            assert private <= {name for _, name in pins}, f"trl_seam.{where}: {sorted(private)} not all pinned"
+
+
+def test_private_library_members_are_overridden_in_the_seam_only():
+    """No class of the trainer but trl_seam's overrides a private (underscore) TRL / transformers member."""
+    wrong = [f"{own.__module__}.{own.__qualname__}.{name} overrides {owner.__module__}.{owner.__qualname__}.{name}"
+             for own, name, owner in _overrides()
+             if name.startswith("_") and not name.startswith("__") and own.__module__ != "rarl_trainer.trl_seam"]
+    assert not wrong, "move these overrides into rarl_trainer/trl_seam.py: " + "; ".join(wrong)
+
+
+def test_no_module_but_the_seam_names_the_internals():
+    """The trainer's code (strings and comments aside) names the seam's private library members only in trl_seam."""
+    found = []
+    for path in sorted((REPO / "trainer" / "rarl_trainer").rglob("*.py")):
+        if path.name == "trl_seam.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = (node.attr if isinstance(node, ast.Attribute) else
+                    node.name if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None)
+            if name in SEAM_PRIVATE_NAMES:
+                found.append(f"{path.name}:{node.lineno} {name}")
+    assert not found, "TRL/transformers internals used outside trl_seam: " + ", ".join(found)
 
 
 def test_trl_generation_reads_the_state_the_rollout_engine_sets():
@@ -240,7 +309,7 @@ def test_trl_generation_reads_the_state_the_rollout_engine_sets():
 
 
 def test_tokenize_prompts_contract(built_trainer):
-    """What grpo.RARLGRPOTrainer._tokenize_prompts unpacks: (prompt_ids lists, images, multimodal fields)."""
+    """What trl_seam.GRPOSeam._tokenize_prompts unpacks: (prompt_ids lists, images, multimodal fields)."""
     from trl import GRPOTrainer
 
     prompts = [[{"role": "user", "content": "estimate 3"}], [{"role": "user", "content": "estimate 10"}]]
@@ -255,9 +324,9 @@ def test_other_library_members_we_use(built_trainer):
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer import TRAINING_ARGS_NAME
 
-    assert TRAINING_ARGS_NAME == "training_args.bin"  # weights.ExactCheckpointMixin._save writes it
+    assert TRAINING_ARGS_NAME == "training_args.bin"  # weights.ExactCheckpointMixin.rarl_save_checkpoint writes it
     for name in ("merge_adapter", "unmerge_adapter", "merge_and_unload", "delete_adapter", "set_adapter"):
-        assert callable(getattr(built_trainer.model, name, None)), name  # rollout.py, export.py, loop.py (LoRA)
+        assert callable(getattr(built_trainer.model, name, None)), name  # rollout.py, export.py, stages.py (LoRA)
     for name in ("get_base_layer", "merged"):
         assert hasattr(BaseTunerLayer, name), name  # rollout.tuner_layers / any_merged / _take_snapshot
     # reporting.point_tensorboard sets cb.logging_dir before the writer is made: transformers must use it
