@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from rarl.api.types import RARLJobSpec
@@ -180,15 +181,14 @@ class Supervisor:
 
     def _wait(self, requeue_after: float | None) -> None:
         """Until the child exits, a suspend is asked for, or the plan's requeue time (a deadline) comes."""
-        waited = 0.0
-        while requeue_after is None or waited < requeue_after:
+        until = None if requeue_after is None else time.monotonic() + requeue_after
+        while until is None or time.monotonic() < until:
             if self.child is not None and self.exit_code is None and (code := self.child.poll()) is not None:
                 self._exited(code)
                 return
             if self.wake.wait(self.POLL_SECONDS):
                 self.wake.clear()
                 return
-            waited += self.POLL_SECONDS
 
 
 def main(argv: list[str] | None = None) -> int:
