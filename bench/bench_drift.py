@@ -45,14 +45,11 @@ def measure(doc: dict[str, Any], work: Path, trainer_kind: str) -> dict[str, Any
     from rarl_trainer.loop import Run
 
     job = parse_job(doc)
-    run = Run(job, work / "run", resume="never", dist=DistInfo())
-    run.load_data()
-    run.load_model()
-    run.open_checkpoints()
-    run.reporter = FileProgressReporter(work / "run" / "progress.json")
-    table = run.eval_table()
+    training = Run(job, work / "run", resume="never", dist=DistInfo(),
+                   reporter=FileProgressReporter(work / "run" / "progress.json")).set_up()
+    table = training.evaluator.table
     words = [i for i, q in enumerate(table.queries) if q.n == 1][:32]
-    tok, processor = run.loaded.tokenizer, run.loaded.processor
+    tok, processor = training.loaded.tokenizer, training.loaded.processor
     neg, pos = (tok(w, add_special_tokens=False)["input_ids"][0] for w in (" negative", " positive"))
 
     @torch.no_grad()
@@ -69,14 +66,14 @@ def measure(doc: dict[str, Any], work: Path, trainer_kind: str) -> dict[str, Any
         model.train(was)
         return out
 
-    before = margins(run.loaded.model)
+    before = margins(training.loaded.model)
     plan = stage_plan(job.spec)[0]
     if trainer_kind == "vanilla":
         from bench_trainer import build_vanilla, rarl_args_and_data
 
-        trainer = build_vanilla(run, plan, *rarl_args_and_data(run, plan))
+        trainer = build_vanilla(training, plan, *rarl_args_and_data(training, plan))
     else:
-        trainer, _ = run.make_trainer(plan)
+        trainer = training.make_trainer(plan).trainer
     torch.manual_seed(0)
     trainer.train()
     after = margins(trainer.model)

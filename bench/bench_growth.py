@@ -51,12 +51,9 @@ def trainer_steps(tmp: Path, steps: int, n: int, group: int) -> list[float]:
 
     rjob = job(tmp, base=MODEL, modality="image", steps=steps, batch=QUERIES * group, group=group,
                length=LENGTH, list_sizes=(n,))
-    run = Run(rjob, tmp / "run", resume="never", dist=DistInfo())
-    run.load_data()
-    run.load_model()
-    run.open_checkpoints()
-    run.reporter = FileProgressReporter(tmp / "run" / "progress.json")
-    trainer = build_rarl(run, stage_plan(rjob.spec)[0])
+    training = Run(rjob, tmp / "run", resume="never", dist=DistInfo(),
+                   reporter=FileProgressReporter(tmp / "run" / "progress.json")).set_up()
+    trainer = build_rarl(training, stage_plan(rjob.spec)[0])
     for cb in list(trainer.callback_handler.callbacks):
         if type(cb).__name__ in ("PrinterCallback", "ProgressCallback"):
             trainer.remove_callback(cb)
@@ -64,8 +61,8 @@ def trainer_steps(tmp: Path, steps: int, n: int, group: int) -> list[float]:
     trainer.add_callback(timer)
     torch.manual_seed(0)
     trainer.train()
-    if run.uploader is not None:
-        run.uploader.wait()
+    if training.session.uploader is not None:
+        training.session.uploader.wait()
     return timer.times[1:]
 
 

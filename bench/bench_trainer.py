@@ -105,12 +105,19 @@ def job(tmp: Path, base: str, modality: str, steps: int, batch: int, group: int,
     })
 
 
-def build_rarl(run, plan):
-    trainer, _ = run.make_trainer(plan)
-    return trainer
+def build_rarl(training, plan):
+    """The RARL trainer of ``plan``'s stage, built by the run's own parts (``loop.Training``)."""
+    return training.make_trainer(plan).trainer
 
 
-def rarl_args_and_data(run, plan):
+def rarl_callback_seconds(trainer) -> float:
+    """The time the run's progress callback (``reporting.RunCallback``) spent in logging and progress reports."""
+    from rarl_trainer.reporting import RunCallback
+
+    return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, RunCallback)).seconds
+
+
+def rarl_args_and_data(training, plan):
     """The RARL trainer's arguments and query dataset, with that trainer and its model freed: vanilla TRL
     trains on the same inputs, and its peak GPU memory is its own (no RARL model left on the device)."""
     import gc
@@ -118,11 +125,11 @@ def rarl_args_and_data(run, plan):
 
     import torch
 
-    trainer = build_rarl(run, plan)
+    trainer = build_rarl(training, plan)
     args, data = trainer.args, trainer.train_dataset
-    model = weakref.ref(run.loaded.model)
+    model = weakref.ref(training.loaded.model)
     del trainer
-    run.loaded = None
+    training.loaded = None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -132,7 +139,7 @@ def rarl_args_and_data(run, plan):
     return args, data
 
 
-def build_vanilla(run, plan, args, train_dataset):
+def build_vanilla(training, plan, args, train_dataset):
     """Plain GRPOTrainer: the RARL run's args and data, a fresh copy of the same model, one total-reward function."""
     from trl import GRPOTrainer
 
@@ -140,12 +147,12 @@ def build_vanilla(run, plan, args, train_dataset):
     from rarl_trainer.models import load_model
     from rarl_trainer.rewards import RewardConfig, score
 
-    cfg = RewardConfig.from_spec(run.spec, plan.stage)
+    cfg = RewardConfig.from_spec(training.ctx.spec, plan.stage)
 
     def total(prompts, completions, targets, **_):
         return [score(completion_text(c), t, cfg).total for c, t in zip(completions, targets, strict=True)]
 
-    loaded = load_model(run.spec.model, run.spec.storage)
+    loaded = load_model(training.ctx.spec.model, training.ctx.spec.storage)
     args.reward_weights = None
     trainer = GRPOTrainer(model=loaded.model, reward_funcs=[total], args=args,
                           train_dataset=train_dataset, processing_class=loaded.processor)
@@ -155,35 +162,31 @@ def build_vanilla(run, plan, args, train_dataset):
 
 
 def one_round(tmp: Path, spec_args: dict, order: list[str]) -> dict[str, dict]:
+    from rarl.progress import FileProgressReporter
     from rarl_trainer.config import DistInfo, stage_plan
     from rarl_trainer.loop import Run
 
     out: dict[str, dict] = {}
     for kind in order:
         rjob = job(tmp / kind, **spec_args)
-        run = Run(rjob, tmp / kind / "run", resume="never", dist=DistInfo())
-        run.load_data()
-        run.load_model()
-        run.open_checkpoints()
-        from rarl.progress import FileProgressReporter
-
-        run.reporter = FileProgressReporter(tmp / kind / "run" / "progress.json")
+        training = Run(rjob, tmp / kind / "run", resume="never", dist=DistInfo(),
+                       reporter=FileProgressReporter(tmp / kind / "run" / "progress.json")).set_up()
         plan = stage_plan(rjob.spec)[0]
-        trainer = build_vanilla(run, plan, *rarl_args_and_data(run, plan)) if kind == "vanilla" else build_rarl(run, plan)
+        trainer = build_vanilla(training, plan, *rarl_args_and_data(training, plan)) if kind == "vanilla" else build_rarl(training, plan)
         timer = StepTimer()
         trainer.add_callback(timer)
         phases = PhaseTimer(trainer)
         torch.manual_seed(0)
         trainer.train()
-        if run.uploader is not None:
-            run.uploader.wait()  # the stage-end checkpoint (RARL) is uploaded in the background
+        if training.session.uploader is not None:
+            training.session.uploader.wait()  # the stage-end checkpoint (RARL) is uploaded in the background
         times = timer.times[1:]
         info = {"median": statistics.median(times), "total": sum(times), "steps": len(times),
                 "phases": phases.shares(sum(timer.times))}
         if kind == "rarl":
             first = timer.times[0]
             overhead = (trainer.rarl_timing["reward_rmo_s"] + trainer.rarl_reward_terms.seconds
-                        + run.run_callback.seconds)
+                        + rarl_callback_seconds(trainer))
             info["overhead_share"] = overhead / (sum(times) + first)
             info["mutation_rate"] = statistics.mean(h.get("rarl/mutation_rate", 0.0)
                                                     for h in trainer.state.log_history if "reward" in h)

@@ -186,7 +186,7 @@ def force_full_length(trainer, length: int) -> None:
 
 def one_run(kind: str, tmp: Path, spec_args: dict, length: int) -> dict:
     import torch
-    from bench_trainer import StepTimer, build_rarl, build_vanilla, rarl_args_and_data
+    from bench_trainer import StepTimer, build_rarl, build_vanilla, rarl_args_and_data, rarl_callback_seconds
 
     from rarl.progress import FileProgressReporter
     from rarl_trainer.config import DistInfo, stage_plan
@@ -195,14 +195,11 @@ def one_run(kind: str, tmp: Path, spec_args: dict, length: int) -> dict:
     cuda = torch.cuda.is_available()
     t_start = time.perf_counter()
     rjob = job(tmp, **spec_args)
-    run = Run(rjob, tmp / "run", resume="never", dist=DistInfo())
-    run.load_data()
-    run.load_model()
-    run.open_checkpoints()
-    run.reporter = FileProgressReporter(tmp / "run" / "progress.json")
+    training = Run(rjob, tmp / "run", resume="never", dist=DistInfo(),
+                   reporter=FileProgressReporter(tmp / "run" / "progress.json")).set_up()
     plan = stage_plan(rjob.spec)[0]
     # vanilla: the RARL trainer builds the shared args and data, then it and its model are freed (checked)
-    trainer = build_vanilla(run, plan, *rarl_args_and_data(run, plan)) if kind == "vanilla" else build_rarl(run, plan)
+    trainer = build_vanilla(training, plan, *rarl_args_and_data(training, plan)) if kind == "vanilla" else build_rarl(training, plan)
     force_full_length(trainer, length)
     gen = GenTimer(trainer.model)
     timer = StepTimer()
@@ -213,8 +210,8 @@ def one_run(kind: str, tmp: Path, spec_args: dict, length: int) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    if run.uploader is not None:
-        run.uploader.wait()
+    if training.session.uploader is not None:
+        training.session.uploader.wait()
     times = timer.times[1:] or timer.times
     steps = len(timer.times)
     out = {
@@ -226,7 +223,7 @@ def one_run(kind: str, tmp: Path, spec_args: dict, length: int) -> dict:
     }
     if kind == "rarl":
         out["overhead_s"] = (trainer.rarl_timing["reward_rmo_s"] + trainer.rarl_reward_terms.seconds
-                             + run.run_callback.seconds)
+                             + rarl_callback_seconds(trainer))
         out["overhead_share"] = out["overhead_s"] / sum(timer.times)
     print(f"{kind}: load {load_s:.1f} s, steps {', '.join(f'{t:.2f}' for t in timer.times)} s, completion lengths "
           f"{sorted(set(gen.lengths))}, generate {out['gen_tokens_per_s']:.0f} tok/s, peak "
@@ -235,7 +232,7 @@ def one_run(kind: str, tmp: Path, spec_args: dict, length: int) -> dict:
     import weakref
 
     model = weakref.ref(trainer.model)
-    del trainer, run, gen
+    del trainer, training, gen
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()

@@ -67,10 +67,11 @@ def test_a_changed_hash_without_recorded_settings_is_a_change_that_cannot_be_nam
 
 
 def test_only_the_rule_reads_onspecchange():
-    """The CLI (rarl.resume) and the trainer (Run.check_settings) act on the decision; neither decides again."""
+    """The CLI (rarl.resume) and the trainer (CheckpointSession.check_settings) act on the decision; neither decides
+    again."""
     readers = sorted(str(path.relative_to(ROOT)) for folder in ("sdk", "trainer", "operator")
                      for path in (ROOT / folder).rglob("*.py")
                      if re.search(r"\bon_spec_change\b", path.read_text()))
     assert readers == ["sdk/rarl/api/rules.py", "sdk/rarl/api/types.py"]
-    for caller in ("sdk/rarl/resume.py", "trainer/rarl_trainer/loop.py"):
+    for caller in ("sdk/rarl/resume.py", "trainer/rarl_trainer/checkpoint_session.py"):
         assert "resume_decision(" in (ROOT / caller).read_text(), caller

@@ -98,16 +98,14 @@ def run_trainer_in_process(capsys, config: Path, run_dir: Path, *extra: str) -> 
 
 
 def first_stage_trainer(tmp: Path, doc: dict):
-    """(Run, the trainer of the job's first stage) built in-process, ready for a manual step."""
+    """(loop.Training, the trainer of the job's first stage) built in-process, ready for a manual step."""
     from rarl.api.validation import parse_job
     from rarl_trainer.config import DistInfo, stage_plan
     from rarl_trainer.loop import Run
 
     run = Run(parse_job(doc), tmp / "run", resume="never", dist=DistInfo())
-    run.load_data()
-    run.load_model()
-    run.open_checkpoints()
-    trainer, _ = run.make_trainer(stage_plan(run.spec)[0])
+    training = run.set_up()
+    trainer = training.make_trainer(stage_plan(run.spec)[0]).trainer
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train() in real runs
-    return run, trainer
+    return training, trainer

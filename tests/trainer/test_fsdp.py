@@ -227,7 +227,7 @@ RUN_PRELUDE = textwrap.dedent("""
     out = Path(sys.argv[2])
     run = Run(parse_job(yaml.safe_load(open(sys.argv[1]))), out / f"run{dist_info.rank}", resume="never",
               dist=dist_info)
-    run.load_data(); run.load_model(); run.open_checkpoints()
+    training = run.set_up()
 """)
 """A job's Run set up on every rank of a torchrun launch, as the trainer's entry point sets it up."""
 
@@ -235,30 +235,30 @@ GENERATE = RUN_PRELUDE + textwrap.dedent("""
     from rarl_trainer.evaluation import run_eval
     from rarl_trainer.sharding import is_sharded_model
 
-    table = run.eval_table()
+    table = training.evaluator.table
     def answers():
-        return [r["completion"] for r in run_eval(run.loaded, table, 24, 1.0, dist_info.rank, dist_info.world_size,
+        return [r["completion"] for r in run_eval(training.loaded, table, 24, 1.0, dist_info.rank, dist_info.world_size,
                                                   equal_shares=True)[1]]
     whole = answers()
-    trainer, _ = run.make_trainer(stage_plan(run.spec)[0])
+    trainer = training.make_trainer(stage_plan(run.spec)[0]).trainer
     trainer.accelerator.prepare(trainer.model)  # what Trainer.train does first: fully_shard per layer
-    assert is_sharded_model(run.loaded.model)
+    assert is_sharded_model(training.loaded.model)
     shards = answers()
     if dist_info.is_main:
         (out / "out.json").write_text(json.dumps({"whole": whole, "sharded": shards}))
-    run.leave_process_group()
+    run.ctx.leave_process_group()
     from rarl_trainer.cli import exit_process
     exit_process(0, dist_info)  # as the trainer's entry point ends a rank
 """)
 
 MIXED = RUN_PRELUDE + textwrap.dedent("""
-    trainer, _ = run.make_trainer(stage_plan(run.spec)[0])
+    trainer = training.make_trainer(stage_plan(run.spec)[0]).trainer
     policy = trainer.accelerator.state.fsdp_plugin.mixed_precision_policy  # what fully_shard gets in train()
-    params = {str(p.dtype) for p in run.loaded.model.parameters()}
+    params = {str(p.dtype) for p in training.loaded.model.parameters()}
     if dist_info.is_main:
         (out / "out.json").write_text(json.dumps({"param": str(policy.param_dtype), "reduce": str(policy.reduce_dtype),
                                                   "weights": sorted(params)}))
-    run.leave_process_group()
+    run.ctx.leave_process_group()
     from rarl_trainer.cli import exit_process
     exit_process(0, dist_info)
 """)

@@ -50,8 +50,8 @@ def test_a_stages_own_accumulation_reaches_its_trainer_and_its_query_count(tmp_p
 
     stages = [{"name": "cold", "kind": "sft", "steps": 2, "listSizes": [1]},
               {"name": "rank", "steps": 2, "listSizes": [1], "gradientAccumulationSteps": 8, "rmo": {"enabled": False}}]
-    run, sft = first_stage_trainer(tmp_path, job_doc(tmp_path, stages=stages))
+    training, sft = first_stage_trainer(tmp_path, job_doc(tmp_path, stages=stages))
     assert sft.args.gradient_accumulation_steps == 1 and len(sft.train_dataset) == 2 * 8
-    grpo, _ = run.make_trainer(stage_plan(run.spec)[1])
+    grpo = training.make_trainer(stage_plan(training.ctx.spec)[1]).trainer
     assert grpo.args.gradient_accumulation_steps == 8 and grpo.args.steps_per_generation == 8
     assert len(grpo.train_dataset) == 2 * 16  # 2 steps x 16 queries (64 completions / G)

@@ -258,7 +258,7 @@ def test_the_runs_training_and_evaluation_tables_shrink_with_the_models_budget(t
     monkeypatch.setattr(queries.QueryTable, "__init__", spy)
     stages = [{"name": "s1", "steps": 1, "listSizes": [1], "rmo": {"enabled": False}}]
     doc = job_doc(tmp_path, base=VLM, modality="image", stages=stages, numGenerations=2, perDeviceBatchSize=2)
-    run, _ = first_stage_trainer(tmp_path, doc)
-    run.eval_table()
-    assert run.loaded.pixels is not None
-    assert len(built) == 2 and all(t.pixels == run.loaded.pixels for t in built), [t.pixels for t in built]
+    training, _ = first_stage_trainer(tmp_path, doc)
+    training.evaluator.table  # noqa: B018 (built at the first use)
+    assert training.loaded.pixels is not None
+    assert len(built) == 2 and all(t.pixels == training.loaded.pixels for t in built), [t.pixels for t in built]

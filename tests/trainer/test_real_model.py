@@ -63,9 +63,10 @@ def test_balanced_sampling_draws_afinn_levels_equally_often_through_the_run(tmp_
     """``dataset.sampling: balanced`` reaches the queries a run draws (AFINN's words are 65 % negative)."""
     from rarl.api.validation import parse_job
     from rarl_trainer.config import DistInfo
-    from rarl_trainer.loop import Run
     from rarl_trainer.prompts import level_index
     from rarl_trainer.queries import draw_queries
+    from rarl_trainer.run_context import RunContext
+    from rarl_trainer.run_setup import load_data
 
     def drawn(sampling: str):
         job = parse_job({"apiVersion": "rarl.dev/v1alpha1", "kind": "RARLJob", "metadata": {"name": "x"},
@@ -73,10 +74,9 @@ def test_balanced_sampling_draws_afinn_levels_equally_often_through_the_run(tmp_
                                   "dataset": {"format": "jsonl", "modality": "text", "train": AFINN,
                                               "sampling": sampling},
                                   "checkpoint": {"uri": str(tmp_path / "c")}, "output": {"uri": str(tmp_path / "o")}}})
-        run = Run(job, tmp_path / sampling, resume="never", dist=DistInfo())
-        run.load_data()
+        data = load_data(RunContext.create(job, tmp_path / sampling, DistInfo()))
         target = job.spec.dataset.target
-        queries = draw_queries(run.train_items, [1], 3000, 0, run.train_strata())
+        queries = draw_queries(data.train_items, [1], 3000, 0, data.strata)
         return [level_index(q.targets[0], target, len(target.levels)) for q in queries]
 
     uniform, balanced = drawn("uniform"), drawn("balanced")

@@ -484,9 +484,7 @@ def test_eval_answers_on_merged_weights_equal_the_peft_model(tmp_path, base, mod
     from tests.trainer.conftest import job_doc
 
     run = Run(parse_job(job_doc(tmp_path, base=base, modality=modality)), tmp_path / "run", resume="never",
-              dist=DistInfo())
-    run.load_data()
-    run.load_model()
+              dist=DistInfo()).set_up()
     model = run.loaded.model
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -495,7 +493,7 @@ def test_eval_answers_on_merged_weights_equal_the_peft_model(tmp_path, base, mod
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
     model.train()
     before = _state(model)
-    table = run.eval_table()
+    table = run.evaluator.table
     indices = list(range(min(6, len(table.queries))))
     fast = generate_answers(run.loaded, table, indices, 12, batch_size=4)
     _assert_same_state(model, before)

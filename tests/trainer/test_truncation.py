@@ -112,7 +112,7 @@ def test_rollouts_and_eval_use_truncated_prompts(tmp_path, base, modality):
     limit = max(n_vision + 4, full_len // 2)
     assert limit < full_len
 
-    run, trainer = _trainer(tmp_path / "cut", base, modality, limit)
+    training, trainer = _trainer(tmp_path / "cut", base, modality, limit)
     widths = []
     orig_generate = type(trainer.model).generate
 
@@ -125,8 +125,8 @@ def test_rollouts_and_eval_use_truncated_prompts(tmp_path, base, modality):
         inputs = trainer._generate_and_score_completions(batch)
         loss = trainer.compute_loss(trainer.model, inputs)
         loss.backward()
-        table = run.eval_table()
-        answers = generate_answers(run.loaded, table, [0, 1], 4, max_prompt_length=limit)
+        table = training.evaluator.table
+        answers = generate_answers(training.loaded, table, [0, 1], 4, max_prompt_length=limit)
     finally:
         type(trainer.model).generate = orig_generate
     assert torch.isfinite(loss)
@@ -138,4 +138,4 @@ def test_rollouts_and_eval_use_truncated_prompts(tmp_path, base, modality):
         sampled = inputs["completion_ids"][inputs["completion_mask"].bool()].tolist()
         assert len(sampled) > 50 and not set(sampled) & VISION  # rollouts never sample vision placeholders
     assert widths[1] <= limit and len(answers) == 2  # evaluation
-    assert whole_run.spec.grpo.max_prompt_length is None and "rarl/truncated_prompts" not in whole._metrics["train"]
+    assert whole_run.ctx.spec.grpo.max_prompt_length is None and "rarl/truncated_prompts" not in whole._metrics["train"]

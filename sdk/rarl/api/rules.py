@@ -7,7 +7,7 @@ A rule raises ``field_rule_error(field, message)`` to be reported at ``field`` b
 (``rarl.api.validation``), or ValueError to be reported at the model.
 
 ``resume_decision`` is the one ``checkpoint.onSpecChange`` decision: the CLI (``rarl.resume``) says it
-before a local start, the trainer (``Run.check_settings``) carries it out.
+before a local start, the trainer (``CheckpointSession.check_settings``) carries it out.
 """
 
 from __future__ import annotations

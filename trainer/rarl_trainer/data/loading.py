@@ -51,7 +51,7 @@ def read_location(spec: DatasetSpec, uri: str, storage: StorageSpec | None = Non
 def _node_lock(folder: Path) -> Iterator[None]:
     """An exclusive flock on ``<folder>.lock``: the ranks of a node write the synthetic images one at a time.
 
-    Every rank loads the data itself (``loop.Run.load_data``); the generator writes each PNG
+    Every rank loads the data itself (``run_setup.load_data``); the generator writes each PNG
     through one fixed temporary name, so two ranks writing the same cache at once could rename
     each other's half-written file. The first rank writes them, the others find them.
     """
@@ -82,7 +82,7 @@ def load_items(
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if spec.format == "synthetic":
-        with _node_lock(_synthetic_cache(spec, cache_dir)):  # every rank loads at once (loop.Run.load_data)
+        with _node_lock(_synthetic_cache(spec, cache_dir)):  # every rank loads at once (run_setup.load_data)
             return synthetic_split(spec, split, cache_dir, on_progress)
 
     if split == "eval" and spec.eval:

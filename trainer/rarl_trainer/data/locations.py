@@ -2,7 +2,7 @@
 
 The grammar is ``rarl.api.uri``'s; s3:// reaches the bucket with the job's storage settings.
 
-Every rank resolves its locations itself (``loop.Run.load_data``): the cache of
+Every rank resolves its locations itself (``run_setup.load_data``): the cache of
 ``rarl.storage.cached_download`` is per node and takes a file lock around each download, so one
 rank of a node downloads while that node's other ranks wait on the lock (not in a collective) and
 then find the cached copy.
