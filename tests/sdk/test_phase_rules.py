@@ -126,3 +126,15 @@ def test_wait_with_timeout_zero_looks_once_and_other_timeouts_are_checked(client
     for bad in (-1, float("nan"), float("inf"), True, "10"):
         with pytest.raises(InvalidArgument, match=r"timeout: expected seconds >= 0"):
             client.wait("idle", timeout=bad)  # type: ignore[arg-type]
+
+
+def test_following_the_logs_of_a_job_that_never_ran_ends(client):
+    """``logs -f`` of a job created suspended waited forever for a log no attempt would write."""
+    import threading
+
+    client.submit(_doc())
+    lines: list[str] = []
+    follower = threading.Thread(target=lambda: lines.extend(client.logs("idle", follow=True)), daemon=True)
+    follower.start()
+    follower.join(timeout=10)
+    assert not follower.is_alive() and lines == []

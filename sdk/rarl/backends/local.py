@@ -298,12 +298,12 @@ class LocalBackend(Backend):
             if not follow or pinned:
                 return
             job = self.get(name)
-            current = job.status.attempt
+            current = max(1, job.status.attempt)  # 0: created suspended, no attempt yet
             if current != attempt:  # a new attempt: follow its log
                 attempt, path, position = current, files.log(current), 0
                 continue
             if job.status.phase in TERMINAL_PHASES | {"Suspended"}:
-                if path.exists() and path.stat().st_size == position:
+                if not path.exists() or path.stat().st_size == position:  # nothing more will be written
                     return
             time.sleep(poll_interval)
 
