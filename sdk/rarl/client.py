@@ -207,7 +207,8 @@ class Client:
         """Download a succeeded job's model (``status.modelURI``) into ``dest``, verified by its manifest.
 
         Raises ``InvalidArgument`` for a ``dest`` that cannot be a writable folder (checked first),
-        ``StorageError`` (no model yet, unreachable store, checksum mismatch, a failed write), ``JobNotFound``.
+        ``StorageError`` (unreachable store, checksum mismatch, a failed write; ``ModelNotExported``, a
+        subclass, when the job has no model yet), ``JobNotFound``.
         """
         path = fetch_destination(dest)
         return self.backend.fetch_model(_job_name(name), path, progress=progress)

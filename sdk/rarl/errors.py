@@ -58,6 +58,22 @@ class StorageError(RARLError):
     """A storage operation failed: unreachable endpoint, missing bucket, bad credentials, bad checksum."""
 
 
+class ModelNotExported(StorageError):
+    """The job has no exported model yet (it has not succeeded): the job's state, so ``rarlctl`` exits 1, as for a
+    failed job. A ``StorageError`` for the callers of ``fetch_model`` that caught one before it had a type."""
+
+    def __init__(self, name: str, phase: str | None):
+        super().__init__(f"job {name!r} has no exported model yet (phase {phase or 'Pending'}); models are exported "
+                         "when the last stage ends")
+
+
+def exported_model_uri(job) -> str:
+    """``status.modelURI`` of a job (a ``RARLJob``), or ``ModelNotExported``: the one check of fetch and predict."""
+    if not job.status.model_uri:
+        raise ModelNotExported(job.name, job.status.phase)
+    return job.status.model_uri
+
+
 class ResumeNotice(UserWarning):
     """A warning: a local job found an earlier run's checkpoint at its ``checkpoint.uri`` and will continue from it
     (or re-export a finished one), where a user may have expected a fresh start. ``rarlctl`` prints the same line."""

@@ -138,3 +138,13 @@ def test_following_the_logs_of_a_job_that_never_ran_ends(client):
     follower.start()
     follower.join(timeout=10)
     assert not follower.is_alive() and lines == []
+
+
+def test_fetching_a_model_that_was_not_exported_is_typed(client, tmp_path):
+    """Issue 30: one check (``rarl.errors.exported_model_uri``) for fetch and predict; a StorageError as before."""
+    from rarl import ModelNotExported, StorageError
+
+    client.submit(_doc())
+    with pytest.raises(ModelNotExported, match=r"job 'idle' has no exported model yet \(phase Suspended\)") as err:
+        client.fetch_model("idle", tmp_path / "dest")
+    assert isinstance(err.value, StorageError)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rarl.api.types import RARLJob
 from rarl.api.vocabulary import TERMINAL_PHASES, phase_set
-from rarl.errors import JobFinished, StorageError, WaitTimeout
+from rarl.errors import JobFinished, StorageError, WaitTimeout, exported_model_uri
 
 ProgressCallback = Callable[[RARLJob], None]
 
@@ -116,11 +116,7 @@ class Backend(abc.ABC):
     def fetch_model(self, name: str, dest: str | Path, progress: BytesCallback | None = None) -> Path:
         """Download the exported model of a succeeded job and verify it against its manifest."""
         job = self.get(name)
-        uri = job.status.model_uri
-        if not uri:
-            phase = job.status.phase or "Pending"
-            raise StorageError(f"job {name!r} has no exported model yet (phase {phase}); "
-                               "models are exported when the last stage ends")
+        uri = exported_model_uri(job)
         from rarl.storage import download_tree
 
         try:

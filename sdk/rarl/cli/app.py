@@ -205,12 +205,6 @@ def read_source(name: str, named: bool = True) -> bytes:
         raise CLIError(f"{where}cannot read: {exc.strerror or exc}") from None
 
 
-def no_export_error(name: str, phase: str | None) -> CLIError:
-    """A job without an exported model yet: the job's state, not the command's use (exit 1, as a failed job)."""
-    return CLIError(f"job {name!r} has no exported model yet (phase {phase or 'Pending'}); models are exported when "
-                    "the last stage ends", EXIT_INVALID)
-
-
 def output_option() -> typing.Any:
     """``-o`` on a verb (kubectl style, after the verb); falls back to the global ``-o``."""
     return typer.Option(None, "-o", "--output", help="Output format: table, wide (list, get), json or yaml.")

@@ -22,13 +22,12 @@ from rarl.cli.app import (
     OutputFormat,
     app,
     make_client,
-    no_export_error,
     output_format,
     output_option,
     read_source,
     refuse_output_option,
 )
-from rarl.errors import InvalidSpec, JobFinished, RARLError
+from rarl.errors import InvalidSpec, JobFinished, RARLError, exported_model_uri
 
 
 def _read_job(file: str):
@@ -309,9 +308,7 @@ def fetch(
     refuse_output_option("fetch")
     path = _fetch_dest(dest)
     client = make_client()
-    job = client.get(name)
-    if not job.status.model_uri:
-        raise no_export_error(name, job.status.phase or "Pending")
+    exported_model_uri(client.get(name))  # ModelNotExported: exit 1, before --dest is made
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

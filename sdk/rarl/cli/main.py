@@ -67,11 +67,21 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        from rarl.errors import BackendUnavailable, InvalidArgument, RARLError, StorageError, WaitTimeout
+        from rarl.errors import (
+            BackendUnavailable,
+            InvalidArgument,
+            ModelNotExported,
+            RARLError,
+            StorageError,
+            WaitTimeout,
+        )
 
         if isinstance(exc, WaitTimeout):
             typer.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_TIMEOUT)
+        if isinstance(exc, ModelNotExported):  # the job's state, not the command's use: as a failed job
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
         if isinstance(exc, (BackendUnavailable, StorageError, InvalidArgument)):
             typer.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)

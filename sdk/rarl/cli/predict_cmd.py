@@ -18,7 +18,8 @@ from pathlib import Path
 
 import typer
 
-from rarl.cli.app import EXIT_INTERRUPTED, OPTIONS, CLIError, make_client, no_export_error, read_source
+from rarl.cli.app import EXIT_INTERRUPTED, OPTIONS, CLIError, make_client, read_source
+from rarl.errors import exported_model_uri
 
 TRAINER_MODULE = "rarl_trainer.predict"
 """The trainer's entry point that runs the model (``python -m``)."""
@@ -42,10 +43,7 @@ def _source(source: str, job_file: str | None):
         return job, source
 
     named = make_client().get(source)  # JobNotFound -> one line, exit 1
-    model_uri = named.status.model_uri if named.status else None
-    if not model_uri:
-        raise no_export_error(source, named.status.phase if named.status else None)
-    return job or named, model_uri
+    return job or named, exported_model_uri(named)  # ModelNotExported -> exit 1
 
 
 def _local_export(uri: str, storage) -> Path:
