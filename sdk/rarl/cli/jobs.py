@@ -337,37 +337,38 @@ def run(
     if OPTIONS.backend is Backend.kubernetes:
         raise CLIError("--backend kubernetes: `rarlctl run` trains on this machine; use `rarlctl submit` for a cluster")
     job = _read_job(file)
+    here = absolutize(job, Path.cwd())  # relative locations are this folder's, as the local backend reads them
     client = make_client()
     console = render.console()
-    if not _start(client, job, console):
+    if not _start(client, job, here, console):
         return
     home = _home_flag()
-    # relative locations are this folder's: said, so a run elsewhere is no surprise
-    render.run_started(console, job, absolutize(job, Path.cwd()).spec, home)
+    render.run_started(console, job, here.spec, home)  # said, so a run elsewhere is no surprise
     started = time.time()
     final = _follow(client, job.name, file, home, quiet, console)
     _conclude(client, final, file, home, console, started)
 
 
-def _start(client, job, console) -> bool:
+def _start(client, job, here, console) -> bool:
     """Resume the job when it is suspended, else submit it (saying what it does with an earlier run's checkpoint).
 
-    False: the same job already succeeded with these settings and this output, so there is nothing to do.
+    ``here``: the job with its locations made absolute. False: the same job already succeeded with these
+    settings and this output, so there is nothing to do.
     """
-    from rarl.backends.local import absolutize
+    from rarl.resume import earlier_run
 
     try:
         existing = client.get(job.name)
     except Exception:
         existing = None
-    phase = existing.status.phase if existing is not None and existing.status else None
+    phase = existing.status.phase if existing is not None else None
     if phase == "Suspended":
         typer.echo(f"resuming suspended rarljob/{job.name}")
         client.resume(job.name)
         return True
-    earlier = _earlier_run(job)
+    earlier = earlier_run(here)
     if (phase == "Succeeded" and earlier is not None and earlier.finished and earlier.changes is None
-            and existing.spec.output.uri == absolutize(job, Path.cwd()).spec.output.uri):
+            and existing.spec.output.uri == here.spec.output.uri):
         render.run_already_succeeded(console, job, existing.status.model_uri)
         return False
     say = _earlier_run_notice(job, earlier)
