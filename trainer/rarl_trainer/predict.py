@@ -10,12 +10,28 @@ asks about each item once instead (lists of one). ``python -m rarl_trainer.predi
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from transformers.utils import logging as hf_logging
+
+from rarl.answers import parse_answer
+from rarl.api.types import LoRASpec, ModelSpec, VisionSpec
+from rarl.api.validation import parse_job
+from rarl.errors import BackendUnavailable, InvalidArgument, RARLError, StorageError
 from rarl_trainer.config import ConfigError
+from rarl_trainer.data import DataError, load_items
+from rarl_trainer.evaluation import eval_queries, generate_answers
+from rarl_trainer.models import ModelLoadError, load_model
+from rarl_trainer.prompts import Query
+from rarl_trainer.queries import QueryTable
 
 
 class PredictError(ConfigError):
@@ -39,10 +55,7 @@ def load_export(location: Path):
     The processor keeps the pixel range the export saved (the job's ``spec.model.vision``), so
     images are sized as in training; predicting applies no range of its own.
     """
-    from transformers.utils import logging as hf_logging
 
-    from rarl.api.types import LoRASpec, ModelSpec, VisionSpec
-    from rarl_trainer.models import ModelLoadError, load_model
 
     folder = export_model_folder(location)
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar is noise in predict's output (its own bar stays)
@@ -55,9 +68,6 @@ def load_export(location: Path):
 
 def draw(items, list_sizes: Sequence[int], queries: int, seed: int, every_item: bool):
     """The queries to ask: the trainer's evaluation queries, or each item once."""
-    from rarl_trainer.evaluation import eval_queries
-    from rarl_trainer.prompts import Query
-
     if every_item:
         return [Query((it,)) for it in items]
     too_long = [n for n in list_sizes if n > len(items)]
@@ -69,10 +79,6 @@ def draw(items, list_sizes: Sequence[int], queries: int, seed: int, every_item: 
 def predict(loaded, dataset_spec, queries, max_new_tokens: int,
             on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Greedy answers for ``queries``: ``{"id", "pred", "target", "completion"}`` per query."""
-    from rarl.answers import parse_answer
-    from rarl_trainer.evaluation import generate_answers
-    from rarl_trainer.queries import QueryTable
-
     if dataset_spec.modality == "image" and not loaded.is_vlm:
         raise PredictError("the data has image items but the exported model is a text model")
     table = QueryTable(list(queries), dataset_spec, dataset_spec.modality, loaded.string_content, loaded.pixels)
@@ -88,8 +94,6 @@ EXIT_INVALID, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # as rarlctl's (rarl.cli
 
 
 def _parse_args(argv: list[str] | None):
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m rarl_trainer.predict",
                                 description="What `rarlctl predict` runs: an exported model's answers on a job's "
                                             "items, as JSONL rows on standard output (or --out).")
@@ -113,11 +117,7 @@ def _error(message: str, code: int = EXIT_USAGE) -> int:
 
 def _unexpected(exc: Exception, debug: bool) -> int:
     """An error as ``rarlctl`` prints it: one line and its exit code (the traceback too with --debug)."""
-    from rarl.errors import BackendUnavailable, InvalidArgument, RARLError, StorageError
-
     if debug:
-        import traceback
-
         traceback.print_exc()
     if isinstance(exc, (BackendUnavailable, StorageError, InvalidArgument)):
         return _error(str(exc))
@@ -128,11 +128,7 @@ def _unexpected(exc: Exception, debug: bool) -> int:
 
 def _predict_rows(args) -> tuple[list[dict[str, Any]] | None, int]:
     """The rows (or None and the exit code of an error already printed)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from rarl.api.validation import parse_job
-    from rarl_trainer.data import DataError, load_items
 
     job = parse_job(sys.stdin.read() if args.job == "-" else Path(args.job).read_text(),
                     origin="<stdin>" if args.job == "-" else args.job)
@@ -168,8 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     this with the job document on standard input. Exit codes and messages are rarlctl's: 0 ok; 2 a model, data or
     option problem (one line ``error: ...`` on stderr, no traceback); 1 an invalid job; 130 interrupted.
     """
-    import json
-
     args = _parse_args(argv)
     try:
         rows, code = _predict_rows(args)

@@ -11,12 +11,18 @@ then find the cached copy.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rarl.api.catalogue import BUILTIN_DATASETS
 from rarl.api.uri import InvalidURI, builtin_name, is_s3, local_path
+from rarl.errors import StorageError
+from rarl.storage import cached_download
+from rarl.storage.transfer import default_cache_dir
+from rarl_trainer.config import transfer_progress
 from rarl_trainer.data.items import DataError
 
 if TYPE_CHECKING:
@@ -29,11 +35,6 @@ def builtin_manifest(name: str) -> Path:
     The data stays in its package (installed by the user or ``make setup``); only the converted
     manifest is cached, keyed by the package file's sha256.
     """
-    import importlib.resources
-
-    from rarl.api.catalogue import BUILTIN_DATASETS
-    from rarl.storage.transfer import default_cache_dir
-
     spec = BUILTIN_DATASETS[name]
     try:
         source = importlib.resources.files(spec.package).joinpath(spec.file)
@@ -71,10 +72,6 @@ def resolve_location(uri: str, storage: StorageSpec | None = None) -> Path:
     if name is not None:
         return builtin_manifest(name)
     if is_s3(uri):
-        from rarl.errors import StorageError
-        from rarl.storage import cached_download
-        from rarl_trainer.config import transfer_progress
-
         try:
             return Path(cached_download(uri, settings=storage, progress=transfer_progress("download")))
         except StorageError as exc:

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from rarl.api.rules import synthetic_target_error
 from rarl_trainer.data.items import DataError, Dataset, Item, Split
 
 if TYPE_CHECKING:
-    from PIL import Image as PILImage
-
     from rarl.api.types import DatasetSpec, TargetSpec
 
 SYNTHETIC_EVAL_SEED_OFFSET = 1_000_003
@@ -32,10 +31,8 @@ _COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30
 _FRUITS = ["pear", "plum", "banana", "cherry", "grape", "lemon", "mango"]
 
 
-def _draw_shapes(k: int, size: int, rng: np.random.Generator) -> PILImage.Image:
+def _draw_shapes(k: int, size: int, rng: np.random.Generator) -> Image.Image:
     """k non-overlapping circles/squares/triangles on a light canvas (grid fallback when crowded)."""
-    from PIL import Image, ImageDraw
-
     img = Image.new("RGB", (size, size), (245, 245, 240))
     draw = ImageDraw.Draw(img)
     radius = max(3, size // 14)
