@@ -10,21 +10,13 @@ import pytest
 from rarl.api import parse_job
 from rarl.api.rules import ResumeDecision, resume_decision
 from rarl.api.settings import config_hash, training_settings
+from tests.api.test_types import MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]
 
-JOB = {
-    "apiVersion": "rarl.dev/v1alpha1",
-    "kind": "RARLJob",
-    "metadata": {"name": "rules"},
-    "spec": {
-        "model": {"base": "builtin:tiny-qwen2.5-vl"},
-        "dataset": {"format": "synthetic"},
-        "reward": {"delta": 2.0},
-        "checkpoint": {"uri": "s3://ckpt/rules"},
-        "output": {"uri": "s3://models/rules"},
-    },
-}
+JOB = {**MINIMAL, "metadata": {"name": "rules"},
+       "spec": {**MINIMAL["spec"], "model": {"base": "builtin:tiny-qwen2.5-vl"}, "dataset": {"format": "synthetic"},
+                "reward": {"delta": 2.0}, "checkpoint": {"uri": "s3://ckpt/rules"}}}
 
 
 def _spec(policy: str | None = None, delta: float = 2.0):
