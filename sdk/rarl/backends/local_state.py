@@ -19,7 +19,7 @@ from typing import Any
 
 from rarl.api.types import RARLJobSpec
 from rarl.api.vocabulary import OPERATOR_STATUS_FIELDS
-from rarl.lifecycle import Plan
+from rarl.lifecycle import Plan, rfc3339
 from rarl.progress import write_json_atomic
 
 
@@ -54,7 +54,7 @@ class JobFiles:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(timezone.utc))
 
 
 def read_state(files: JobFiles) -> dict[str, Any]:
